@@ -1,0 +1,1 @@
+//! The outrigger-cni chained plugin and node installer.

@@ -1,0 +1,1 @@
+//! Capture configuration, iptables rule planning and rendering, and the rule applier.

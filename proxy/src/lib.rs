@@ -1,0 +1,1 @@
+//! The outrigger-proxy data plane and status server.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, clippy, and all unit, CLI,
+# network-namespace and end-to-end tests. Run as root (CI does) so the namespace tests can
+# run; as root it first installs the system packages the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=()
+command -v iptables-restore >/dev/null 2>&1 || apt_pkgs+=(iptables)
+command -v ip >/dev/null 2>&1 || apt_pkgs+=(iproute2)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || apt_pkgs+=(containernetworking-plugins)
+command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3 python3-pip)
+
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: missing system packages: ${apt_pkgs[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "test.sh: installing ${apt_pkgs[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+fi
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  echo "test.sh: installing kubernetes-validate (PyPI)" >&2
+  python3 -m pip install -q kubernetes-validate || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+
+echo "== cargo fmt" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (binaries used by the end-to-end tests)" >&2
+cargo build --workspace --bins --locked
+echo "== cargo test" >&2
+cargo test --workspace --locked -- "$@"

@@ -1,0 +1,1 @@
+//! The HTTPS admission server around the injection engine. (Skeleton: lands with issue 3.)
