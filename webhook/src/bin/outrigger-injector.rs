@@ -1,6 +1,116 @@
-//! `outrigger-injector` binary (skeleton until its issue lands).
+//! `outrigger-injector`: the sidecar injection admission webhook (HTTPS).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("outrigger-injector: not implemented yet");
-    std::process::ExitCode::FAILURE
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use outrigger_webhook::server::selfsigned::{DEFAULT_NAMESPACE, DEFAULT_SERVICE, ServiceNames};
+use outrigger_webhook::server::tls::CertPaths;
+use outrigger_webhook::server::{self, Options, TlsSource};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sidecar injection admission webhook.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// HTTPS listen address.
+    #[arg(long, default_value = server::DEFAULT_ADDR)]
+    addr: SocketAddr,
+    /// Serving certificate chain (PEM), reloaded when it changes. Needs --tls-key.
+    #[arg(long, requires = "tls_key", conflicts_with = "self_signed_dir")]
+    tls_cert: Option<PathBuf>,
+    /// Serving private key (PEM). Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Directory for a generated CA and serving certificate (ca.crt, tls.crt, tls.key);
+    /// created unless present. The default when no --tls-cert is given.
+    #[arg(long, default_value_os_t = default_self_signed_dir())]
+    self_signed_dir: PathBuf,
+    /// Service name the certificate is generated for.
+    #[arg(long, default_value = DEFAULT_SERVICE)]
+    service_name: String,
+    /// Namespace the certificate is generated for.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    service_namespace: String,
+    /// Configuration directory (config.yaml, values.yaml, mesh.yaml), watched and reloaded.
+    /// Without it the embedded default configuration is used.
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// Prometheus metrics address (plain HTTP).
+    #[arg(long, default_value = server::DEFAULT_METRICS_ADDR)]
+    metrics_addr: SocketAddr,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    #[arg(long, default_value_t = server::DEFAULT_GRACE.as_secs())]
+    grace_period_seconds: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn default_self_signed_dir() -> PathBuf {
+    std::env::temp_dir().join("outrigger-certs")
+}
+
+impl Args {
+    fn options(self) -> Options {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files(CertPaths { cert, key }),
+            _ => TlsSource::SelfSigned {
+                dir: self.self_signed_dir,
+                names: ServiceNames {
+                    service: self.service_name,
+                    namespace: self.service_namespace,
+                },
+            },
+        };
+        Options {
+            addr: self.addr,
+            metrics_addr: self.metrics_addr,
+            tls,
+            config_dir: self.config_dir,
+            grace: Duration::from_secs(self.grace_period_seconds),
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("outrigger-injector: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::run(
+        args.options(),
+        server::shutdown::shutdown_signal(),
+    ))?;
+    Ok(())
 }

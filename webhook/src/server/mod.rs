@@ -1,1 +1,184 @@
-//! The HTTPS admission server around the injection engine. (Skeleton: lands with issue 3.)
+//! The HTTPS admission server (`outrigger-injector`) around the injection engine: it adds HTTP,
+//! TLS, configuration loading and observability, and nothing about templates.
+
+pub mod admission;
+pub mod app;
+pub mod config_reload;
+pub mod metrics;
+pub mod path_env;
+pub mod review;
+pub mod selfsigned;
+pub mod serve;
+pub mod shutdown;
+pub mod tls;
+pub mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use tokio::net::TcpListener;
+
+use self::config_reload::ConfigStore;
+use self::metrics::{Metrics, Reload};
+use self::selfsigned::ServiceNames;
+use self::tls::{CertPaths, ReloadingResolver};
+
+/// Default HTTPS address in development.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9443";
+/// Default metrics address in development (the manifests use 0.0.0.0:15014).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:15014";
+/// Default grace period for in-flight requests after SIGTERM.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files maintained by someone else (a mounted Secret), reloaded on change.
+    Files(CertPaths),
+    /// Generated once into a directory (development and self-managed mode).
+    SelfSigned { dir: PathBuf, names: ServiceNames },
+}
+
+/// Everything `run` needs; the binary builds it from its flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub tls: TlsSource,
+    pub config_dir: Option<PathBuf>,
+    pub grace: Duration,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot load the injector configuration")]
+    Config(#[source] crate::inject::ConfigError),
+    #[error("cannot prepare the self-signed certificates")]
+    SelfSigned(#[source] selfsigned::SelfSignedError),
+    #[error("cannot load the serving certificate")]
+    Tls(#[source] tls::TlsError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch for changes")]
+    Watch(#[source] watch::WatchError),
+}
+
+/// Run the injector until `shutdown` resolves; returns once in-flight requests have finished
+/// or the grace period is over.
+pub async fn run(
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let config = Arc::new(
+        ConfigStore::load(options.config_dir.as_deref(), metrics.clone())
+            .map_err(ServerError::Config)?,
+    );
+    let cert_paths = match &options.tls {
+        TlsSource::Files(paths) => paths.clone(),
+        TlsSource::SelfSigned { dir, names } => {
+            let (files, created) =
+                selfsigned::ensure(dir, names).map_err(ServerError::SelfSigned)?;
+            tracing::info!(dir = %dir.display(), created, ca = %files.ca.display(), "self-signed certificates");
+            files.serving
+        }
+    };
+    let resolver = Arc::new(ReloadingResolver::load(cert_paths.clone()).map_err(ServerError::Tls)?);
+    let tls_config = tls::server_config(resolver.clone()).map_err(ServerError::Tls)?;
+
+    let mut background = Vec::new();
+    let cert_metrics = metrics.clone();
+    let watched = resolver.clone();
+    background.push(
+        watch::spawn(cert_paths.watch_dirs(), move || match watched.reload() {
+            Ok(true) => {
+                cert_metrics.cert_reloaded(Reload::Success);
+                tracing::info!(cert = %watched.paths().cert.display(), "serving certificate reloaded");
+            }
+            Ok(false) => {}
+            Err(error) => {
+                cert_metrics.cert_reloaded(Reload::Failure);
+                tracing::error!(error = %error_chain(&error), "certificate reload refused; the previous one keeps serving");
+            }
+        })
+        .map_err(ServerError::Watch)?,
+    );
+    if let Some(dir) = config.dir() {
+        let store = config.clone();
+        background.push(
+            watch::spawn(vec![dir.to_path_buf()], move || {
+                // `reload` logs and counts both outcomes.
+                let _ = store.reload();
+            })
+            .map_err(ServerError::Watch)?,
+        );
+    }
+
+    let listener = bind(options.addr).await?;
+    let metrics_listener = bind(options.metrics_addr).await?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: options.addr,
+        source,
+    })?;
+    let metrics_local = metrics_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: options.metrics_addr,
+            source,
+        })?;
+
+    let shutdown = shutdown.shared();
+    let state = app::AppState::new(config, metrics.clone());
+    let ready = state.ready.clone();
+    let metrics_server = tokio::spawn(serve::serve_plain(
+        metrics_listener,
+        app::metrics_app(metrics),
+        shutdown.clone(),
+    ));
+    ready.store(true, Ordering::Release);
+    tracing::info!(addr = %local, metrics_addr = %metrics_local, "listening");
+
+    let stop = {
+        let ready = ready.clone();
+        shutdown
+            .clone()
+            .map(move |()| ready.store(false, Ordering::Release))
+    };
+    serve::serve_tls(listener, tls_config, app::app(state), stop, options.grace).await;
+    for task in background {
+        task.abort();
+    }
+    if let Ok(Err(error)) = metrics_server.await {
+        tracing::warn!(%error, "metrics server ended with an error");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// `error: cause: cause` for log lines.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,256 @@
+//! The HTTP routes: `POST /inject[/<k>/<v>...]`, `GET /healthz`, `GET /readyz`, and the
+//! separate metrics router. Built once by [`app`] and testable without a socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tracing::Instrument as _;
+
+use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
+use super::config_reload::ConfigStore;
+use super::metrics::{self, Metrics};
+use super::path_env;
+use super::review::{self, Decision};
+
+/// Largest AdmissionReview accepted (the API server's own limit is 3 MiB per object).
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Time a client gets to send the whole body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<ConfigStore>,
+    pub metrics: Arc<Metrics>,
+    /// Set once configuration and certificate are loaded; cleared while shutting down.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<ConfigStore>, metrics: Arc<Metrics>) -> Self {
+        AppState {
+            config,
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// The admission router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/inject", post(inject))
+        .route("/inject/", post(inject))
+        .route("/inject/{*params}", post(inject_with_params))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        .with_state(state)
+}
+
+/// The metrics router (served on its own plain-HTTP port).
+pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics)
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+/// Request-level failures that never reach the engine; each names its problem.
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("request body exceeds the limit of {MAX_BODY_BYTES} bytes (6 MiB)")]
+    TooLarge,
+    #[error("request body is empty; expected an AdmissionReview")]
+    Empty,
+    #[error("Content-Type must be application/json, got {0:?}")]
+    MediaType(String),
+    #[error("could not read the request body: {0}")]
+    Read(String),
+}
+
+impl HttpError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Empty => StatusCode::BAD_REQUEST,
+            HttpError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::Read(_) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            HttpError::TooLarge => "body_too_large",
+            HttpError::Empty => "empty_body",
+            HttpError::MediaType(_) => "unsupported_media_type",
+            HttpError::Read(_) => "body_read",
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status(), format!("{self}\n")).into_response()
+    }
+}
+
+async fn inject(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, "", headers, body).await
+}
+
+async fn inject_with_params(
+    State(state): State<AppState>,
+    Path(params): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, &params, headers, body).await
+}
+
+async fn handle(state: AppState, params: &str, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    state.metrics.request();
+    let span = tracing::info_span!(
+        "admission",
+        uid = tracing::field::Empty,
+        namespace = tracing::field::Empty,
+        pod = tracing::field::Empty,
+        decision = tracing::field::Empty,
+    );
+    let response = async {
+        match read_body(&headers, body).await {
+            Ok(bytes) => review_body(&state, params, &bytes),
+            Err(error) => {
+                state.metrics.failed(error.label());
+                tracing::warn!(%error, "bad request");
+                error.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    state.metrics.observe_time(started.elapsed());
+    response
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, HttpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(HttpError::MediaType(content_type));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(HttpError::TooLarge);
+    }
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                HttpError::TooLarge
+            } else {
+                HttpError::Read(e.to_string())
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(HttpError::Empty);
+    }
+    Ok(bytes)
+}
+
+fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
+    let span = tracing::Span::current();
+    let review = match admission::decode(body) {
+        Ok(decoded) => decoded,
+        Err(failure) => {
+            span.record("uid", failure.uid.as_str());
+            span.record("decision", "failed");
+            state.metrics.failed("decode");
+            tracing::warn!(error = %failure.error, "not an AdmissionReview");
+            let response = AdmissionResponse::deny(
+                failure.uid,
+                400,
+                format!("sidecar injector: {}", failure.error),
+            );
+            return json(&AdmissionReviewResponse::new(failure.version, response));
+        }
+    };
+    let request = &review.request;
+    span.record("uid", request.uid.as_str());
+    span.record("namespace", review::pod_namespace(request).as_str());
+    span.record("pod", review::pod_name(request).as_str());
+
+    let path = path_env::parse(params);
+    if let Some(key) = &path.ignored_key {
+        tracing::warn!(key = %key, "webhook path has a key without a value; ignored");
+    }
+    let config = state.config.get();
+    let (response, decision) = review::respond(request, path.env, &config);
+    span.record("decision", decision.as_str());
+    match &decision {
+        Decision::Ignored => tracing::info!(
+            kind = %request.kind.kind,
+            operation = %request.operation,
+            "not a pod CREATE; allowed unchanged"
+        ),
+        Decision::Skipped(reason) => {
+            state.metrics.skipped(reason);
+            tracing::info!(reason, "allowed without injection");
+        }
+        Decision::Injected => {
+            state.metrics.injected();
+            tracing::info!(dry_run = request.dry_run.unwrap_or(false), "injected");
+        }
+        Decision::Failed(reason) => {
+            state.metrics.failed(reason);
+            let message = response.status.as_ref().map(|s| s.message.as_str());
+            tracing::warn!(reason, detail = message, "refused");
+        }
+    }
+    json(&AdmissionReviewResponse::new(review.version, response))
+}
+
+fn json(review: &AdmissionReviewResponse) -> Response {
+    match serde_json::to_vec(review) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        // Serializing plain strings and booleans cannot fail; answer readably anyway.
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,7 @@
+//! Tests of the `outrigger-injector` admission server: router (oneshot), real TLS end to end,
+//! certificate rotation, configuration reload, SIGTERM draining, caBundle keeping.
+
+#[path = "server/common.rs"]
+mod common;
+#[path = "server/router.rs"]
+mod router;
