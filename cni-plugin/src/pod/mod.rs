@@ -1,0 +1,10 @@
+//! What the plugin reads from a pod: whether to capture its traffic, and with which settings.
+
+pub mod capture;
+pub mod decision;
+mod fields;
+
+pub use capture::{
+    CaptureSettings, InterceptionMode, PodSettingsError, PortSelection, RangeSelection,
+};
+pub use decision::{Decision, SkipReason};
