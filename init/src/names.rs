@@ -1,0 +1,105 @@
+//! Every name and number the capture rules share with Istio: chains, tables, ports, flags, env.
+
+/// Chain that sends inbound traffic to the proxy (nat, mangle in TPROXY mode, raw for DNS zones).
+pub const ISTIO_INBOUND: &str = "ISTIO_INBOUND";
+/// Chain that redirects outbound TCP to the outbound capture port.
+pub const ISTIO_REDIRECT: &str = "ISTIO_REDIRECT";
+/// Chain that redirects TCP to the inbound capture port.
+pub const ISTIO_IN_REDIRECT: &str = "ISTIO_IN_REDIRECT";
+/// Chain holding the outbound decisions.
+pub const ISTIO_OUTPUT: &str = "ISTIO_OUTPUT";
+/// Chain holding the DNS redirect (nat) and conntrack-zone (raw) rules.
+pub const ISTIO_OUTPUT_DNS: &str = "ISTIO_OUTPUT_DNS";
+/// TPROXY: marks packets of established inbound connections and accepts them.
+pub const ISTIO_DIVERT: &str = "ISTIO_DIVERT";
+/// TPROXY: hands new inbound connections to the inbound capture port.
+pub const ISTIO_TPROXY: &str = "ISTIO_TPROXY";
+/// `--drop-invalid`: drops packets conntrack considers invalid.
+pub const ISTIO_DROP: &str = "ISTIO_DROP";
+/// Prefix shared by every chain this crate owns.
+pub const CHAIN_PREFIX: &str = "ISTIO_";
+
+/// Built-in chains: never declared with `-N`, never deleted.
+pub const BUILTIN_CHAINS: [&str; 5] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
+
+/// Default outbound capture port (`-p`).
+pub const DEFAULT_PROXY_PORT: u16 = 15001;
+/// Default inbound capture port (`-z`).
+pub const DEFAULT_INBOUND_CAPTURE_PORT: u16 = 15006;
+/// Default tunnel port that is never captured (`-e`).
+pub const DEFAULT_INBOUND_TUNNEL_PORT: u16 = 15008;
+/// Port the agent's DNS proxy listens on.
+pub const DNS_CAPTURE_PORT: u16 = 15053;
+/// Well-known DNS port.
+pub const DNS_PORT: u16 = 53;
+/// Default validation probe port (`--iptables-probe-port`).
+pub const DEFAULT_PROBE_PORT: u16 = 15002;
+/// Default validation timeout in seconds (`--probe-timeout`).
+pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 5;
+/// Default proxy UID (and GID when `-g` is not given).
+pub const DEFAULT_PROXY_UID: u32 = 1337;
+/// Default TPROXY mark (`-t`).
+pub const DEFAULT_TPROXY_MARK: u32 = 1337;
+/// Default TPROXY route table (`-r`).
+pub const DEFAULT_TPROXY_ROUTE_TABLE: u32 = 133;
+/// Mark the proxy sets on its own loopback traffic to the app in TPROXY mode.
+pub const OUTBOUND_MARK: u32 = 1338;
+/// Most owner groups `ISTIO_OUTBOUND_OWNER_GROUPS` may list (one combined rule).
+pub const MAX_OWNER_GROUPS_INCLUDE: usize = 64;
+
+/// Inbound passthrough source address (IPv4): the proxy binds it to reach the local app.
+pub const INBOUND_PASSTHROUGH_V4: &str = "127.0.0.6/32";
+/// Inbound passthrough source address (IPv6).
+pub const INBOUND_PASSTHROUGH_V6: &str = "::6/128";
+/// IPv6 loopback as the rules spell it.
+pub const LOOPBACK_V6: &str = "::1/128";
+/// Default IPv4 loopback CIDR (`ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR`).
+pub const DEFAULT_LOOPBACK_V4: &str = "127.0.0.1/32";
+/// Loopback interface name.
+pub const LOOPBACK_IFACE: &str = "lo";
+
+/// Exit code when `--run-validation` finds the traffic is not captured.
+pub const VALIDATION_EXIT_CODE: i32 = 126;
+
+/// Environment variables read only from the environment (no flag).
+pub mod env {
+    /// Owner groups whose outbound traffic is captured (`*` = all).
+    pub const OWNER_GROUPS_INCLUDE: &str = "ISTIO_OUTBOUND_OWNER_GROUPS";
+    /// Owner groups whose outbound traffic is not captured (with include `*`).
+    pub const OWNER_GROUPS_EXCLUDE: &str = "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE";
+    /// IPv4 loopback CIDR used in the loopback rules.
+    pub const IPV4_LOOPBACK_CIDR: &str = "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR";
+    /// Default for `--redirect-dns`.
+    pub const DNS_CAPTURE: &str = "ISTIO_META_DNS_CAPTURE";
+    /// Default for `--drop-invalid`.
+    pub const INVALID_DROP: &str = "INVALID_DROP";
+    /// Default for `--dual-stack`.
+    pub const DUAL_STACK: &str = "ISTIO_AGENT_DUAL_STACK";
+}
+
+/// How errors name each option: the short flag and the long flag, as the operator typed them.
+pub mod flag {
+    pub const PROXY_PORT: &str = "-p/--envoy-port";
+    pub const INBOUND_CAPTURE_PORT: &str = "-z/--inbound-capture-port";
+    pub const INBOUND_TUNNEL_PORT: &str = "-e/--inbound-tunnel-port";
+    pub const PROXY_UID: &str = "-u/--proxy-uid";
+    pub const PROXY_GID: &str = "-g/--proxy-gid";
+    pub const MODE: &str = "-m/--istio-inbound-interception-mode";
+    pub const INBOUND_PORTS: &str = "-b/--istio-inbound-ports";
+    pub const INBOUND_PORTS_EXCLUDE: &str = "-d/--istio-local-exclude-ports";
+    pub const OUTBOUND_RANGES: &str = "-i/--istio-service-cidr";
+    pub const OUTBOUND_RANGES_EXCLUDE: &str = "-x/--istio-service-exclude-cidr";
+    pub const OUTBOUND_PORTS: &str = "-q/--istio-outbound-ports";
+    pub const OUTBOUND_PORTS_EXCLUDE: &str = "-o/--istio-local-outbound-ports-exclude";
+    pub const VIRTUAL_INTERFACES: &str = "-k/--kube-virt-interfaces";
+    pub const EXCLUDE_INTERFACES: &str = "-c/--istio-exclude-interfaces";
+    pub const TPROXY_MARK: &str = "-t/--istio-inbound-tproxy-mark";
+    pub const TPROXY_ROUTE_TABLE: &str = "-r/--istio-inbound-tproxy-route-table";
+    pub const PROBE_PORT: &str = "--iptables-probe-port";
+    pub const PROBE_TIMEOUT: &str = "--probe-timeout";
+    pub const FORCE_IPTABLES_BINARY: &str = "--force-iptables-binary";
+    pub const IPV6: &str = "--ipv6";
+    pub const OWNER_GROUPS_INCLUDE: &str = super::env::OWNER_GROUPS_INCLUDE;
+    pub const OWNER_GROUPS_EXCLUDE: &str = super::env::OWNER_GROUPS_EXCLUDE;
+    pub const LOOPBACK_CIDR: &str = super::env::IPV4_LOOPBACK_CIDR;
+}
