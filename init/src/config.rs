@@ -408,7 +408,7 @@ pub fn parse_loopback_cidr(value: &str) -> Result<Ipv4Net, ConfigError> {
         ConfigError::new(
             flag::LOOPBACK_CIDR,
             value,
-            "not an IPv4 CIDR (address/prefix-length)",
+            "not an IPv4 CIDR; must be an IPv4 loopback CIDR such as 127.0.0.1/32",
         )
     })?;
     check_loopback(&net)?;

@@ -12,30 +12,57 @@ struct Case {
     env: &'static [(&'static str, &'static str)],
 }
 
-const SIDECAR: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+#[rustfmt::skip]
+const SIDECAR: &[&str] = &["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"];
 
-const CASES: &[Case] = &[Case {
-    name: "redirect-sidecar-default",
-    args: SIDECAR,
-    env: &[],
-}];
+// One line per case keeps the table readable; rustfmt would put every token on its own line.
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    Case { name: "redirect-sidecar-default", args: SIDECAR, env: &[] },
+    Case { name: "defaults-nothing-captured", args: &[], env: &[] },
+    Case { name: "inbound-port-list", args: &["-b", "80,8080", "-i", "*"], env: &[] },
+    Case { name: "inbound-empty-outbound-all", args: &["-b", "", "-i", "*"], env: &[] },
+    Case { name: "inbound-wildcard-no-exclude", args: &["-b", "*", "-i", ""], env: &[] },
+    Case { name: "exclude-ports-ignored-without-wildcard", args: &["-b", "80", "-d", "15020", "-i", ""], env: &[] },
+    Case { name: "tproxy-wildcard", args: &["-m", "TPROXY", "-b", "*", "-d", "15090,15021,15020", "-i", "*"], env: &[] },
+    Case { name: "tproxy-port-list", args: &["-m", "TPROXY", "-b", "80,443", "-i", "*"], env: &[] },
+    Case { name: "tproxy-no-inbound", args: &["-m", "TPROXY", "-b", "", "-i", "*"], env: &[] },
+    Case { name: "tproxy-mark-and-table", args: &["-m", "TPROXY", "-b", "*", "-i", "*", "-t", "1400", "-r", "140"], env: &[] },
+    Case { name: "ipv6-sidecar", args: &["-i", "*", "-b", "*", "-d", "15090,15021,15020", "--ipv6=true"], env: &[] },
+    Case { name: "ipv6-tproxy", args: &["-m", "TPROXY", "-b", "*", "-i", "*", "--ipv6=true"], env: &[] },
+    Case { name: "ipv6-mixed-ranges", args: &["-b", "*", "-i", "10.0.0.0/8,fd00::/8", "-x", "10.96.0.0/12,fd00:96::/64", "--ipv6=true"], env: &[] },
+    Case { name: "dns-resolv-conf-servers", args: &["-b", "*", "-i", "*", "--redirect-dns"], env: &[] },
+    Case { name: "dns-capture-all", args: &["-b", "*", "-i", "*", "--redirect-dns", "--capture-all-dns"], env: &[] },
+    Case { name: "dns-ipv6-servers", args: &["-b", "*", "-i", "*", "--redirect-dns", "--ipv6=true"], env: &[] },
+    Case { name: "dns-from-env-tproxy", args: &["-b", "*", "-i", "*", "-m", "TPROXY"], env: &[("ISTIO_META_DNS_CAPTURE", "true")] },
+    Case { name: "uid-gid-lists", args: &["-b", "*", "-i", "*", "-u", "1337,1338", "-g", "1339,1340"], env: &[] },
+    Case { name: "dns-uid-gid-lists", args: &["-b", "*", "-i", "*", "-u", "3,4", "-g", "1,2", "--redirect-dns"], env: &[] },
+    Case { name: "include-cidrs", args: &["-b", "*", "-i", "10.0.0.0/8,172.16.0.0/12", "-x", "10.96.0.0/12"], env: &[] },
+    Case { name: "exclude-cidrs", args: &["-b", "*", "-i", "*", "-x", "10.0.0.0/8,192.168.0.0/16"], env: &[] },
+    Case { name: "loopback-in-include", args: &["-b", "*", "-i", "127.0.0.1/32,10.0.0.0/8"], env: &[] },
+    Case { name: "owner-groups-include", args: SIDECAR, env: &[("ISTIO_OUTBOUND_OWNER_GROUPS", "java,202")] },
+    Case { name: "owner-groups-exclude", args: SIDECAR, env: &[("ISTIO_OUTBOUND_OWNER_GROUPS", "*"), ("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888,ops")] },
+    Case { name: "owner-groups-dns-ipv6", args: &["-b", "*", "-i", "*", "--redirect-dns", "--ipv6=true"], env: &[("ISTIO_OUTBOUND_OWNER_GROUPS", "java,202")] },
+    Case { name: "virtual-interfaces-all", args: &["-b", "*", "-i", "*", "-k", "eth1,eth2"], env: &[] },
+    Case { name: "virtual-interfaces-cidrs-ipv6", args: &["-b", "*", "-i", "10.0.0.0/8,fd00::/8", "-k", "eth1", "--ipv6=true"], env: &[] },
+    Case { name: "exclude-nic-redirect", args: &["-b", "*", "-i", "*", "-c", "eth9,eth10"], env: &[] },
+    Case { name: "exclude-nic-tproxy", args: &["-m", "TPROXY", "-b", "*", "-i", "*", "-c", "eth9"], env: &[] },
+    Case { name: "drop-invalid", args: &["-b", "*", "-i", "*", "--drop-invalid"], env: &[] },
+    Case { name: "drop-invalid-tproxy", args: &["-m", "TPROXY", "-b", "*", "-i", "*"], env: &[("INVALID_DROP", "true")] },
+    Case { name: "loopback-cidr-env", args: SIDECAR, env: &[("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "127.0.0.1/8")] },
+    Case { name: "outbound-ports-include", args: &["-b", "*", "-i", "", "-q", "3306,5432"], env: &[] },
+    Case { name: "outbound-ports-exclude", args: &["-b", "*", "-i", "*", "-o", "25,8125"], env: &[] },
+    Case { name: "custom-ports", args: &["-p", "16001", "-z", "16006", "-e", "16008", "-b", "*", "-i", "*"], env: &[] },
+    Case { name: "all-from-env", args: &[], env: &[
+        ("ENVOY_PORT", "17001"), ("INBOUND_CAPTURE_PORT", "17006"), ("ISTIO_INBOUND_PORTS", "*"),
+        ("ISTIO_LOCAL_EXCLUDE_PORTS", "17020"), ("ISTIO_SERVICE_CIDR", "*"), ("ISTIO_SERVICE_EXCLUDE_CIDR", "169.254.169.254/32"),
+        ("ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE", "9000"), ("PROXY_UID", "101"),
+    ] },
+    Case { name: "everything-tproxy-ipv6", args: &[
+        "-m", "TPROXY", "-b", "80,443", "-i", "10.0.0.0/8,fd00::/8", "-x", "10.96.0.0/12", "-q", "3306", "-o", "25",
+        "-k", "tap0", "-c", "eth9", "-u", "1337,1338", "--redirect-dns", "--drop-invalid", "--ipv6=true",
+    ], env: &[("ISTIO_OUTBOUND_OWNER_GROUPS", "*"), ("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888")] },
+];
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
