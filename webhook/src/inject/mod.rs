@@ -1,9 +1,35 @@
 //! The injection engine: decides whether a pod gets a sidecar and, if so, returns the injected pod.
 //!
 //! Pure: no HTTP, no files, no global state. The webhook and kube-inject both call [`inject`].
-//! (Skeleton: the entry points below are the agreed contract; the implementation lands with issue 2.)
+//! Steps: validate annotations, decide (policy), undo an earlier injection, render the templates
+//! and strategic-merge them onto the pod, then post-process in Rust (probes, prometheus, labels,
+//! status annotation, container order).
 
-use serde_json::Value;
+mod config;
+mod labels;
+pub mod manifest;
+mod merge;
+pub mod names;
+pub mod patch;
+mod policy;
+mod probes;
+mod prometheus;
+mod selector;
+mod status;
+mod template;
+mod validate;
+
+use serde_json::{Map, Value, json};
+
+pub use config::{
+    CONFIG_FILE, Config, DEFAULT_CONFIG_YAML, DEFAULT_MESH_YAML, DEFAULT_VALUES_YAML, MESH_FILE,
+    VALUES_FILE,
+};
+pub use policy::Decision;
+
+use config::ProxyConfig;
+use names::*;
+use status::Status;
 
 /// Why a pod was left alone; `label()` is the low-cardinality metric label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +70,12 @@ pub enum InjectError {
     /// One or more annotations failed validation; each message is complete.
     #[error("{}", .0.join("; "))]
     InvalidAnnotations(Vec<String>),
+    /// `inject.istio.io/templates` names a template the configuration does not have.
+    #[error("unknown template '{name}' in annotation '{TEMPLATES}' (known: {})", .known.join(", "))]
+    UnknownTemplate { name: String, known: Vec<String> },
+    /// A template failed to render or rendered something that is not a pod overlay.
+    #[error("template '{name}': {reason}")]
+    Template { name: String, reason: String },
     /// Anything else the engine refuses, with its reason.
     #[error("{0}")]
     Other(String),
@@ -54,15 +86,11 @@ impl InjectError {
     pub fn label(&self) -> &'static str {
         match self {
             InjectError::InvalidAnnotations(_) => "invalid_annotation",
+            InjectError::UnknownTemplate { .. } => "unknown_template",
+            InjectError::Template { .. } => "template",
             InjectError::Other(_) => "other",
         }
     }
-}
-
-/// The loaded, validated configuration (config.yaml + values.yaml + mesh.yaml, templates compiled).
-#[derive(Debug, Clone)]
-pub struct Config {
-    _private: (),
 }
 
 /// Errors while loading configuration; each names the file, key and problem.
@@ -70,29 +98,323 @@ pub struct Config {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-impl Config {
-    /// The configuration embedded in the binary.
-    pub fn embedded() -> Result<Config, ConfigError> {
-        Ok(Config { _private: () })
+/// Decide and, if needed, inject. Same function for webhook and kube-inject.
+pub fn inject(pod: &Value, req: &InjectRequest, config: &Config) -> Result<Outcome, InjectError> {
+    let errors = validate::annotations(annotations(pod));
+    if !errors.is_empty() {
+        return Err(InjectError::InvalidAnnotations(errors));
     }
-
-    /// Parse from the three file contents (pure; the caller reads the files).
-    pub fn from_sources(
-        _config_yaml: &str,
-        _values_yaml: &str,
-        _mesh_yaml: &str,
-    ) -> Result<Config, ConfigError> {
-        Ok(Config { _private: () })
+    let decision = decide(pod, req, config);
+    if !decision.inject {
+        return Ok(Outcome::Skipped(SkipReason {
+            label: decision.label,
+            message: decision.reason,
+        }));
     }
+    let names = templates_for(pod, config)?;
+    let injected = apply(pod, req, config, &names)?;
+    Ok(Outcome::Injected {
+        pod: injected,
+        templates: names,
+    })
 }
 
-/// Decide and, if needed, inject. Same function for webhook and kube-inject.
-pub fn inject(
-    _pod: &Value,
-    _req: &InjectRequest,
-    _config: &Config,
-) -> Result<Outcome, InjectError> {
-    Err(InjectError::Other(
-        "injection engine not implemented yet".into(),
-    ))
+/// The policy decision alone (what `kube-inject check` reports).
+pub fn decide(pod: &Value, req: &InjectRequest, config: &Config) -> Decision {
+    policy::decide(pod, &req.namespace, &config.inner.injector)
+}
+
+/// The templates a pod asks for (`inject.istio.io/templates`, else the defaults), aliases expanded.
+pub fn templates_for(pod: &Value, config: &Config) -> Result<Vec<String>, InjectError> {
+    let injector = &config.inner.injector;
+    let requested: Vec<String> = match annotation(pod, TEMPLATES) {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => injector.default_templates.clone(),
+    };
+    let mut out = Vec::new();
+    for name in requested {
+        let expanded = injector.aliases.get(&name).cloned().unwrap_or(vec![name]);
+        for n in expanded {
+            if !config.inner.templates.contains(&n) {
+                let mut known = config.template_names();
+                known.extend(injector.aliases.keys().cloned());
+                known.sort();
+                return Err(InjectError::UnknownTemplate { name: n, known });
+            }
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one template over the sample pod with everything after it (used at config load).
+pub(crate) fn render_for_test(
+    pod: &Value,
+    config: &Config,
+    name: &str,
+) -> Result<Value, InjectError> {
+    let req = InjectRequest {
+        namespace: "default".to_owned(),
+        ..Default::default()
+    };
+    apply(pod, &req, config, &[name.to_owned()])
+}
+
+/// Per-pod settings resolved from annotations, proxy config, values and the request.
+struct Settings {
+    proxy_config: Value,
+    typed: ProxyConfig,
+    interception_mode: String,
+    status_port: u16,
+    native: bool,
+    hold: bool,
+}
+
+fn settings(pod: &Value, req: &InjectRequest, config: &Config) -> Result<Settings, InjectError> {
+    let c = &config.inner;
+    let mut proxy_config = c
+        .mesh_raw
+        .get("defaultConfig")
+        .cloned()
+        .unwrap_or(json!({}));
+    if let Some(text) = annotation(pod, PROXY_CONFIG) {
+        let bad = |e: String| {
+            InjectError::InvalidAnnotations(vec![format!(
+                "invalid value '{text}' for annotation '{PROXY_CONFIG}': {e}"
+            )])
+        };
+        let over: Value = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if !over.is_null() {
+            config::deep_merge(&mut proxy_config, over);
+        }
+        serde_json::from_value::<ProxyConfig>(proxy_config.clone())
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let typed: ProxyConfig = serde_json::from_value(proxy_config.clone())
+        .map_err(|e| InjectError::Other(format!("mesh.yaml defaultConfig: {e}")))?;
+    let interception_mode = annotation(pod, INTERCEPTION_MODE)
+        .map(str::to_owned)
+        .or_else(|| typed.interception_mode.clone())
+        .unwrap_or_else(|| "REDIRECT".to_owned());
+    let status_port = annotation(pod, STATUS_PORT)
+        .and_then(|p| p.parse().ok())
+        .or(typed.status_port)
+        .or(Some(c.values.global.proxy.status_port).filter(|p| *p != 0))
+        .unwrap_or(DEFAULT_STATUS_PORT);
+    let native = req
+        .native_sidecars
+        .or_else(|| annotation(pod, NATIVE_SIDECAR).map(|v| v == "true"))
+        .unwrap_or(c.values.global.native_sidecars);
+    let hold = typed
+        .hold_application_until_proxy_starts
+        .unwrap_or(c.values.global.proxy.hold_application_until_proxy_starts);
+    Ok(Settings {
+        proxy_config,
+        typed,
+        interception_mode,
+        status_port,
+        native,
+        hold,
+    })
+}
+
+/// Renders and merges `names` onto the pod, then post-processes.
+fn apply(
+    original: &Value,
+    req: &InjectRequest,
+    config: &Config,
+    names: &[String],
+) -> Result<Value, InjectError> {
+    let c = &config.inner;
+    let mut pod = original.clone();
+    let previous = status::strip_previous(&mut pod).map_err(InjectError::Other)?;
+    let s = settings(&pod, req, config)?;
+    if let Some(p) = &previous.probers
+        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(p)
+    {
+        probes::restore(&mut pod, &map);
+    }
+    if let Some(anns) = annotations_mut(&mut pod) {
+        prometheus::restore(anns, previous.prometheus.as_deref(), s.status_port);
+    }
+
+    let workload = labels::workload(&pod, &req.namespace, req.workload_name.as_deref());
+    let apps: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] != PROXY_CONTAINER)
+        .collect();
+    let app_containers = apps
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let pod_ports = Value::Array(
+        apps.iter()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .collect(),
+    )
+    .to_string();
+    let revision = req
+        .revision
+        .clone()
+        .unwrap_or_else(|| c.injector.revision.clone());
+    let overlays = {
+        let ctx = template::Context {
+            pod: &pod,
+            proxy_config: &s.proxy_config,
+            mesh: &c.mesh_raw,
+            revision: &revision,
+            namespace: &req.namespace,
+            proxy_uid: c.values.global.proxy.uid,
+            proxy_gid: c.values.global.proxy.gid,
+            native_sidecar: s.native,
+            interception_mode: &s.interception_mode,
+            status_port: s.status_port,
+            cni_enabled: c.values.pilot.cni.enabled,
+            workload_name: &workload.name,
+            owner: &workload.owner,
+            app_containers: &app_containers,
+            pod_ports: &pod_ports,
+            concurrency: s.typed.concurrency,
+            drain_duration: s.typed.drain_duration.as_deref(),
+            hold_application: s.hold,
+        };
+        names
+            .iter()
+            .map(|n| {
+                c.templates
+                    .render(n, &ctx)
+                    .map_err(|reason| InjectError::Template {
+                        name: n.clone(),
+                        reason,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut record = Status {
+        revision: revision.clone(),
+        ..Default::default()
+    };
+    for overlay in &overlays {
+        record.record(overlay, &pod);
+        merge::merge(&mut pod, overlay);
+    }
+    post_process(&mut pod, req, config, &s, &workload.name, &record)?;
+    Ok(pod)
+}
+
+fn post_process(
+    pod: &mut Value,
+    req: &InjectRequest,
+    config: &Config,
+    s: &Settings,
+    workload_name: &str,
+    record: &Status,
+) -> Result<(), InjectError> {
+    let c = &config.inner;
+    let has_proxy = proxy_env(pod).is_some();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let rewrite = annotation(pod, REWRITE_PROBES)
+        .map(|v| v == "true")
+        .unwrap_or(c.values.sidecar_injector_webhook.rewrite_app_http_probe);
+    if rewrite && has_proxy {
+        let probers = probes::rewrite(pod, s.status_port).map_err(InjectError::Other)?;
+        if !probers.is_empty() {
+            env.push((
+                ENV_APP_PROBERS.to_owned(),
+                Value::Object(probers).to_string(),
+            ));
+        }
+    }
+    let meta = pod
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Other("the pod is not a JSON object".to_owned()))?
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    let meta = meta
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Other("metadata is not an object".to_owned()))?;
+    let anns = object_entry(meta, "annotations")?;
+    if has_proxy
+        && let Some(v) = prometheus::merge(anns, s.status_port, c.mesh.enable_prometheus_merge)
+            .map_err(InjectError::Other)?
+    {
+        env.push((ENV_PROMETHEUS_ANNOTATIONS.to_owned(), v));
+    }
+    for (k, v) in &c.injector.injected_annotations {
+        anns.insert(k.clone(), json!(v));
+    }
+    anns.insert(REVISION.to_owned(), json!(record.revision));
+    anns.insert(STATUS.to_owned(), json!(record.to_json()));
+    let labels = object_entry(meta, "labels")?;
+    labels::add_labels(labels, workload_name);
+    let pod_snapshot = pod.clone();
+    if let Some(anns) = annotations_mut(pod) {
+        labels::add_default_container(anns, &pod_snapshot);
+    }
+    env.extend(req.proxy_env.iter().cloned());
+    if let Some(list) = proxy_env(pod) {
+        for (name, value) in env {
+            match list.iter_mut().find(|e| e["name"] == name.as_str()) {
+                Some(e) => *e = json!({"name": name, "value": value}),
+                None => list.push(json!({"name": name, "value": value})),
+            }
+        }
+    }
+    status::order(pod, s.hold && !s.native);
+    Ok(())
+}
+
+fn object_entry<'a>(
+    m: &'a mut Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut Map<String, Value>, InjectError> {
+    let v = m.entry(key).or_insert_with(|| json!({}));
+    if v.is_null() {
+        *v = json!({});
+    }
+    v.as_object_mut()
+        .ok_or_else(|| InjectError::Other(format!("metadata.{key} is not an object")))
+}
+
+/// The proxy container's env list (created if the container has none).
+fn proxy_env(pod: &mut Value) -> Option<&mut Vec<Value>> {
+    let spec = pod.get_mut("spec")?.as_object_mut()?;
+    let proxy = spec
+        .iter_mut()
+        .filter(|(k, _)| *k == "containers" || *k == "initContainers")
+        .filter_map(|(_, v)| v.as_array_mut())
+        .flatten()
+        .find(|c| c["name"] == PROXY_CONTAINER)?
+        .as_object_mut()?;
+    let env = proxy.entry("env").or_insert_with(|| json!([]));
+    if env.is_null() {
+        *env = json!([]);
+    }
+    env.as_array_mut()
+}
+
+fn annotations(pod: &Value) -> Option<&Map<String, Value>> {
+    pod.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+}
+
+fn annotations_mut(pod: &mut Value) -> Option<&mut Map<String, Value>> {
+    pod.pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+}
+
+fn annotation<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
+    annotations(pod)
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
 }

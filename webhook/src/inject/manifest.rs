@@ -1,0 +1,339 @@
+//! Offline injection of Kubernetes manifests (kube-inject): a multi-document YAML stream in,
+//! the same stream out with the pod templates of workloads injected. Documents that are not
+//! injected are copied byte for byte; only injected documents are re-serialised.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Config, InjectError, InjectRequest, Outcome, decide, inject, templates_for};
+
+/// A failure naming the document or object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("document {index}: not valid YAML: {reason}")]
+    Parse { index: usize, reason: String },
+    #[error("{object}")]
+    Inject {
+        object: String,
+        #[source]
+        source: InjectError,
+    },
+    #[error("{object}: cannot write the injected object back as YAML: {reason}")]
+    Serialize { object: String, reason: String },
+}
+
+/// Options shared by every object of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub revision: Option<String>,
+    pub native_sidecars: Option<bool>,
+}
+
+/// The injected stream and one note per object left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    pub output: String,
+    pub skipped: Vec<String>,
+}
+
+/// One workload's verdict for `kube-inject check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    /// `inject`, `skip` or `error`.
+    pub verdict: &'static str,
+    pub templates: Vec<String>,
+    pub reason: String,
+}
+
+/// Splits a YAML stream into documents, each with its leading `---` line, so that joining the
+/// pieces gives back the input exactly.
+pub fn split_documents(text: &str) -> Vec<&str> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_sep = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if is_sep && pos > start {
+            docs.push(&text[start..pos]);
+            start = pos;
+        }
+        pos += line.len();
+    }
+    if pos > start {
+        docs.push(&text[start..pos]);
+    }
+    docs
+}
+
+/// The `---` line a document starts with, if any, and its body.
+fn separator(doc: &str) -> (&str, &str) {
+    if doc.starts_with("---") {
+        let end = doc.find('\n').map_or(doc.len(), |i| i + 1);
+        (&doc[..end], &doc[end..])
+    } else {
+        ("", doc)
+    }
+}
+
+/// Where a workload kind keeps its pod: `None` for the object itself (a Pod).
+fn pod_template_path(api_version: &str, kind: &str) -> Option<Option<&'static str>> {
+    match (api_version, kind) {
+        ("v1", "Pod") => Some(None),
+        ("v1", "ReplicationController")
+        | ("apps/v1", "Deployment" | "DaemonSet" | "ReplicaSet" | "StatefulSet")
+        | ("batch/v1", "Job") => Some(Some("/spec/template")),
+        ("batch/v1", "CronJob") => Some(Some("/spec/jobTemplate/spec/template")),
+        _ => None,
+    }
+}
+
+/// A workload found in a document, by its path inside the document.
+struct Workload {
+    path: String,
+    template: Option<&'static str>,
+    kind: String,
+    name: String,
+    namespace: String,
+}
+
+fn workloads(doc: &Value, base: &str, out: &mut Vec<Workload>) {
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    if (api, kind) == ("v1", "List") {
+        for (i, item) in doc["items"].as_array().into_iter().flatten().enumerate() {
+            workloads(item, &format!("{base}/items/{i}"), out);
+        }
+        return;
+    }
+    if let Some(template) = pod_template_path(api, kind) {
+        let meta = &doc["metadata"];
+        out.push(Workload {
+            path: base.to_owned(),
+            template,
+            kind: kind.to_owned(),
+            name: meta["name"]
+                .as_str()
+                .or(meta["generateName"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            namespace: meta["namespace"].as_str().unwrap_or("default").to_owned(),
+        });
+    }
+}
+
+impl Workload {
+    fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    /// The pod as the engine sees it: a v1 Pod with the template's metadata and spec.
+    fn pod(&self, doc: &Value) -> Value {
+        let obj = doc.pointer(&self.path).unwrap_or(&Value::Null);
+        match self.template {
+            None => obj.clone(),
+            Some(t) => {
+                let tpl = obj.pointer(t).unwrap_or(&Value::Null);
+                let mut pod = json!({"apiVersion": "v1", "kind": "Pod"});
+                for key in ["metadata", "spec"] {
+                    if let Some(v) = tpl.get(key) {
+                        pod[key] = v.clone();
+                    }
+                }
+                pod
+            }
+        }
+    }
+
+    fn request(&self, opts: &Options) -> InjectRequest {
+        InjectRequest {
+            namespace: self.namespace.clone(),
+            workload_name: self.template.map(|_| self.name.clone()),
+            proxy_env: Vec::new(),
+            revision: opts.revision.clone(),
+            native_sidecars: opts.native_sidecars,
+        }
+    }
+
+    fn write_back(&self, doc: &mut Value, pod: Value) {
+        let Some(obj) = doc.pointer_mut(&self.path) else {
+            return;
+        };
+        match self.template {
+            None => *obj = pod,
+            Some(t) => {
+                if let Some(tpl) = obj.pointer_mut(t).and_then(Value::as_object_mut)
+                    && let Value::Object(mut p) = pod
+                {
+                    for key in ["metadata", "spec"] {
+                        if let Some(v) = p.remove(key) {
+                            tpl.insert(key.to_owned(), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse(index: usize, body: &str) -> Result<Value, ManifestError> {
+    serde_yaml_ng::from_str::<Value>(body).map_err(|e| ManifestError::Parse {
+        index,
+        reason: e.to_string(),
+    })
+}
+
+/// Injects every workload of the stream. Nothing is written when any object fails.
+pub fn inject_stream(
+    text: &str,
+    opts: &Options,
+    config: &Config,
+) -> Result<Injected, ManifestError> {
+    let mut output = String::with_capacity(text.len() * 2);
+    let mut skipped = Vec::new();
+    for (index, doc) in split_documents(text).into_iter().enumerate() {
+        let (sep, body) = separator(doc);
+        let mut value = parse(index + 1, body)?;
+        let mut found = Vec::new();
+        workloads(&value, "", &mut found);
+        let mut changed = false;
+        for w in &found {
+            let pod = w.pod(&value);
+            match inject(&pod, &w.request(opts), config) {
+                Ok(Outcome::Injected { pod, .. }) => {
+                    w.write_back(&mut value, pod);
+                    changed = true;
+                }
+                Ok(Outcome::Skipped(r)) => {
+                    skipped.push(format!("{}: not injected: {}", w.describe(), r.message));
+                }
+                Err(source) => {
+                    return Err(ManifestError::Inject {
+                        object: w.describe(),
+                        source,
+                    });
+                }
+            }
+        }
+        if changed {
+            let yaml = serde_yaml_ng::to_string(&value).map_err(|e| ManifestError::Serialize {
+                object: found.first().map(Workload::describe).unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+            output.push_str(sep);
+            output.push_str(&yaml);
+        } else {
+            output.push_str(doc);
+        }
+    }
+    Ok(Injected { output, skipped })
+}
+
+/// The verdict for every workload of the stream, without changing anything.
+pub fn check_stream(
+    text: &str,
+    opts: &Options,
+    config: &Config,
+) -> Result<Vec<Report>, ManifestError> {
+    let mut reports = Vec::new();
+    for (index, doc) in split_documents(text).into_iter().enumerate() {
+        let value = parse(index + 1, separator(doc).1)?;
+        let mut found = Vec::new();
+        workloads(&value, "", &mut found);
+        for w in found {
+            let pod = w.pod(&value);
+            let req = w.request(opts);
+            let report = |verdict, templates, reason| Report {
+                kind: w.kind.clone(),
+                name: w.name.clone(),
+                namespace: w.namespace.clone(),
+                verdict,
+                templates,
+                reason,
+            };
+            let d = decide(&pod, &req, config);
+            reports.push(
+                match (inject(&pod, &req, config), templates_for(&pod, config)) {
+                    (Err(e), _) | (Ok(_), Err(e)) => report("error", Vec::new(), e.to_string()),
+                    (Ok(Outcome::Skipped(r)), _) => report("skip", Vec::new(), r.message),
+                    (Ok(Outcome::Injected { templates, .. }), _) => {
+                        report("inject", templates, d.reason)
+                    }
+                },
+            );
+        }
+    }
+    Ok(reports)
+}
+
+/// The reports as an aligned text table.
+pub fn render_table(reports: &[Report]) -> String {
+    let rows: Vec<[String; 5]> = reports
+        .iter()
+        .map(|r| {
+            [
+                format!("{}/{}", r.kind, r.name),
+                r.namespace.clone(),
+                r.verdict.to_uppercase(),
+                if r.templates.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.templates.join(",")
+                },
+                r.reason.clone(),
+            ]
+        })
+        .collect();
+    let header = ["WORKLOAD", "NAMESPACE", "VERDICT", "TEMPLATES", "REASON"].map(str::to_owned);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        for (i, cell) in row.iter().enumerate() {
+            if i < 4 {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The reports as JSON (an array of objects).
+pub fn render_json(reports: &[Report]) -> String {
+    serde_json::to_string_pretty(reports).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_every_byte() {
+        let text = "# leading comment\na: 1\n---\nb: 2\n--- # note\nc: 3\n---\n";
+        let docs = split_documents(text);
+        assert_eq!(
+            docs,
+            [
+                "# leading comment\na: 1\n",
+                "---\nb: 2\n",
+                "--- # note\nc: 3\n",
+                "---\n"
+            ]
+        );
+        assert_eq!(docs.concat(), text);
+        assert_eq!(split_documents("---\nx: 1"), ["---\nx: 1"]);
+        assert!(split_documents("").is_empty());
+        // a --- inside a block scalar is indented and does not split
+        assert_eq!(split_documents("a: |\n  ---\n  x\n").len(), 1);
+    }
+}

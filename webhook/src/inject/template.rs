@@ -1,0 +1,155 @@
+//! Template rendering: minijinja text that renders to a YAML pod overlay, with the context
+//! (pod, values, proxy config, revision, ...) and the helper functions templates may call.
+
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior, Value as JValue};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ConfigError;
+
+/// The compiled templates of one configuration.
+#[derive(Debug)]
+pub(crate) struct Templates {
+    env: Environment<'static>,
+    names: Vec<String>,
+    values: JValue,
+}
+
+/// Everything a template can read. Field names are the template's variable names.
+#[derive(Debug, Serialize)]
+pub(crate) struct Context<'a> {
+    pub pod: &'a Value,
+    pub proxy_config: &'a Value,
+    pub mesh: &'a Value,
+    pub revision: &'a str,
+    pub namespace: &'a str,
+    pub proxy_uid: u32,
+    pub proxy_gid: u32,
+    pub native_sidecar: bool,
+    pub interception_mode: &'a str,
+    pub status_port: u16,
+    pub cni_enabled: bool,
+    pub workload_name: &'a str,
+    pub owner: &'a str,
+    pub app_containers: &'a str,
+    pub pod_ports: &'a str,
+    pub concurrency: Option<u32>,
+    pub drain_duration: Option<&'a str>,
+    pub hold_application: bool,
+}
+
+impl Templates {
+    /// Compiles every template; a syntax error names the template and line.
+    pub fn compile(sources: Vec<(String, String)>, values: &Value) -> Result<Self, ConfigError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.add_function("annotation", annotation);
+        env.add_function("label", label);
+        env.add_function("exclude_inbound_ports", exclude_inbound_ports);
+        env.add_filter("fromjson", fromjson);
+        let mut names = Vec::with_capacity(sources.len());
+        for (name, text) in sources {
+            env.add_template_owned(name.clone(), text).map_err(|e| {
+                ConfigError(format!(
+                    "config.yaml: templates.{name}: {}",
+                    error_chain(&e)
+                ))
+            })?;
+            names.push(name);
+        }
+        names.sort();
+        Ok(Templates {
+            env,
+            names,
+            values: JValue::from(Serde(values)),
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// Renders one template and parses its output as a YAML mapping.
+    pub fn render(&self, name: &str, ctx: &Context<'_>) -> Result<Value, String> {
+        let tmpl = self.env.get_template(name).map_err(|e| error_chain(&e))?;
+        let mut full = JValue::from(Serde(ctx));
+        // `values` is converted once at load; merge it in without re-serialising.
+        full = minijinja::context! { values => self.values.clone(), ..full };
+        let text = tmpl.render(full).map_err(|e| error_chain(&e))?;
+        let overlay: Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("output is not valid YAML: {e}"))?;
+        match overlay {
+            Value::Object(_) => Ok(overlay),
+            Value::Null => Ok(Value::Object(Default::default())),
+            _ => Err("output is not a YAML mapping".to_owned()),
+        }
+    }
+}
+
+fn error_chain(e: &minijinja::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+fn lookup(meta: &JValue, field: &str, key: &str, default: JValue) -> JValue {
+    match meta
+        .get_attr(field)
+        .and_then(|m| m.get_item(&JValue::from(key)))
+    {
+        Ok(v) if !v.is_undefined() && !v.is_none() => v,
+        _ => default,
+    }
+}
+
+/// `annotation(pod.metadata, "key", default)`: the annotation's value, else the default.
+fn annotation(meta: JValue, key: &str, default: Option<JValue>) -> JValue {
+    lookup(
+        &meta,
+        "annotations",
+        key,
+        default.unwrap_or(JValue::from("")),
+    )
+}
+
+/// `label(pod.metadata, "key", default)`: the label's value, else the default.
+fn label(meta: JValue, key: &str, default: Option<JValue>) -> JValue {
+    lookup(&meta, "labels", key, default.unwrap_or(JValue::from("")))
+}
+
+/// `text | fromjson`: parses JSON (annotations such as `sidecar.istio.io/userVolume`).
+fn fromjson(text: &str) -> Result<JValue, minijinja::Error> {
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("fromjson: {e}"),
+        )
+    })?;
+    Ok(JValue::from(Serde(&v)))
+}
+
+/// Istio's `excludeInboundPort`: prepends the status port to a comma list of ports.
+fn exclude_inbound_ports(status_port: JValue, ports: Option<String>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let sp = status_port.to_string();
+    if !sp.is_empty() && sp != "0" {
+        out.push(sp);
+    }
+    for p in ports.unwrap_or_default().split(',') {
+        let p = p.trim();
+        if !p.is_empty() && !out.iter().any(|o| o == p) {
+            out.push(p.to_owned());
+        }
+    }
+    out.join(",")
+}

@@ -1,0 +1,336 @@
+//! Validation of the pod's traffic, probe and resource annotations, before anything else runs.
+//! Every problem is reported, each as `invalid value '<v>' for annotation '<name>': <reason>`.
+
+use std::sync::LazyLock;
+
+use ipnet::IpNet;
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use super::names::*;
+
+static INTERFACE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-zA-Z][a-zA-Z0-9_.\-]*$").expect("interface name pattern is a valid regex")
+});
+static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?$")
+        .expect("quantity pattern is a valid regex")
+});
+
+type Check = fn(&str) -> Result<(), String>;
+
+/// Annotation → its check, in the order errors are reported.
+const CHECKS: &[(&str, Check)] = &[
+    (INCLUDE_OUTBOUND_IP_RANGES, |v| cidr_list(v, true)),
+    (EXCLUDE_OUTBOUND_IP_RANGES, |v| cidr_list(v, false)),
+    (INCLUDE_INBOUND_PORTS, |v| port_list(v, true)),
+    (EXCLUDE_INBOUND_PORTS, |v| port_list(v, false)),
+    (INCLUDE_OUTBOUND_PORTS, |v| port_list(v, false)),
+    (EXCLUDE_OUTBOUND_PORTS, |v| port_list(v, false)),
+    (KUBEVIRT_INTERFACES, interface_list),
+    (REROUTE_VIRTUAL_INTERFACES, interface_list),
+    (EXCLUDE_INTERFACES, interface_list),
+    (INTERCEPTION_MODE, interception_mode),
+    (STATUS_PORT, |v| port(v).map(drop)),
+    (READINESS_INITIAL_DELAY, |v| integer(v, 0)),
+    (READINESS_PERIOD, |v| integer(v, 1)),
+    (READINESS_FAILURE_THRESHOLD, |v| integer(v, 1)),
+    (PROXY_CPU, quantity),
+    (PROXY_MEMORY, quantity),
+    (PROXY_CPU_LIMIT, quantity),
+    (PROXY_MEMORY_LIMIT, quantity),
+    (USER_VOLUME, json_map),
+    (USER_VOLUME_MOUNT, json_map),
+    (REWRITE_PROBES, boolean),
+    (NATIVE_SIDECAR, boolean),
+    (PROMETHEUS_MERGE, boolean),
+    (PROMETHEUS_SCRAPE_TARGETS, scrape_targets),
+    (PROXY_CONFIG, yaml_map),
+];
+
+/// Checks every known annotation; returns all problems found, in a stable order.
+pub(crate) fn annotations(anns: Option<&Map<String, Value>>) -> Vec<String> {
+    let Some(anns) = anns else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    for (name, check) in CHECKS {
+        let Some(raw) = anns.get(*name) else {
+            continue;
+        };
+        let Some(v) = raw.as_str() else {
+            errors.push(format!(
+                "invalid value '{raw}' for annotation '{name}': annotation values must be strings"
+            ));
+            continue;
+        };
+        if let Err(reason) = check(v) {
+            errors.push(format!(
+                "invalid value '{v}' for annotation '{name}': {reason}"
+            ));
+        }
+    }
+    errors
+}
+
+fn items(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn cidr_list(v: &str, star_allowed: bool) -> Result<(), String> {
+    for item in items(v) {
+        if item == "*" {
+            if star_allowed {
+                continue;
+            }
+            return Err("'*' is not allowed here".to_owned());
+        }
+        item.parse::<IpNet>()
+            .map_err(|_| format!("'{item}' is not a CIDR (e.g. 10.0.0.0/8)"))?;
+    }
+    Ok(())
+}
+
+/// A port number 1–65535.
+pub(crate) fn port(item: &str) -> Result<u16, String> {
+    match item.parse::<u32>() {
+        Ok(p @ 1..=65535) => Ok(p as u16),
+        _ => Err(format!("'{item}' is not a port number (1-65535)")),
+    }
+}
+
+fn port_list(v: &str, star_allowed: bool) -> Result<(), String> {
+    for item in items(v) {
+        if item == "*" {
+            if star_allowed {
+                continue;
+            }
+            return Err("'*' is not allowed here".to_owned());
+        }
+        port(item)?;
+    }
+    Ok(())
+}
+
+fn interface_list(v: &str) -> Result<(), String> {
+    for item in items(v) {
+        if item.len() > 15 {
+            return Err(format!(
+                "interface name '{item}' is longer than 15 characters"
+            ));
+        }
+        if !INTERFACE.is_match(item) {
+            return Err(format!(
+                "'{item}' is not an interface name (a letter, then letters, digits, '_', '.', '-')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn interception_mode(v: &str) -> Result<(), String> {
+    match v {
+        "REDIRECT" | "TPROXY" | "NONE" => Ok(()),
+        _ => Err("expected REDIRECT, TPROXY or NONE".to_owned()),
+    }
+}
+
+fn integer(v: &str, min: i64) -> Result<(), String> {
+    match v.parse::<i32>() {
+        Ok(n) if i64::from(n) >= min => Ok(()),
+        _ => Err(format!("expected an integer >= {min}")),
+    }
+}
+
+fn quantity(v: &str) -> Result<(), String> {
+    if QUANTITY.is_match(v) {
+        Ok(())
+    } else {
+        Err("not a Kubernetes resource quantity (e.g. 100m, 128Mi, 1.5)".to_owned())
+    }
+}
+
+fn boolean(v: &str) -> Result<(), String> {
+    match v {
+        "true" | "false" => Ok(()),
+        _ => Err("expected \"true\" or \"false\"".to_owned()),
+    }
+}
+
+fn json_map(v: &str) -> Result<(), String> {
+    match serde_json::from_str::<Value>(v) {
+        Ok(Value::Object(m)) if m.values().all(Value::is_object) => Ok(()),
+        Ok(_) => Err("expected a JSON object mapping names to objects".to_owned()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+fn yaml_map(v: &str) -> Result<(), String> {
+    match serde_yaml_ng::from_str::<Value>(v) {
+        Ok(Value::Object(_)) | Ok(Value::Null) => Ok(()),
+        Ok(_) => Err("expected a YAML or JSON mapping".to_owned()),
+        Err(e) => Err(format!("not valid YAML: {e}")),
+    }
+}
+
+/// `port:path` pairs, comma separated (`8080:/metrics,9100:/custom`).
+pub(crate) fn scrape_targets(v: &str) -> Result<(), String> {
+    for item in items(v) {
+        let (p, path) = item.split_once(':').unwrap_or((item, ""));
+        port(p)?;
+        if !path.is_empty() && !path.starts_with('/') {
+            return Err(format!("path '{path}' must start with '/'"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errs(name: &str, v: &str) -> Vec<String> {
+        annotations(json!({ name: v }).as_object())
+    }
+
+    #[test]
+    fn every_annotation_accepts_good_and_refuses_bad() {
+        type Row<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+        let table: &[Row] = &[
+            (
+                INCLUDE_OUTBOUND_IP_RANGES,
+                &["*", "10.0.0.0/8, 192.168.1.0/24", "fd00::/8", ""],
+                &[("10.0.0.0/33", "is not a CIDR"), ("abc", "is not a CIDR")],
+            ),
+            (
+                EXCLUDE_OUTBOUND_IP_RANGES,
+                &["10.96.0.1/32"],
+                &[("*", "'*' is not allowed")],
+            ),
+            (
+                INCLUDE_INBOUND_PORTS,
+                &["*", "80,8080"],
+                &[("0", "not a port"), ("70000", "not a port")],
+            ),
+            (
+                EXCLUDE_INBOUND_PORTS,
+                &["9090"],
+                &[("*", "'*' is not allowed"), ("x", "not a port")],
+            ),
+            (INCLUDE_OUTBOUND_PORTS, &["443"], &[("-1", "not a port")]),
+            (
+                EXCLUDE_OUTBOUND_PORTS,
+                &["3306,5432"],
+                &[("65536", "not a port")],
+            ),
+            (
+                KUBEVIRT_INTERFACES,
+                &["net1,eth0.1", "k-v_1"],
+                &[
+                    ("1eth", "not an interface"),
+                    ("abcdefghijklmnop", "longer than 15"),
+                ],
+            ),
+            (
+                REROUTE_VIRTUAL_INTERFACES,
+                &["net1"],
+                &[("ne t", "not an interface")],
+            ),
+            (
+                EXCLUDE_INTERFACES,
+                &["eth1"],
+                &[("eth/1", "not an interface")],
+            ),
+            (
+                INTERCEPTION_MODE,
+                &["REDIRECT", "TPROXY", "NONE"],
+                &[("redirect", "expected REDIRECT")],
+            ),
+            (
+                STATUS_PORT,
+                &["15020"],
+                &[("0", "not a port"), ("http", "not a port")],
+            ),
+            (
+                READINESS_INITIAL_DELAY,
+                &["0", "5"],
+                &[("-1", ">= 0"), ("1.5", "integer")],
+            ),
+            (READINESS_PERIOD, &["1"], &[("0", ">= 1")]),
+            (READINESS_FAILURE_THRESHOLD, &["30"], &[("x", "integer")]),
+            (
+                PROXY_CPU,
+                &["100m", "1", "0.5"],
+                &[("100 m", "quantity"), ("lots", "quantity")],
+            ),
+            (
+                PROXY_MEMORY,
+                &["128Mi", "1G", "1e3"],
+                &[("128MB", "quantity")],
+            ),
+            (PROXY_CPU_LIMIT, &["2"], &[("-2", "quantity")]),
+            (PROXY_MEMORY_LIMIT, &["1Gi"], &[("1gi", "quantity")]),
+            (
+                USER_VOLUME,
+                &[r#"{"v":{"emptyDir":{}}}"#],
+                &[("[1]", "JSON object"), ("{", "not valid JSON")],
+            ),
+            (
+                USER_VOLUME_MOUNT,
+                &[r#"{"v":{"mountPath":"/v"}}"#],
+                &[(r#"{"v":1}"#, "JSON object")],
+            ),
+            (
+                REWRITE_PROBES,
+                &["true", "false"],
+                &[("yes", "expected \"true\"")],
+            ),
+            (NATIVE_SIDECAR, &["false"], &[("1", "expected \"true\"")]),
+            (PROMETHEUS_MERGE, &["false"], &[("no", "expected \"true\"")]),
+            (
+                PROMETHEUS_SCRAPE_TARGETS,
+                &["8080:/metrics,9100:/custom"],
+                &[
+                    ("x:/m", "not a port"),
+                    ("80:metrics", "must start with '/'"),
+                ],
+            ),
+            (
+                PROXY_CONFIG,
+                &["concurrency: 2", "{\"concurrency\": 2}"],
+                &[("- a", "mapping"), ("a: [", "not valid YAML")],
+            ),
+        ];
+        for (name, good, bad) in table {
+            for g in *good {
+                assert_eq!(errs(name, g), Vec::<String>::new(), "{name}={g}");
+            }
+            for (b, why) in *bad {
+                let e = errs(name, b);
+                assert_eq!(e.len(), 1, "{name}={b}: {e:?}");
+                let prefix = format!("invalid value '{b}' for annotation '{name}': ");
+                assert!(
+                    e[0].starts_with(&prefix) && e[0].contains(why),
+                    "{name}={b}: {}",
+                    e[0]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together_and_unknown_annotations_ignored() {
+        let anns = json!({
+            INTERCEPTION_MODE: "BOGUS",
+            STATUS_PORT: "99999",
+            "example.com/whatever": "not checked",
+            PROXY_CPU: 5,
+        });
+        let e = annotations(anns.as_object());
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains(INTERCEPTION_MODE));
+        assert!(e[1].contains(STATUS_PORT));
+        assert!(e[2].contains("must be strings"));
+    }
+}
