@@ -17,6 +17,8 @@ mod prometheus;
 mod selector;
 mod status;
 mod template;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use serde_json::{Map, Value, json};
