@@ -10,7 +10,7 @@ mod state;
 use std::process::{Child, Command, Stdio};
 
 pub use backend::{Backend, BackendChoice, Tool};
-pub use routes::{ensure_routes, route_commands};
+pub use routes::{RouteCommand, ensure_routes, route_commands};
 pub use state::{SavedState, SavedTable, is_ours, jump_target};
 
 use crate::config::CaptureConfig;

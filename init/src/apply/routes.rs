@@ -1,58 +1,73 @@
 //! Routing pieces of capture: TPROXY policy routing and the IPv6 passthrough address on lo.
+//! Every step is idempotent, so a re-run neither fails nor duplicates anything.
 
 use crate::config::{CaptureConfig, InterceptionMode};
 use crate::error::ApplyError;
 use crate::names::{INBOUND_PASSTHROUGH_V6, LOOPBACK_IFACE};
-
-use super::exec;
 use crate::spec;
 
-/// Every `ip` command the configuration needs, as argument lists.
-pub fn route_commands(cfg: &CaptureConfig, ipv6: bool) -> Vec<Vec<String>> {
+use super::exec;
+
+/// One `ip` invocation, skipped when `skip_if_listed` (an `ip ... show` query) prints anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCommand {
+    pub args: Vec<String>,
+    pub skip_if_listed: Option<Vec<String>>,
+}
+
+/// The `ip` commands the configuration needs: `::6/128` on lo when IPv6 is on; in TPROXY mode,
+/// `rule fwmark <t> lookup <r>` and `route local default dev lo table <r>` per enabled family.
+pub fn route_commands(cfg: &CaptureConfig, ipv6: bool) -> Vec<RouteCommand> {
     let mut commands = Vec::new();
     if ipv6 {
-        commands.push(spec![
-            "-6",
-            "addr",
-            "add",
-            INBOUND_PASSTHROUGH_V6,
-            "dev",
-            LOOPBACK_IFACE
-        ]);
+        commands.push(RouteCommand {
+            args: spec![
+                "-6",
+                "addr",
+                "replace",
+                INBOUND_PASSTHROUGH_V6,
+                "dev",
+                LOOPBACK_IFACE
+            ],
+            skip_if_listed: None,
+        });
     }
     if cfg.mode == InterceptionMode::Tproxy {
         let families: &[&str] = if ipv6 { &["-4", "-6"] } else { &["-4"] };
         let (mark, table) = (cfg.tproxy_mark, cfg.tproxy_route_table);
         for family in families {
-            commands.push(spec![
-                family, "rule", "add", "fwmark", mark, "lookup", table
-            ]);
-            commands.push(spec![
-                family,
-                "route",
-                "add",
-                "local",
-                "default",
-                "dev",
-                LOOPBACK_IFACE,
-                "table",
-                table
-            ]);
+            // `ip rule add` happily adds duplicates, so look first.
+            commands.push(RouteCommand {
+                args: spec![family, "rule", "add", "fwmark", mark, "lookup", table],
+                skip_if_listed: Some(spec![
+                    family, "rule", "show", "fwmark", mark, "lookup", table
+                ]),
+            });
+            commands.push(RouteCommand {
+                args: spec![
+                    family,
+                    "route",
+                    "replace",
+                    "local",
+                    "default",
+                    "dev",
+                    LOOPBACK_IFACE,
+                    "table",
+                    table
+                ],
+                skip_if_listed: None,
+            });
         }
     }
     commands
 }
 
-/// Runs the route commands; "already exists" counts as success. Every command runs; the
-/// failures are returned together.
+/// Runs the route commands. Every command runs; the failures are returned together.
 pub fn ensure_routes(cfg: &CaptureConfig, ipv6: bool) -> Result<(), ApplyError> {
     let mut errors = Vec::new();
-    for args in route_commands(cfg, ipv6) {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        match exec::run("ip", &args, None) {
-            Ok(_) => {}
-            Err(ApplyError::Command { stderr, .. }) if stderr.contains("File exists") => {}
-            Err(e) => errors.push(e),
+    for command in route_commands(cfg, ipv6) {
+        if let Err(e) = run_command(&command) {
+            errors.push(e);
         }
     }
     match errors.len() {
@@ -60,6 +75,17 @@ pub fn ensure_routes(cfg: &CaptureConfig, ipv6: bool) -> Result<(), ApplyError> 
         1 => Err(errors.remove(0)),
         _ => Err(ApplyError::Several(errors)),
     }
+}
+
+fn run_command(command: &RouteCommand) -> Result<(), ApplyError> {
+    if let Some(query) = &command.skip_if_listed {
+        let query: Vec<&str> = query.iter().map(String::as_str).collect();
+        if !exec::run("ip", &query, None)?.trim().is_empty() {
+            return Ok(());
+        }
+    }
+    let args: Vec<&str> = command.args.iter().map(String::as_str).collect();
+    exec::run("ip", &args, None).map(drop)
 }
 
 #[cfg(test)]
@@ -74,17 +100,22 @@ mod tests {
         };
         let cmds: Vec<String> = route_commands(&cfg, true)
             .iter()
-            .map(|c| c.join(" "))
+            .map(|c| c.args.join(" "))
             .collect();
         assert_eq!(
             cmds,
             [
-                "-6 addr add ::6/128 dev lo",
+                "-6 addr replace ::6/128 dev lo",
                 "-4 rule add fwmark 1337 lookup 133",
-                "-4 route add local default dev lo table 133",
+                "-4 route replace local default dev lo table 133",
                 "-6 rule add fwmark 1337 lookup 133",
-                "-6 route add local default dev lo table 133",
+                "-6 route replace local default dev lo table 133",
             ]
+        );
+        let rule = &route_commands(&cfg, false)[0];
+        assert_eq!(
+            rule.skip_if_listed.as_ref().map(|q| q.join(" ")).as_deref(),
+            Some("-4 rule show fwmark 1337 lookup 133")
         );
         assert!(route_commands(&CaptureConfig::default(), false).is_empty());
     }

@@ -1,0 +1,571 @@
+//! Root tests: the real binary and library in network namespaces this test creates (unique
+//! names, deleted by a Drop guard). They fail loudly when not run as root.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use support::{Netns, Pair};
+
+const SIDECAR: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--ipv6=false",
+];
+
+/// A configuration touching every table and the built-in chains: TPROXY, DNS, excluded NIC,
+/// virtual interface, drop-invalid, IPv6.
+const EVERYTHING: &[&str] = &[
+    "-m",
+    "TPROXY",
+    "-b",
+    "*",
+    "-d",
+    "15020",
+    "-i",
+    "*",
+    "-x",
+    "10.96.0.0/12",
+    "-o",
+    "25",
+    "-q",
+    "3306",
+    "-c",
+    "eth9",
+    "-k",
+    "tap0",
+    "--redirect-dns",
+    "--capture-all-dns",
+    "--drop-invalid",
+    "--ipv6=true",
+];
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {}: {}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// Our view of a save dump: every rule and every non-built-in chain, with its table.
+fn rules_and_chains(save: &str) -> Vec<String> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in save.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.to_owned();
+        } else if line.starts_with("-A ")
+            || (line.starts_with(':')
+                && !["PREROUTING", "INPUT", "OUTPUT", "FORWARD", "POSTROUTING"]
+                    .iter()
+                    .any(|b| line[1..].starts_with(b)))
+        {
+            out.push(format!("{table} {line}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn applies_the_default_rules() {
+    let ns = Netns::new("apply");
+    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    let save = ns.save("iptables-save");
+    for expected in [
+        ":ISTIO_INBOUND - [0:0]",
+        ":ISTIO_REDIRECT - [0:0]",
+        ":ISTIO_IN_REDIRECT - [0:0]",
+        ":ISTIO_OUTPUT - [0:0]",
+        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
+        "-A OUTPUT -j ISTIO_OUTPUT",
+        "-A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN",
+        "-A ISTIO_INBOUND -p tcp -m tcp --dport 15090 -j RETURN",
+        "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
+        "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+        "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+        "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN",
+        "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+        "-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN",
+        "-A ISTIO_OUTPUT -j ISTIO_REDIRECT",
+    ] {
+        assert!(
+            save.lines().any(|l| l == expected),
+            "missing {expected:?} in\n{save}"
+        );
+    }
+    assert_eq!(
+        save.lines()
+            .filter(|l| l.starts_with("-A ISTIO_OUTPUT "))
+            .count(),
+        9,
+        "{save}"
+    );
+    assert_eq!(
+        save.lines()
+            .filter(|l| l.starts_with("-A ISTIO_INBOUND "))
+            .count(),
+        5,
+        "{save}"
+    );
+    assert!(
+        !ns.save("ip6tables-save").contains("ISTIO"),
+        "IPv6 is off: no ip6tables rules"
+    );
+}
+
+#[test]
+fn rerun_is_a_no_op_for_every_table() {
+    for (label, args) in [("default", SIDECAR), ("everything", EVERYTHING)] {
+        let ns = Netns::new("rerun");
+        assert_ok(&ns.outrigger(args, &[]), label);
+        let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
+        let again = ns.outrigger(args, &[]);
+        assert_ok(&again, label);
+        assert!(
+            stderr(&again).contains("already installed"),
+            "{label}: {}",
+            stderr(&again)
+        );
+        assert_eq!(
+            ns.save("iptables-save"),
+            v4,
+            "{label}: IPv4 rules changed on re-run"
+        );
+        assert_eq!(
+            ns.save("ip6tables-save"),
+            v6,
+            "{label}: IPv6 rules changed on re-run"
+        );
+    }
+}
+
+#[test]
+fn cleanup_only_removes_ours_and_nothing_else() {
+    let ns = Netns::new("cleanup");
+    ns.exec_ok(
+        "iptables",
+        &[
+            "-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", "9999", "-j", "RETURN",
+        ],
+    );
+    ns.exec_ok("iptables", &["-t", "nat", "-N", "FOREIGN"]);
+    ns.exec_ok(
+        "iptables",
+        &["-t", "nat", "-A", "PREROUTING", "-j", "FOREIGN"],
+    );
+    ns.exec_ok(
+        "ip6tables",
+        &[
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "foreign0",
+            "-j",
+            "RETURN",
+        ],
+    );
+    let (v4, v6) = (
+        rules_and_chains(&ns.save("iptables-save")),
+        rules_and_chains(&ns.save("ip6tables-save")),
+    );
+    assert_ok(&ns.outrigger(EVERYTHING, &[]), "apply");
+    assert!(
+        ns.save("iptables-save").contains("eth9")
+            && ns.save("ip6tables-save").contains("ISTIO_TPROXY")
+    );
+    let mut cleanup = EVERYTHING.to_vec();
+    cleanup.push("--cleanup-only");
+    assert_ok(&ns.outrigger(&cleanup, &[]), "cleanup");
+    let (after4, after6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
+    for save in [&after4, &after6] {
+        assert!(
+            !save.contains("ISTIO_"),
+            "an ISTIO_ chain or jump is left:\n{save}"
+        );
+        assert!(
+            !save.contains("eth9") && !save.contains("tap0"),
+            "a built-in-chain rule of ours is left:\n{save}"
+        );
+    }
+    assert_eq!(rules_and_chains(&after4), v4, "foreign IPv4 state changed");
+    assert_eq!(rules_and_chains(&after6), v6, "foreign IPv6 state changed");
+}
+
+#[test]
+fn stale_state_needs_reconcile() {
+    let ns = Netns::new("reconcile");
+    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    let fresh = ns.save("iptables-save");
+    ns.exec_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-I",
+            "ISTIO_OUTPUT",
+            "1",
+            "-p",
+            "tcp",
+            "--dport",
+            "1",
+            "-j",
+            "RETURN",
+        ],
+    );
+    let foreign = ns.save("iptables-save");
+    let refused = ns.outrigger(SIDECAR, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("--reconcile"),
+        "the error must say --reconcile fixes it: {}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        ns.save("iptables-save"),
+        foreign,
+        "a refused run must change nothing"
+    );
+    let mut args = SIDECAR.to_vec();
+    args.push("--reconcile");
+    let reconciled = ns.outrigger(&args, &[]);
+    assert_ok(&reconciled, "reconcile");
+    assert_eq!(
+        ns.save("iptables-save"),
+        fresh,
+        "reconcile must leave exactly the expected rules"
+    );
+    // A different configuration over existing rules is stale too.
+    let other = ns.outrigger(&["-p", "15001", "-b", "80", "-i", "*", "--ipv6=false"], &[]);
+    assert_eq!(other.status.code(), Some(1), "{}", stderr(&other));
+}
+
+/// Restores fail on a group that does not exist; the previous rules must be back afterwards.
+#[test]
+fn failing_restore_changes_nothing() {
+    for backend in ["nft", "legacy"] {
+        let ns = Netns::new("rollback");
+        let (save, save6) = if backend == "nft" {
+            ("iptables-nft-save", "ip6tables-nft-save")
+        } else {
+            ("iptables-legacy-save", "ip6tables-legacy-save")
+        };
+        let force = format!("--force-iptables-binary={backend}");
+        let mut old = SIDECAR.to_vec();
+        old.push(&force);
+        assert_ok(&ns.outrigger(&old, &[]), "the previous rules");
+        let (v4, v6) = (ns.save(save), ns.save(save6));
+        // TPROXY writes mangle before nat: with legacy, mangle commits before nat fails.
+        let mut new = EVERYTHING.to_vec();
+        new.extend([force.as_str(), "--reconcile"]);
+        let out = ns.outrigger(
+            &new,
+            &[("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz")],
+        );
+        assert_eq!(out.status.code(), Some(1), "{backend}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("previous rules were restored"),
+            "{backend}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            rules_and_chains(&ns.save(save)),
+            rules_and_chains(&v4),
+            "{backend}: IPv4 rules changed"
+        );
+        assert_eq!(
+            rules_and_chains(&ns.save(save6)),
+            rules_and_chains(&v6),
+            "{backend}: IPv6 rules changed"
+        );
+    }
+}
+
+#[test]
+fn route_failure_rolls_back_the_rules() {
+    let ns = Netns::new("routefail");
+    ns.exec_ok("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    ns.exec_ok("sysctl", &["-qw", "net.ipv6.conf.lo.disable_ipv6=1"]);
+    let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
+    let out = ns.outrigger(EVERYTHING, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("previous rules were restored"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        rules_and_chains(&ns.save("iptables-save")),
+        rules_and_chains(&v4)
+    );
+    assert_eq!(
+        rules_and_chains(&ns.save("ip6tables-save")),
+        rules_and_chains(&v6)
+    );
+}
+
+#[test]
+fn tproxy_routes_and_ipv6_passthrough_address() {
+    let ns = Netns::new("tproxy");
+    let args = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6=true",
+        "-t",
+        "1400",
+        "-r",
+        "140",
+    ];
+    assert_ok(&ns.outrigger(&args, &[]), "apply");
+    assert_ok(&ns.outrigger(&args, &[]), "re-run");
+    for family in ["-4", "-6"] {
+        let rules = ns.exec_ok("ip", &[family, "rule", "show"]);
+        assert_eq!(
+            rules.matches("fwmark 0x578 lookup 140").count(),
+            1,
+            "{family}: {rules}"
+        );
+        let routes = ns.exec_ok("ip", &[family, "route", "show", "table", "140"]);
+        assert!(
+            routes.contains("local default dev lo"),
+            "{family}: {routes}"
+        );
+    }
+    assert!(
+        ns.exec_ok("ip", &["-6", "addr", "show", "dev", "lo"])
+            .contains("::6/128")
+    );
+    assert!(ns.save("ip6tables-save").contains("-j TPROXY"));
+}
+
+#[test]
+fn bad_input_applies_nothing() {
+    let ns = Netns::new("badinput");
+    let before = ns.save("iptables-save");
+    let out = ns.outrigger(&["-b", "*", "-i", "*", "-x", "*"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("-x/--istio-service-exclude-cidr"));
+    assert_eq!(ns.save("iptables-save"), before);
+}
+
+/// Accepts one connection within `timeout`; returns the peer and original destination.
+fn accept_one(
+    listener: &TcpListener,
+    timeout: Duration,
+) -> Option<(SocketAddr, SocketAddrV4, String)> {
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((mut stream, peer)) = listener.accept() {
+            let orig = SockRef::from(&stream)
+                .original_dst_v4()
+                .ok()
+                .and_then(|a| a.as_socket_ipv4());
+            let orig = orig.unwrap_or_else(|| match stream.local_addr() {
+                Ok(SocketAddr::V4(local)) => local,
+                other => panic!("unexpected local address {other:?}"),
+            });
+            stream.set_nonblocking(false).expect("blocking stream");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("read timeout");
+            let mut data = String::new();
+            let _ = stream.read_to_string(&mut data);
+            return Some((peer, orig, data));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Binds `port` in `ns` and accepts one connection on a thread; returns once bound.
+fn listen_in(
+    ns: &Netns,
+    port: u16,
+    timeout: Duration,
+) -> std::thread::JoinHandle<Option<(SocketAddr, SocketAddrV4, String)>> {
+    let (ready, bound) = mpsc::channel();
+    let handle = ns.run_in(move || {
+        let listener =
+            TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("bind test listener");
+        ready.send(()).expect("signal bound");
+        accept_one(&listener, timeout)
+    });
+    bound
+        .recv_timeout(Duration::from_secs(5))
+        .expect("listener bound");
+    handle
+}
+
+fn connect_from(ns: &Netns, target: SocketAddrV4) {
+    ns.run_in(move || {
+        let mut stream =
+            TcpStream::connect_timeout(&target.into(), Duration::from_secs(3)).expect("connect");
+        stream.write_all(b"hello").expect("write");
+    })
+    .join()
+    .expect("client thread");
+}
+
+#[test]
+fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
+    let pair = Pair::new();
+    assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
+    let listener = listen_in(&pair.pod, 15006, Duration::from_secs(5));
+    let target = SocketAddrV4::new(pair.pod_ip, 8080);
+    connect_from(&pair.client, target);
+    let (peer, orig, data) = listener
+        .join()
+        .expect("listener thread")
+        .expect("a connection arrived at 15006");
+    assert_eq!(orig, target);
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(pair.client_ip));
+    assert_eq!(data, "hello");
+}
+
+#[test]
+fn outbound_traffic_arrives_at_15001_with_its_original_destination() {
+    let pair = Pair::new();
+    assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
+    let listener = listen_in(&pair.pod, 15001, Duration::from_secs(5));
+    let target = SocketAddrV4::new(pair.client_ip, 9090);
+    connect_from(&pair.pod, target);
+    let (_, orig, data) = listener
+        .join()
+        .expect("listener thread")
+        .expect("a connection arrived at 15001");
+    assert_eq!(orig, target);
+    assert_eq!(data, "hello");
+}
+
+#[test]
+fn the_proxy_uid_is_not_captured() {
+    let pair = Pair::new();
+    assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
+    let remote = listen_in(&pair.client, 9090, Duration::from_secs(5));
+    let capture = listen_in(&pair.pod, 15001, Duration::from_secs(2));
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/9090 && printf proxy >&3",
+        pair.client_ip
+    );
+    let status = pair
+        .pod
+        .run_in(move || {
+            Command::new("bash")
+                .args(["-c", &script])
+                .uid(1337)
+                .gid(1337)
+                .status()
+        })
+        .join()
+        .expect("spawning thread")
+        .expect("bash runs");
+    assert!(status.success(), "the UID 1337 client failed: {status}");
+    let (peer, orig, data) = remote
+        .join()
+        .expect("remote thread")
+        .expect("the connection reached the remote server");
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(pair.pod_ip));
+    assert_eq!(orig, SocketAddrV4::new(pair.client_ip, 9090));
+    assert_eq!(data, "proxy");
+    assert!(
+        capture.join().expect("capture thread").is_none(),
+        "UID 1337 traffic was captured"
+    );
+}
+
+#[test]
+fn validation_passes_with_rules_and_exits_126_without() {
+    let ns = Netns::new("validate");
+    let without = ns.outrigger(
+        &[
+            "--run-validation",
+            "--skip-rule-apply",
+            "--probe-timeout=2s",
+            "--ipv6=false",
+        ],
+        &[],
+    );
+    assert_eq!(without.status.code(), Some(126), "{}", stderr(&without));
+    assert!(
+        stderr(&without).contains("NOT captured"),
+        "{}",
+        stderr(&without)
+    );
+    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    let with = ns.outrigger(
+        &[
+            "--run-validation",
+            "--skip-rule-apply",
+            "--probe-timeout=5s",
+            "--ipv6=false",
+        ],
+        &[],
+    );
+    assert_ok(&with, "validation with rules installed");
+    // In init-container mode the rules are applied and validated in one run.
+    let other = Netns::new("validate2");
+    let mut args = SIDECAR.to_vec();
+    args.push("--run-validation");
+    assert_ok(&other.outrigger(&args, &[]), "apply and validate");
+}
+
+#[test]
+fn ipv6_rules_are_applied_with_ip6tables() {
+    let ns = Netns::new("ipv6");
+    let mut args: Vec<&str> = SIDECAR
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--ipv6"))
+        .collect();
+    args.push("--ipv6=true");
+    assert_ok(&ns.outrigger(&args, &[]), "apply");
+    let v6 = ns.save("ip6tables-save");
+    assert!(
+        v6.lines()
+            .any(|l| l == "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN"),
+        "{v6}"
+    );
+    assert!(
+        v6.lines()
+            .any(|l| l == "-A ISTIO_OUTPUT -d ::1/128 -j RETURN"),
+        "{v6}"
+    );
+    assert!(
+        ns.exec_ok("ip", &["-6", "addr", "show", "dev", "lo"])
+            .contains("::6/128")
+    );
+}
