@@ -1,0 +1,144 @@
+//! Command-line arguments of `outrigger-proxy` (pure parsing; nothing here touches the system).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
+
+/// Transparent TCP sidecar proxy for traffic captured by outrigger-iptables.
+#[derive(Debug, Parser)]
+#[command(name = "outrigger-proxy", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy: capture listeners, status, health and metrics servers.
+    Run(RunArgs),
+    /// Wait until the local proxy reports ready (postStart hook).
+    Wait(WaitArgs),
+    /// Ask the local proxy to start draining (preStop hook).
+    Drain(DrainArgs),
+}
+
+/// Flags of `run`. Each unset flag falls back to its environment variable, then the default
+/// (names in [`crate::names::env`]).
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Worker threads of the runtime [env: OUTRIGGER_PROXY_CONCURRENCY] [default: 2]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// How long to stay up, not ready, after SIGTERM before refusing new connections
+    /// [env: OUTRIGGER_PROXY_DRAIN_DURATION] [default: 5s]
+    #[arg(long, value_parser = parse_duration)]
+    pub drain_duration: Option<Duration>,
+    /// Time after SIGTERM after which open connections are closed
+    /// [env: OUTRIGGER_PROXY_TERMINATION_GRACE] [default: 30s]
+    #[arg(long, value_parser = parse_duration)]
+    pub termination_grace: Option<Duration>,
+    /// Upstream connect timeout [env: OUTRIGGER_PROXY_CONNECT_TIMEOUT] [default: 10s]
+    #[arg(long, value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Outbound capture port [env: OUTRIGGER_PROXY_OUTBOUND_PORT] [default: 15001]
+    #[arg(long)]
+    pub outbound_port: Option<u16>,
+    /// Inbound capture port [env: OUTRIGGER_PROXY_INBOUND_PORT] [default: 15006]
+    #[arg(long)]
+    pub inbound_port: Option<u16>,
+    /// Status port [env: OUTRIGGER_PROXY_STATUS_PORT] [default: 15020]
+    #[arg(long)]
+    pub status_port: Option<u16>,
+    /// Health port [env: OUTRIGGER_PROXY_HEALTH_PORT] [default: 15021]
+    #[arg(long)]
+    pub health_port: Option<u16>,
+    /// Metrics port [env: OUTRIGGER_PROXY_STATS_PORT] [default: 15090]
+    #[arg(long)]
+    pub stats_port: Option<u16>,
+    /// Also listen on [::] [env: OUTRIGGER_PROXY_IPV6] [default: auto]
+    #[arg(long, value_enum)]
+    pub ipv6: Option<Ipv6Mode>,
+    /// Log format [env: OUTRIGGER_PROXY_LOG_FORMAT] [default: text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Give up after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Health port of the proxy to poll.
+    #[arg(long, default_value_t = crate::names::HEALTH_PORT)]
+    pub health_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Status port of the proxy.
+    #[arg(long, default_value_t = crate::names::STATUS_PORT)]
+    pub status_port: u16,
+}
+
+/// Whether to open IPv6 capture listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ipv6Mode {
+    /// When the host supports IPv6 sockets.
+    Auto,
+    True,
+    False,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_parse_go_durations() {
+        let cli = Cli::try_parse_from([
+            "outrigger-proxy",
+            "run",
+            "--concurrency",
+            "4",
+            "--drain-duration",
+            "1m",
+            "--connect-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.concurrency, Some(4));
+        assert_eq!(args.drain_duration, Some(Duration::from_secs(60)));
+        assert_eq!(args.connect_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(args.termination_grace, None);
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_flag() {
+        let err = Cli::try_parse_from(["outrigger-proxy", "run", "--drain-duration", "5"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--drain-duration"), "{err}");
+        assert!(err.contains("missing unit"), "{err}");
+    }
+
+    #[test]
+    fn wait_defaults_to_sixty_seconds() {
+        let cli = Cli::try_parse_from(["outrigger-proxy", "wait"]).unwrap();
+        let Command::Wait(args) = cli.command else {
+            panic!("expected wait");
+        };
+        assert_eq!(args.timeout, Duration::from_secs(60));
+        assert_eq!(args.health_port, 15021);
+    }
+}

@@ -1,0 +1,320 @@
+//! Prometheus metrics with Istio's standard TCP names, plus the proxy's own gauges.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::addr::OrigDstAddr;
+use crate::config::Workload;
+
+/// Label value for anything we cannot know without a control plane.
+pub const UNKNOWN: &str = "unknown";
+
+/// Which side of the connection this proxy sits on (Istio's `reporter` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Redirected outbound traffic of the local app: `reporter="source"`.
+    Outbound,
+    /// Redirected inbound traffic to the local app: `reporter="destination"`.
+    Inbound,
+}
+
+impl Direction {
+    pub fn reporter(self) -> &'static str {
+        match self {
+            Direction::Outbound => "source",
+            Direction::Inbound => "destination",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Labels of Istio's `istio_tcp_*` metrics that can be derived without a control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub reporter: &'static str,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_service: String,
+    pub destination_service_name: String,
+    pub destination_port: String,
+    pub request_protocol: &'static str,
+    pub connection_security_policy: &'static str,
+}
+
+impl TcpLabels {
+    /// Labels for one connection: our own workload on our side, the destination address on the
+    /// other (outbound), or our workload as destination (inbound).
+    pub fn new(direction: Direction, workload: &Workload, orig_dst: &OrigDstAddr) -> Self {
+        let ours = (workload.name.clone(), workload.namespace.clone());
+        let theirs = (UNKNOWN.to_owned(), UNKNOWN.to_owned());
+        let ((source_workload, source_ns), (dest_workload, dest_ns)) = match direction {
+            Direction::Outbound => (ours, theirs),
+            Direction::Inbound => (theirs, ours),
+        };
+        TcpLabels {
+            reporter: direction.reporter(),
+            source_workload,
+            source_workload_namespace: source_ns,
+            destination_workload: dest_workload,
+            destination_workload_namespace: dest_ns,
+            destination_service: orig_dst.0.to_string(),
+            destination_service_name: orig_dst.0.ip().to_string(),
+            destination_port: orig_dst.0.port().to_string(),
+            request_protocol: "tcp",
+            connection_security_policy: "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectErrorLabels {
+    pub direction: &'static str,
+    pub reason: &'static str,
+}
+
+/// Why a redirected connection could not be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The original destination could not be read.
+    OrigDst,
+    /// The original destination is the proxy itself.
+    Loop,
+    Refused,
+    Timeout,
+    /// Any other connect failure (unreachable, bind failure, ...).
+    Other,
+}
+
+impl ConnectError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectError::OrigDst => "orig_dst",
+            ConnectError::Loop => "loop",
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout => "timeout",
+            ConnectError::Other => "other",
+        }
+    }
+}
+
+/// Counters of one open connection, fetched once so the data path does no label lookups.
+#[derive(Debug)]
+pub struct ConnectionMetrics {
+    received: Counter,
+    sent: Counter,
+    closed: Counter,
+    active: Gauge,
+}
+
+impl ConnectionMetrics {
+    /// Bytes from the client towards the upstream (the request side).
+    pub fn received(&self, bytes: u64) {
+        self.received.inc_by(bytes);
+    }
+
+    /// Bytes from the upstream back to the client (the response side).
+    pub fn sent(&self, bytes: u64) {
+        self.sent.inc_by(bytes);
+    }
+}
+
+impl Drop for ConnectionMetrics {
+    fn drop(&mut self) {
+        self.closed.inc();
+        self.active.dec();
+    }
+}
+
+/// All metrics of one proxy process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    opened: Family<TcpLabels, Counter>,
+    closed: Family<TcpLabels, Counter>,
+    sent_bytes: Family<TcpLabels, Counter>,
+    received_bytes: Family<TcpLabels, Counter>,
+    active: Family<DirectionLabels, Gauge>,
+    connect_errors: Family<ConnectErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let opened = Family::<TcpLabels, Counter>::default();
+        let closed = Family::<TcpLabels, Counter>::default();
+        let sent_bytes = Family::<TcpLabels, Counter>::default();
+        let received_bytes = Family::<TcpLabels, Counter>::default();
+        let active = Family::<DirectionLabels, Gauge>::default();
+        let connect_errors = Family::<ConnectErrorLabels, Counter>::default();
+        registry.register(
+            "istio_tcp_connections_opened",
+            "Total TCP connections opened",
+            opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "Total TCP connections closed",
+            closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Total bytes sent during response in TCP connections",
+            sent_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Total bytes received during request in TCP connections",
+            received_bytes.clone(),
+        );
+        registry.register(
+            "outrigger_proxy_active_connections",
+            "Connections currently relayed by this proxy",
+            active.clone(),
+        );
+        registry.register(
+            "outrigger_proxy_connect_errors",
+            "Redirected connections that could not be forwarded, by reason",
+            connect_errors.clone(),
+        );
+        Metrics {
+            registry,
+            opened,
+            closed,
+            sent_bytes,
+            received_bytes,
+            active,
+            connect_errors,
+        }
+    }
+
+    /// Records a forwarded connection as opened and active; the returned handle counts its
+    /// bytes and records the close when dropped (also when the task is cancelled).
+    pub fn open_connection(&self, direction: Direction, labels: &TcpLabels) -> ConnectionMetrics {
+        self.opened.get_or_create(labels).inc();
+        let active = self.active_gauge(direction);
+        active.inc();
+        ConnectionMetrics {
+            received: self.received_bytes.get_or_create(labels).clone(),
+            sent: self.sent_bytes.get_or_create(labels).clone(),
+            closed: self.closed.get_or_create(labels).clone(),
+            active,
+        }
+    }
+
+    pub fn connect_error(&self, direction: Direction, error: ConnectError) {
+        self.connect_errors
+            .get_or_create(&ConnectErrorLabels {
+                direction: direction.as_str(),
+                reason: error.as_str(),
+            })
+            .inc();
+    }
+
+    fn active_gauge(&self, direction: Direction) -> Gauge {
+        self.active
+            .get_or_create(&DirectionLabels {
+                direction: direction.as_str(),
+            })
+            .clone()
+    }
+
+    /// Renders the OpenMetrics text exposition (ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        encode(&mut out, &self.registry).expect("encoding metrics into a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        Workload {
+            name: "web".into(),
+            namespace: "shop".into(),
+            pod_name: "web-1".into(),
+            instance_ip: None,
+        }
+    }
+
+    #[test]
+    fn outbound_connections_are_reported_by_the_source_with_istio_names() {
+        let metrics = Metrics::new();
+        let dst = OrigDstAddr("10.0.0.2:8080".parse().unwrap());
+        let labels = TcpLabels::new(Direction::Outbound, &workload(), &dst);
+        let connection = metrics.open_connection(Direction::Outbound, &labels);
+        connection.received(120);
+        connection.sent(4000);
+        let text = metrics.encode();
+        let opened = text
+            .lines()
+            .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+            .expect("opened counter present");
+        for part in [
+            r#"reporter="source""#,
+            r#"source_workload="web""#,
+            r#"source_workload_namespace="shop""#,
+            r#"destination_workload="unknown""#,
+            r#"destination_service="10.0.0.2:8080""#,
+            r#"destination_port="8080""#,
+        ] {
+            assert!(opened.contains(part), "{part} missing in {opened}");
+        }
+        assert!(opened.ends_with(" 1"), "{opened}");
+        assert!(text.contains("istio_tcp_received_bytes_total{"));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("istio_tcp_sent_bytes_total{") && l.ends_with(" 4000"))
+        );
+        assert!(text.contains(r#"outrigger_proxy_active_connections{direction="outbound"} 1"#));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn inbound_connections_name_us_as_destination_and_close_updates_the_gauge() {
+        let metrics = Metrics::new();
+        let dst = OrigDstAddr("10.0.0.3:80".parse().unwrap());
+        let labels = TcpLabels::new(Direction::Inbound, &workload(), &dst);
+        let connection = metrics.open_connection(Direction::Inbound, &labels);
+        drop(connection);
+        metrics.connect_error(Direction::Inbound, ConnectError::Refused);
+        let text = metrics.encode();
+        let closed = text
+            .lines()
+            .find(|l| l.starts_with("istio_tcp_connections_closed_total{"))
+            .expect("closed counter present");
+        assert!(closed.contains(r#"reporter="destination""#));
+        assert!(closed.contains(r#"destination_workload="web""#));
+        assert!(closed.contains(r#"source_workload="unknown""#));
+        assert!(text.contains(r#"outrigger_proxy_active_connections{direction="inbound"} 0"#));
+        assert!(text.contains(
+            r#"outrigger_proxy_connect_errors_total{direction="inbound",reason="refused"} 1"#
+        ));
+    }
+}

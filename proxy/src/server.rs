@@ -1,0 +1,275 @@
+//! Wires a proxy together: binds every listener, serves the status ports, accepts captured
+//! connections, and runs the shutdown sequence.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::Ipv6Mode;
+use crate::config::ProxyConfig;
+use crate::drain::{self, DrainTiming, Ended, Lifecycle, Requests};
+use crate::forward::Forwarder;
+use crate::listener;
+use crate::metrics::{Direction, Metrics};
+use crate::orig_dst::OrigDstSource;
+use crate::status::{self, StatusState, probes};
+
+/// The proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind the {what} listener on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the runtime")]
+    Runtime(#[source] io::Error),
+}
+
+/// The addresses a bound proxy listens on (useful when ports were 0).
+#[derive(Debug, Clone, Default)]
+pub struct BoundAddrs {
+    pub outbound: Vec<SocketAddr>,
+    pub inbound: Vec<SocketAddr>,
+    pub status: Vec<SocketAddr>,
+    pub health: Vec<SocketAddr>,
+    pub stats: Vec<SocketAddr>,
+}
+
+/// A proxy whose listeners are all bound, ready to run.
+#[derive(Debug)]
+pub struct BoundProxy {
+    config: ProxyConfig,
+    orig_dst: Arc<dyn OrigDstSource>,
+    metrics: Arc<Metrics>,
+    lifecycle: Lifecycle,
+    requests: Requests,
+    outbound: Vec<TcpListener>,
+    inbound: Vec<TcpListener>,
+    status: Vec<TcpListener>,
+    health: Vec<TcpListener>,
+    stats: Vec<TcpListener>,
+    addrs: BoundAddrs,
+}
+
+impl BoundProxy {
+    /// Binds every listener or fails naming the one that could not be bound.
+    pub fn bind(config: ProxyConfig, orig_dst: Arc<dyn OrigDstSource>) -> Result<Self, ServeError> {
+        let ports = config.ports;
+        let v6 = config.ipv6;
+        let mut addrs = BoundAddrs::default();
+        let outbound = bind_all("outbound", ports.outbound, v6, &mut addrs.outbound)?;
+        let inbound = bind_all("inbound", ports.inbound, v6, &mut addrs.inbound)?;
+        let status = bind_all("status", ports.status, v6, &mut addrs.status)?;
+        let health = bind_all("health", ports.health, v6, &mut addrs.health)?;
+        let stats = bind_all("stats", ports.stats, v6, &mut addrs.stats)?;
+        let (lifecycle, requests) = Lifecycle::new();
+        Ok(BoundProxy {
+            config,
+            orig_dst,
+            metrics: Arc::new(Metrics::new()),
+            lifecycle,
+            requests,
+            outbound,
+            inbound,
+            status,
+            health,
+            stats,
+            addrs,
+        })
+    }
+
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.clone()
+    }
+
+    /// Serves until `signal` (SIGTERM) or `/quitquitquit`, then drains and returns.
+    pub async fn run(self, signal: impl Future<Output = ()>) -> Ended {
+        let BoundProxy {
+            config,
+            orig_dst,
+            metrics,
+            lifecycle,
+            requests,
+            outbound,
+            inbound,
+            status,
+            health,
+            stats,
+            addrs,
+        } = self;
+        let app_ip = probes::default_probe_ip(config.workload.instance_ip);
+        let state = StatusState {
+            lifecycle: lifecycle.clone(),
+            metrics: metrics.clone(),
+            probers: Arc::new(config.probers.clone()),
+            scrape: config.scrape.clone().map(Arc::new),
+            app_ip,
+        };
+        let mut servers = JoinSet::new();
+        let routers = [
+            (status, status::status_router(state)),
+            (health, status::health_router(lifecycle.clone())),
+            (stats, status::stats_router(metrics.clone())),
+        ];
+        for (listeners, router) in routers {
+            for listener in listeners {
+                let router = router.clone();
+                servers.spawn(async move {
+                    if let Err(error) = axum::serve(listener, router).await {
+                        tracing::error!(%error, "status server failed");
+                    }
+                });
+            }
+        }
+
+        let capture_ports = vec![config.ports.outbound, config.ports.inbound];
+        let workload = Arc::new(config.workload.clone());
+        let tracker = TaskTracker::new();
+        let mut accept_loops = JoinSet::new();
+        for (direction, listeners) in [
+            (Direction::Outbound, outbound),
+            (Direction::Inbound, inbound),
+        ] {
+            let forwarder = Arc::new(Forwarder {
+                direction,
+                orig_dst: orig_dst.clone(),
+                connect_timeout: config.connect_timeout,
+                metrics: metrics.clone(),
+                workload: workload.clone(),
+                capture_ports: capture_ports.clone(),
+                close: lifecycle.connections_token(),
+            });
+            for listener in listeners {
+                accept_loops.spawn(listener::accept_loop(
+                    listener,
+                    forwarder.clone(),
+                    lifecycle.accept_token(),
+                    tracker.clone(),
+                ));
+            }
+        }
+        lifecycle.mark_listening();
+        tracing::info!(
+            outbound = ?addrs.outbound,
+            inbound = ?addrs.inbound,
+            status = ?addrs.status,
+            workload = %workload.name,
+            probes = config.probers.len(),
+            "proxy ready"
+        );
+        let timing = DrainTiming {
+            drain_duration: config.drain_duration,
+            termination_grace: config.termination_grace,
+        };
+        let ended = drain::coordinate(&lifecycle, requests, signal, timing, &tracker).await;
+        accept_loops.join_all().await;
+        servers.abort_all();
+        tracing::info!(?ended, "proxy stopped");
+        ended
+    }
+}
+
+fn bind_all(
+    what: &'static str,
+    port: u16,
+    ipv6: Ipv6Mode,
+    bound: &mut Vec<SocketAddr>,
+) -> Result<Vec<TcpListener>, ServeError> {
+    let mut listeners = Vec::new();
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+    let listener = listener::bind(v4).map_err(|source| ServeError::Bind {
+        what,
+        addr: v4,
+        source,
+    })?;
+    bound.push(local_addr(&listener, v4));
+    listeners.push(listener);
+    if ipv6 != Ipv6Mode::False {
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        match listener::bind(v6) {
+            Ok(listener) => {
+                bound.push(local_addr(&listener, v6));
+                listeners.push(listener);
+            }
+            Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
+                tracing::debug!(%error, what, "no IPv6 listener: IPv6 is not available");
+            }
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    what,
+                    addr: v6,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+fn local_addr(listener: &TcpListener, requested: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(requested)
+}
+
+fn ipv6_unavailable(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(nix::libc::EAFNOSUPPORT | nix::libc::EADDRNOTAVAIL | nix::libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Runs the proxy on its own runtime with `concurrency` worker threads until SIGTERM/SIGINT or
+/// `/quitquitquit`.
+pub fn run(config: ProxyConfig, orig_dst: Arc<dyn OrigDstSource>) -> Result<Ended, ServeError> {
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.concurrency)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let proxy = BoundProxy::bind(config, orig_dst)?;
+        Ok(proxy.run(shutdown_signal()).await)
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; waiting for SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Each relayed connection holds two descriptors: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open file limit"),
+    }
+}

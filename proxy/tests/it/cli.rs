@@ -1,0 +1,188 @@
+//! The real binary: flags, env errors, `wait`, `run` + `/quitquitquit`, SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_outrigger-proxy");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+struct Ports {
+    outbound: u16,
+    inbound: u16,
+    status: u16,
+    health: u16,
+    stats: u16,
+}
+
+fn spawn_proxy(extra: &[&str]) -> (std::process::Child, Ports) {
+    let ports = Ports {
+        outbound: free_port(),
+        inbound: free_port(),
+        status: free_port(),
+        health: free_port(),
+        stats: free_port(),
+    };
+    let child = Command::new(BIN)
+        .arg("run")
+        .args(["--outbound-port", &ports.outbound.to_string()])
+        .args(["--inbound-port", &ports.inbound.to_string()])
+        .args(["--status-port", &ports.status.to_string()])
+        .args(["--health-port", &ports.health.to_string()])
+        .args(["--stats-port", &ports.stats.to_string()])
+        .args(["--ipv6", "false"])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn outrigger-proxy");
+    (child, ports)
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+fn wait_ready(health: u16) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "wait",
+            "--timeout",
+            "10s",
+            "--health-port",
+            &health.to_string(),
+        ])
+        .output()
+        .expect("run wait")
+}
+
+fn post(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "wait", "drain"] {
+        assert!(text.contains(sub), "{text}");
+    }
+}
+
+#[test]
+fn a_bad_env_value_exits_1_naming_it() {
+    let out = Command::new(BIN)
+        .arg("run")
+        .env("OUTRIGGER_PROXY_DRAIN_DURATION", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OUTRIGGER_PROXY_DRAIN_DURATION=\"forever\""),
+        "{err}"
+    );
+    assert!(err.contains("expected a number"), "{err}");
+}
+
+#[test]
+fn a_bad_flag_exits_2() {
+    let out = Command::new(BIN)
+        .args(["run", "--connect-timeout", "ten"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--connect-timeout"));
+}
+
+#[test]
+fn wait_times_out_when_nothing_listens() {
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "wait",
+            "--timeout",
+            "500ms",
+            "--health-port",
+            &free_port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready after"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn run_wait_then_quitquitquit_exits_0() {
+    let (mut child, ports) = spawn_proxy(&[]);
+    let waited = wait_ready(ports.health);
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports.stats)).is_ok());
+    assert!(post(ports.status, "/quitquitquit").starts_with("HTTP/1.1 200"));
+    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("exits after quitquitquit");
+    assert_eq!(status.code(), Some(0));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports.outbound)).is_err());
+    let _ = ports.inbound;
+}
+
+#[test]
+fn drain_subcommand_makes_the_proxy_not_ready_and_sigterm_exits_0() {
+    let (mut child, ports) =
+        spawn_proxy(&["--drain-duration", "200ms", "--termination-grace", "2s"]);
+    assert!(wait_ready(ports.health).status.success());
+    let drained = Command::new(BIN)
+        .args(["drain", "--status-port", &ports.status.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    let again = Command::new(BIN)
+        .args([
+            "wait",
+            "--timeout",
+            "300ms",
+            "--health-port",
+            &ports.health.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "not ready once draining");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}

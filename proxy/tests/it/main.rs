@@ -1,0 +1,6 @@
+//! Integration tests of outrigger-proxy without root: a whole proxy in-process with a test
+//! original-destination source, and the real binary through its command line.
+
+mod cli;
+mod data_path;
+mod support;
