@@ -2,8 +2,14 @@
 
 pub mod cni;
 pub mod config;
+pub mod install;
 pub mod k8s;
+pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod netns;
+pub mod node;
 pub mod plugin;
 pub mod pod;
+pub mod repair;
+pub mod rules;

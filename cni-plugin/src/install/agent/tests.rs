@@ -1,0 +1,237 @@
+//! Installer tests on temporary directories standing in for the host mounts.
+
+use super::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+struct Host {
+    _root: tempfile::TempDir,
+    installer: Installer,
+    conf_dir: PathBuf,
+    bin_dir: PathBuf,
+    token: PathBuf,
+}
+
+fn host() -> Host {
+    let root = tempfile::tempdir().unwrap();
+    let conf_dir = root.path().join("etc/cni/net.d");
+    let bin_dir = root.path().join("opt/cni/bin");
+    let sa = root.path().join("sa");
+    for dir in [&conf_dir, &bin_dir, &sa] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    let plugin = root.path().join("outrigger-cni-image-copy");
+    fs::write(&plugin, b"\x7fELF plugin binary").unwrap();
+    fs::write(sa.join("token"), "token-1").unwrap();
+    fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let settings = InstallerSettings {
+        plugin_source: plugin,
+        cni_bin_dir: bin_dir.clone(),
+        cni_conf_dir: conf_dir.clone(),
+        host_cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+        kubeconfig: KubeconfigSource {
+            token_path: sa.join("token"),
+            ca_path: sa.join("ca.crt"),
+            server: "https://10.96.0.1:443".into(),
+        },
+        exclude_namespaces: vec!["kube-system".into()],
+        log_level: "info".into(),
+        log_file: None,
+        installer_pods: InstallerPods::default(),
+        resync: Duration::from_millis(200),
+    };
+    Host {
+        installer: Installer::new(settings),
+        conf_dir,
+        bin_dir,
+        token: sa.join("token"),
+        _root: root,
+    }
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+const CALICO: &str = r#"{"name":"k8s-pod-network","cniVersion":"0.3.1","plugins":[{"type":"calico","ipam":{"type":"calico-ipam"}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
+
+#[test]
+fn entry_points_at_the_host_kubeconfig() {
+    let h = host();
+    let entry = h.installer.entry();
+    assert_eq!(entry["type"], "outrigger-cni");
+    assert_eq!(
+        entry["kubeconfig"],
+        "/etc/cni/net.d/outrigger-cni-kubeconfig"
+    );
+    assert_eq!(entry["exclude_namespaces"], json!(["kube-system"]));
+    assert_eq!(entry.get("log_file"), None);
+    // The plugin's own parser accepts what the installer writes.
+    let mut conf = entry.clone();
+    conf["cniVersion"] = json!("1.0.0");
+    let parsed = crate::config::PluginConfig::parse(conf.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        parsed.kubeconfig,
+        Some(PathBuf::from("/etc/cni/net.d/outrigger-cni-kubeconfig"))
+    );
+    assert_eq!(parsed.installer_pods, InstallerPods::default());
+}
+
+#[test]
+fn bridge_conf_is_converted_and_chained() {
+    let h = host();
+    let bridge = json!({"cniVersion": "0.4.0", "name": "bridge", "type": "bridge", "bridge": "cni0",
+                        "ipam": {"type": "host-local", "subnet": "10.22.0.0/16"}});
+    fs::write(h.conf_dir.join("10-bridge.conf"), bridge.to_string()).unwrap();
+    let state = h.installer.reconcile_chain().unwrap();
+    let list_path = h.conf_dir.join("10-bridge.conflist");
+    assert_eq!(state, ChainState::Inserted(list_path.clone()));
+    assert!(!h.conf_dir.join("10-bridge.conf").exists());
+    let list = read_json(&list_path);
+    assert_eq!(list["plugins"], json!([bridge, h.installer.entry()]));
+    assert_eq!(list["cniVersion"], "0.4.0");
+    assert_eq!(
+        h.installer.reconcile_chain().unwrap(),
+        ChainState::Correct(list_path)
+    );
+}
+
+#[test]
+fn conflist_keeps_its_mode_and_gains_our_entry_once() {
+    let h = host();
+    let path = h.conf_dir.join("10-calico.conflist");
+    fs::write(&path, CALICO).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        h.installer.reconcile_chain().unwrap(),
+        ChainState::Inserted(path.clone())
+    );
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let before = fs::read(&path).unwrap();
+    assert_eq!(
+        h.installer.reconcile_chain().unwrap(),
+        ChainState::Correct(path.clone())
+    );
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "a correct chain is not rewritten"
+    );
+    let list = read_json(&path);
+    let mut expected: Value = serde_json::from_str(CALICO).unwrap();
+    expected["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(h.installer.entry());
+    assert_eq!(list, expected);
+}
+
+#[test]
+fn no_primary_means_waiting_and_not_ready() {
+    let h = host();
+    h.installer.install_binary().unwrap();
+    h.installer.sync_kubeconfig().unwrap();
+    assert_eq!(
+        h.installer.reconcile_chain().unwrap(),
+        ChainState::NoPrimary
+    );
+    assert!(!h.installer.is_ready());
+    fs::write(h.conf_dir.join("10-calico.conflist"), CALICO).unwrap();
+    assert!(!h.installer.is_ready());
+    h.installer.reconcile_chain().unwrap();
+    assert!(h.installer.is_ready());
+}
+
+#[test]
+fn uninstall_removes_everything_of_ours_and_nothing_else() {
+    let h = host();
+    let path = h.conf_dir.join("10-calico.conflist");
+    fs::write(&path, CALICO).unwrap();
+    h.installer.install_binary().unwrap();
+    h.installer.sync_kubeconfig().unwrap();
+    h.installer.reconcile_chain().unwrap();
+    assert!(h.bin_dir.join("outrigger-cni").is_file());
+    h.installer.uninstall().unwrap();
+    assert_eq!(
+        read_json(&path),
+        serde_json::from_str::<Value>(CALICO).unwrap()
+    );
+    assert!(!h.bin_dir.join("outrigger-cni").exists());
+    assert!(!h.conf_dir.join("outrigger-cni-kubeconfig").exists());
+    // A second uninstall finds nothing to do and succeeds.
+    h.installer.uninstall().unwrap();
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn agent_waits_repairs_rotates_and_cleans_up() {
+    let h = host();
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let installer = Arc::new(h.installer);
+    let agent = {
+        let (installer, ready, metrics) = (installer.clone(), ready.clone(), metrics.clone());
+        tokio::spawn(async move {
+            installer
+                .run(ready, metrics, async { stopped.await.unwrap_or(()) })
+                .await
+        })
+    };
+    let path = h.conf_dir.join("10-calico.conflist");
+    let kubeconfig = h.conf_dir.join("outrigger-cni-kubeconfig");
+    wait_for("binary and kubeconfig", || {
+        h.bin_dir.join("outrigger-cni").is_file() && kubeconfig.is_file()
+    })
+    .await;
+    assert!(
+        !ready.load(Ordering::SeqCst),
+        "ready without a primary configuration"
+    );
+
+    // The network plugin starts and writes its configuration.
+    fs::write(&path, CALICO).unwrap();
+    let entry = installer.entry();
+    wait_for("entry inserted", || {
+        conflist::chain_is_correct(&read_json(&path), &entry)
+    })
+    .await;
+    wait_for("ready", || ready.load(Ordering::SeqCst)).await;
+
+    // The network plugin rewrites its file, dropping our entry: it comes back.
+    fs::write(&path, CALICO).unwrap();
+    wait_for("entry re-inserted", || {
+        conflist::chain_is_correct(&read_json(&path), &entry)
+    })
+    .await;
+    assert!(metrics.chain_insertions.get() >= 2);
+
+    // The token rotates: the kubeconfig follows.
+    fs::write(&h.token, "token-2").unwrap();
+    wait_for("kubeconfig rewritten", || {
+        fs::read_to_string(&kubeconfig).unwrap().contains("token-2")
+    })
+    .await;
+
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    assert!(!ready.load(Ordering::SeqCst));
+    assert_eq!(
+        read_json(&path),
+        serde_json::from_str::<Value>(CALICO).unwrap()
+    );
+    assert!(!kubeconfig.exists());
+    assert!(!h.bin_dir.join("outrigger-cni").exists());
+}
