@@ -1,1 +1,9 @@
-//! Helpers for the end-to-end tests: network namespaces, binaries, processes.
+//! Helpers for the end-to-end tests: network namespaces, binaries, processes, the pod topology
+//! and the stand-in application.
+
+pub mod app;
+pub mod bins;
+pub mod http;
+pub mod netns;
+pub mod process;
+pub mod topology;
