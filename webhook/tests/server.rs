@@ -3,5 +3,11 @@
 
 #[path = "server/common.rs"]
 mod common;
+#[path = "server/process.rs"]
+mod process;
+#[path = "server/rotation.rs"]
+mod rotation;
 #[path = "server/router.rs"]
 mod router;
+#[path = "server/sigterm.rs"]
+mod sigterm;
