@@ -1,0 +1,7 @@
+//! Integration tests of outrigger-cni: the plugin binary in a real CNI chain (root), the plugin
+//! and installer binaries from the command line.
+
+mod chain;
+mod cli;
+mod installer;
+mod support;
