@@ -1,7 +1,8 @@
 //! Integration tests of outrigger-cni: the plugin binary in a real CNI chain (root), the plugin
-//! and installer binaries from the command line.
+//! and installer binaries from the command line, and the manifests against Kubernetes schemas.
 
 mod chain;
 mod cli;
 mod installer;
+mod manifests;
 mod support;

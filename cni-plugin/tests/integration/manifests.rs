@@ -1,0 +1,93 @@
+//! The CNI manifests against the real Kubernetes schemas (PyPI kubernetes-validate, strict).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/cni")
+}
+
+/// The resource files the kustomization lists.
+fn resources() -> Vec<PathBuf> {
+    let dir = manifests_dir();
+    let text = std::fs::read_to_string(dir.join("kustomization.yaml"))
+        .expect("kustomization.yaml readable");
+    let kustomization: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).expect("kustomization.yaml is YAML");
+    kustomization["resources"]
+        .as_sequence()
+        .expect("kustomization lists resources")
+        .iter()
+        .map(|r| dir.join(r.as_str().expect("resource is a file name")))
+        .collect()
+}
+
+#[test]
+fn manifests_validate_against_kubernetes_schemas() {
+    let files = resources();
+    assert_eq!(files.len(), 5, "{files:?}");
+    let output = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate must be installed (pip install kubernetes-validate; scripts/test.sh does it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "validation failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.matches(" passed for resource ").count()
+            + stderr.matches(" passed for resource ").count(),
+        5,
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn daemonset_runs_everywhere_critical_and_without_capabilities() {
+    let text = std::fs::read_to_string(manifests_dir().join("daemonset.yaml"))
+        .expect("daemonset.yaml readable");
+    let ds: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["priorityClassName"].as_str(),
+        Some("system-node-critical")
+    );
+    let tolerations = pod["tolerations"].as_sequence().expect("tolerations");
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["operator"].as_str() == Some("Exists") && t.get("key").is_none())
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0].as_str(),
+        Some("ALL")
+    );
+    assert!(
+        container["securityContext"]["capabilities"]
+            .get("add")
+            .is_none()
+    );
+    let mounts: Vec<&str> = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert!(
+        mounts.contains(&"/opt/cni/bin") && mounts.contains(&"/etc/cni/net.d"),
+        "{mounts:?}"
+    );
+    // The installer's own pods are the ones the plugin passes through.
+    assert!(
+        format!("{}-", ds["metadata"]["name"].as_str().expect("name"))
+            .starts_with(outrigger_cni::names::DEFAULT_INSTALLER_POD_PREFIX)
+    );
+    assert_eq!(
+        ds["metadata"]["namespace"].as_str(),
+        Some(outrigger_cni::names::DEFAULT_INSTALLER_NAMESPACE)
+    );
+}
