@@ -3,8 +3,14 @@
 
 #[path = "server/common.rs"]
 mod common;
+#[path = "server/e2e.rs"]
+mod e2e;
+#[path = "server/injection.rs"]
+mod injection;
 #[path = "server/process.rs"]
 mod process;
+#[path = "server/reload.rs"]
+mod reload;
 #[path = "server/rotation.rs"]
 mod rotation;
 #[path = "server/router.rs"]

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::admission::{AdmissionRequest, AdmissionResponse};
+use crate::inject::patch::json_patch;
 use crate::inject::{Config, InjectRequest, Outcome, inject};
 
 /// HTTP-like code put in `status.code` when a pod is refused.
@@ -59,12 +60,6 @@ pub fn pod_namespace(request: &AdmissionRequest) -> String {
         .to_owned()
 }
 
-/// The JSONPatch that turns `original` into `injected`.
-// TODO(engine): switch to inject::patch::json_patch once the engine ships it.
-fn patch_between(original: &Value, injected: &Value) -> json_patch::Patch {
-    json_patch::diff(original, injected)
-}
-
 /// Decide the response for one request.
 pub fn respond(
     request: &AdmissionRequest,
@@ -100,7 +95,7 @@ pub fn respond(
             templates,
         }) => {
             tracing::debug!(?templates, "injected");
-            let patch = patch_between(pod, &injected);
+            let patch = json_patch(pod, &injected);
             match AdmissionResponse::patch(uid, &patch) {
                 Ok(response) => (response, Decision::Injected),
                 Err(e) => (

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use outrigger_webhook::inject::Config;
 use outrigger_webhook::server::app::{self, AppState};
@@ -63,4 +64,27 @@ pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Vec<u
         .to_bytes()
         .to_vec();
     (status, bytes)
+}
+/// Decode the base64 JSONPatch of a response and apply it to `pod`.
+pub fn apply_patch(pod: &Value, response: &Value) -> Value {
+    assert_eq!(response["patchType"], "JSONPatch", "response: {response}");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().expect("patch is a string"))
+        .expect("patch is base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("patch is a JSONPatch");
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).expect("patch applies to the request's object");
+    out
+}
+
+/// Names of the containers in `spec.<field>`.
+pub fn container_names(pod: &Value, field: &str) -> Vec<String> {
+    pod["spec"][field]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
