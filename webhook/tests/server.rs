@@ -1,6 +1,8 @@
 //! Tests of the `outrigger-injector` admission server: router (oneshot), real TLS end to end,
 //! certificate rotation, configuration reload, SIGTERM draining, caBundle keeping.
 
+#[path = "server/ca_bundle.rs"]
+mod ca_bundle;
 #[path = "server/common.rs"]
 mod common;
 #[path = "server/e2e.rs"]

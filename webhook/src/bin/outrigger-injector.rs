@@ -44,6 +44,16 @@ struct Args {
     /// Without it the embedded default configuration is used.
     #[arg(long)]
     config_dir: Option<PathBuf>,
+    /// Keep the caBundle of every webhook in this MutatingWebhookConfiguration equal to the
+    /// serving CA (self-managed certificates; needs RBAC get/list/watch/patch on it).
+    #[arg(long)]
+    webhook_config: Option<String>,
+    /// CA certificate (PEM) to put in the caBundle; defaults to the self-signed CA.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Only parse and check the flags, print the resulting settings, and exit.
+    #[arg(long)]
+    check_args: bool,
     /// Prometheus metrics address (plain HTTP).
     #[arg(long, default_value = server::DEFAULT_METRICS_ADDR)]
     metrics_addr: SocketAddr,
@@ -77,6 +87,8 @@ impl Args {
             tls,
             config_dir: self.config_dir,
             grace: Duration::from_secs(self.grace_period_seconds),
+            webhook_config: self.webhook_config,
+            ca_cert: self.ca_cert,
         }
     }
 }
@@ -105,6 +117,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.check_args {
+        println!("{:#?}", args.options());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

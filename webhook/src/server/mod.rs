@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod ca_bundle;
 pub mod config_reload;
 pub mod metrics;
 pub mod path_env;
@@ -52,6 +53,10 @@ pub struct Options {
     pub tls: TlsSource,
     pub config_dir: Option<PathBuf>,
     pub grace: Duration,
+    /// Keep the caBundle of this MutatingWebhookConfiguration equal to the serving CA.
+    pub webhook_config: Option<String>,
+    /// The CA for the caBundle; defaults to the self-signed CA.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Why the server could not start.
@@ -71,6 +76,16 @@ pub enum ServerError {
     },
     #[error("cannot watch for changes")]
     Watch(#[source] watch::WatchError),
+    #[error("--webhook-config needs the CA: give --ca-cert, or use --self-signed-dir")]
+    NoCa,
+    #[error("cannot read the CA certificate {path}")]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the Kubernetes client for --webhook-config")]
+    Kube(#[source] kube::Error),
 }
 
 /// Run the injector until `shutdown` resolves; returns once in-flight requests have finished
@@ -84,13 +99,13 @@ pub async fn run(
         ConfigStore::load(options.config_dir.as_deref(), metrics.clone())
             .map_err(ServerError::Config)?,
     );
-    let cert_paths = match &options.tls {
-        TlsSource::Files(paths) => paths.clone(),
+    let (cert_paths, self_signed_ca) = match &options.tls {
+        TlsSource::Files(paths) => (paths.clone(), None),
         TlsSource::SelfSigned { dir, names } => {
             let (files, created) =
                 selfsigned::ensure(dir, names).map_err(ServerError::SelfSigned)?;
             tracing::info!(dir = %dir.display(), created, ca = %files.ca.display(), "self-signed certificates");
-            files.serving
+            (files.serving, Some(files.ca))
         }
     };
     let resolver = Arc::new(ReloadingResolver::load(cert_paths.clone()).map_err(ServerError::Tls)?);
@@ -122,6 +137,15 @@ pub async fn run(
             })
             .map_err(ServerError::Watch)?,
         );
+    }
+
+    if let Some(name) = &options.webhook_config {
+        let ca_path = options
+            .ca_cert
+            .clone()
+            .or(self_signed_ca)
+            .ok_or(ServerError::NoCa)?;
+        background.extend(spawn_ca_bundle_keeper(name, ca_path).await?);
     }
 
     let listener = bind(options.addr).await?;
@@ -163,6 +187,39 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Read the CA, start the keeper, and re-read the CA when its directory changes.
+async fn spawn_ca_bundle_keeper(
+    name: &str,
+    ca_path: PathBuf,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ServerError::ReadCa {
+            path: path.clone(),
+            source,
+        })
+    };
+    let (tx, rx) = tokio::sync::watch::channel(read(&ca_path)?);
+    let client = kube::Client::try_default()
+        .await
+        .map_err(ServerError::Kube)?;
+    let keeper = tokio::spawn(ca_bundle::CaBundleKeeper::new(client, name, rx).run());
+    let watched = ca_path.clone();
+    let ca_watch = watch::spawn(vec![tls::parent_dir(&ca_path)], move || {
+        match read(&watched) {
+            Ok(pem) => {
+                tx.send_if_modified(|current| {
+                    let changed = *current != pem;
+                    *current = pem;
+                    changed
+                });
+            }
+            Err(error) => tracing::error!(error = %error_chain(&error), "cannot re-read the CA"),
+        }
+    })
+    .map_err(ServerError::Watch)?;
+    Ok(vec![keeper, ca_watch])
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
