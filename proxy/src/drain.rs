@@ -36,6 +36,13 @@ struct Inner {
 #[derive(Debug)]
 pub struct Requests(mpsc::UnboundedReceiver<Request>);
 
+impl Requests {
+    /// The next pending request, without waiting.
+    pub fn try_next(&mut self) -> Option<Request> {
+        self.0.try_recv().ok()
+    }
+}
+
 impl Lifecycle {
     pub fn new() -> (Lifecycle, Requests) {
         let (sender, receiver) = mpsc::unbounded_channel();

@@ -210,12 +210,16 @@ impl Topology {
     }
 
     fn app_command(&self, args: &[&str]) -> Command {
+        self.app_command_as(APP_UID, args)
+    }
+
+    fn app_command_as(&self, uid: u32, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bins.app);
         command
             .args(args)
             .env_clear()
-            .uid(APP_UID)
-            .gid(APP_UID)
+            .uid(uid)
+            .gid(uid)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -240,8 +244,13 @@ impl Topology {
 
     /// Runs an app client in `pod` to completion.
     pub fn run_app(&self, pod: &str, args: &[&str]) -> Result<Output> {
+        self.run_app_as(pod, APP_UID, args)
+    }
+
+    /// Runs an app client in `pod` as `uid` (e.g. [`PROXY_UID`] for an uncaptured client).
+    pub fn run_app_as(&self, pod: &str, uid: u32, args: &[&str]) -> Result<Output> {
         let pod = self.pod(pod);
-        let child = pod.ns.spawn(self.app_command(args))?;
+        let child = pod.ns.spawn(self.app_command_as(uid, args))?;
         child.wait_with_output().context("wait for the app client")
     }
 

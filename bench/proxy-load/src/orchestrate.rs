@@ -1,0 +1,271 @@
+//! Builds the topology, runs each role on each path in one run and prints the figures.
+//!
+//! Paths from pod a to pod b (inbound port 7001 is excluded from capture, and UID 1337 is exempt
+//! from outbound capture, so all four run on the same two pods at the same time):
+//! direct (no proxy), outbound hop (proxy a), inbound hop (proxy b), both hops.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use outrigger_e2e::topology::{APP_UID, PROXY_UID, Topology};
+
+const BULK_BYTES: usize = 1 << 30;
+const RR_ITERS: &str = "20000";
+const RR_SIZE: &str = "64";
+const CONNECT_SECS: &str = "3";
+const CONNECT_THREADS: &str = "2";
+const HELD: usize = 1000;
+/// The injector's default init arguments, with port 7001 also excluded from inbound capture.
+const INIT_ARGS: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020,7001",
+];
+
+struct Path {
+    name: &'static str,
+    uid: u32,
+    port: u16,
+}
+
+const PATHS: [Path; 4] = [
+    Path {
+        name: "direct",
+        uid: PROXY_UID,
+        port: 7001,
+    },
+    Path {
+        name: "outbound hop (proxy a)",
+        uid: APP_UID,
+        port: 7001,
+    },
+    Path {
+        name: "inbound hop (proxy b)",
+        uid: PROXY_UID,
+        port: 7000,
+    },
+    Path {
+        name: "both hops",
+        uid: APP_UID,
+        port: 7000,
+    },
+];
+
+pub fn run() -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "proxy-load: WARNING: debug build; run `cargo build --release --workspace --bins` and `target/release/proxy-load`"
+        );
+    }
+    let me: PathBuf = std::env::current_exe()?;
+    let topology = Topology::new(&["a", "b"], &me)?;
+    for pod in ["a", "b"] {
+        topology.capture(pod, INIT_ARGS)?;
+        for (key, value) in [
+            ("net.ipv4.tcp_tw_reuse", "1"),
+            ("net.ipv4.ip_local_port_range", "1024 65000"),
+        ] {
+            let out = topology
+                .pod(pod)
+                .ns
+                .exec("sysctl", &["-q", "-w", &format!("{key}={value}")])?;
+            if !out.status.success() {
+                bail!(
+                    "sysctl {key} in {pod}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    let quiet = [("RUST_LOG", "warn")];
+    let proxy_a = topology.start_proxy("a", &quiet, &[])?;
+    let proxy_b = topology.start_proxy("b", &quiet, &[])?;
+    let b = topology.pod("b");
+    let _server = topology.start_server("b", &["serve", &b.addr(7000), &b.addr(7001)])?;
+    let pid_a = proxy_a.process.child.id();
+    let pid_b = proxy_b.process.child.id();
+
+    println!(
+        "outrigger-proxy benchmark (concurrency 2, release={})",
+        !cfg!(debug_assertions)
+    );
+    let idle_a = memory(pid_a)?;
+    let idle_b = memory(pid_b)?;
+    println!("\n== memory");
+    println!("proxy a idle: rss {:.1} MiB", mib(idle_a.rss_kib));
+
+    let mut holder =
+        topology.start_interactive("a", &["hold", &b.addr(7000), &HELD.to_string()])?;
+    let stdout = holder.child.stdout.take().context("piped stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != format!("held {HELD}") {
+        bail!("hold failed: {line:?}");
+    }
+    let held_a = memory(pid_a)?;
+    let held_b = memory(pid_b)?;
+    drop(holder.child.stdin.take());
+    holder.wait_timeout(std::time::Duration::from_secs(30))?;
+    for (name, idle, held) in [
+        ("a (outbound)", idle_a, held_a),
+        ("b (inbound)", idle_b, held_b),
+    ] {
+        println!(
+            "proxy {name} holding {HELD} connections: rss {:.1} MiB, peak rss {:.1} MiB, {:.1} KiB per connection",
+            mib(held.rss_kib),
+            mib(held.hwm_kib),
+            (held.rss_kib as f64 - idle.rss_kib as f64) / HELD as f64
+        );
+    }
+
+    println!(
+        "\n== bulk throughput ({} GiB, one connection)",
+        BULK_BYTES >> 30
+    );
+    let mut rates = Vec::new();
+    for path in &PATHS {
+        let secs: f64 = measure(
+            &topology,
+            path,
+            &["bulk", &b.addr(path.port), &BULK_BYTES.to_string()],
+        )?[0];
+        let gib_s = BULK_BYTES as f64 / secs / (1u64 << 30) as f64;
+        rates.push(gib_s);
+        println!(
+            "{:<24} {:>6.2} GiB/s  ({:.2}x direct)",
+            path.name,
+            gib_s,
+            gib_s / rates[0]
+        );
+    }
+
+    println!("\n== request/response latency ({RR_SIZE} B, {RR_ITERS} round trips)");
+    let mut lat = Vec::new();
+    for path in &PATHS {
+        let v = measure(
+            &topology,
+            path,
+            &["rr", &b.addr(path.port), RR_ITERS, RR_SIZE],
+        )?;
+        lat.push((v[0], v[1]));
+        println!(
+            "{:<24} p50 {:>7.1} us  p99 {:>7.1} us  (added p50 {:+.1} us, p99 {:+.1} us)",
+            path.name,
+            v[0],
+            v[1],
+            v[0] - lat[0].0,
+            v[1] - lat[0].1
+        );
+    }
+    println!(
+        "per hop (both hops / 2): added p50 {:+.1} us, p99 {:+.1} us",
+        (lat[3].0 - lat[0].0) / 2.0,
+        (lat[3].1 - lat[0].1) / 2.0
+    );
+
+    println!(
+        "\n== connection setup rate (connect + 1-byte echo + close, {CONNECT_THREADS} threads, {CONNECT_SECS} s)"
+    );
+    let mut conn = Vec::new();
+    for path in &PATHS {
+        let per_sec = measure(
+            &topology,
+            path,
+            &["connect", &b.addr(path.port), CONNECT_SECS, CONNECT_THREADS],
+        )?[0];
+        conn.push(per_sec);
+        println!(
+            "{:<24} {:>8.0} conn/s  ({:.2}x direct)",
+            path.name,
+            per_sec,
+            per_sec / conn[0]
+        );
+    }
+
+    let end_a = memory(pid_a)?;
+    let end_b = memory(pid_b)?;
+    println!(
+        "\n== peak rss over the whole run: proxy a {:.1} MiB, proxy b {:.1} MiB",
+        mib(end_a.hwm_kib),
+        mib(end_b.hwm_kib)
+    );
+    println!("\n== targets");
+    let per_hop = rates[1].min(rates[2]) / rates[0];
+    println!(
+        "throughput per hop >= 0.7x direct: {:.2}x (worst single hop)",
+        per_hop
+    );
+    println!(
+        "added p50 per hop <= 50 us: {:+.1} us",
+        (lat[1].0 - lat[0].0).max(lat[2].0 - lat[0].0)
+    );
+    println!(
+        "added p99 per hop <= 200 us: {:+.1} us",
+        (lat[1].1 - lat[0].1).max(lat[2].1 - lat[0].1)
+    );
+    println!(
+        "rss at {HELD} connections <= 20 MiB: {:.1} MiB",
+        mib(held_a.rss_kib.max(held_b.rss_kib))
+    );
+    Ok(())
+}
+
+/// Runs one role on `path` and returns the numbers of its output line.
+fn measure(topology: &Topology, path: &Path, args: &[&str]) -> Result<Vec<f64>> {
+    let out = topology.run_app_as("a", path.uid, args)?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} on {} failed: {}",
+            path.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    if numbers.is_empty() {
+        bail!("no figures in {text:?}");
+    }
+    Ok(numbers)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("{name} in /proc/{pid}/status"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
