@@ -569,3 +569,64 @@ fn ipv6_rules_are_applied_with_ip6tables() {
             .contains("::6/128")
     );
 }
+
+/// The fast path commits mangle before nat fails: the committed block must be undone.
+#[test]
+fn failing_rule_in_a_fresh_namespace_leaves_it_empty() {
+    let ns = Netns::new("freshfail");
+    let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
+    let out = ns.outrigger(
+        EVERYTHING,
+        &[("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        rules_and_chains(&ns.save("iptables-save")),
+        rules_and_chains(&v4)
+    );
+    assert_eq!(
+        rules_and_chains(&ns.save("ip6tables-save")),
+        rules_and_chains(&v6)
+    );
+}
+
+/// Changing the configuration over existing rules is stale state: refused, nothing changed
+/// (the mangle block a TPROXY restore commits before nat fails is undone).
+#[test]
+fn changed_configuration_is_refused_without_reconcile() {
+    let ns = Netns::new("changed");
+    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply REDIRECT");
+    let before = ns.save("iptables-save");
+    let tproxy = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--drop-invalid",
+        "--ipv6=false",
+    ];
+    let out = ns.outrigger(&tproxy, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--reconcile"), "{}", stderr(&out));
+    assert_eq!(
+        rules_and_chains(&ns.save("iptables-save")),
+        rules_and_chains(&before)
+    );
+    let mut reconcile = tproxy.to_vec();
+    reconcile.push("--reconcile");
+    assert_ok(&ns.outrigger(&reconcile, &[]), "reconcile to TPROXY");
+    let after = ns.save("iptables-save");
+    assert!(
+        after.contains(":ISTIO_TPROXY") && after.contains(":ISTIO_DROP"),
+        "{after}"
+    );
+    let again = ns.outrigger(&tproxy, &[]);
+    assert_ok(&again, "re-run after reconcile");
+    assert!(
+        stderr(&again).contains("already installed"),
+        "{}",
+        stderr(&again)
+    );
+}

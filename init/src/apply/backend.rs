@@ -7,6 +7,9 @@ use crate::error::ConfigError;
 use crate::names::flag;
 use crate::rule::Family;
 
+/// Legacy (x_tables) IPv4 tables in use in the current network namespace.
+const LEGACY_TABLES: &str = "/proc/thread-self/net/ip_tables_names";
+
 /// `--force-iptables-binary`: pick the backend, or detect it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
@@ -104,7 +107,15 @@ fn on_path(program: &str) -> bool {
     })
 }
 
+/// Whether legacy iptables holds rules in this network namespace. The kernel lists the legacy
+/// tables instantiated here in /proc/thread-self/net/ip_tables_names (the calling thread's
+/// namespace); when there are none (the common case) no process has to run.
 fn legacy_has_rules() -> bool {
+    match std::fs::read_to_string(LEGACY_TABLES) {
+        Ok(names) if names.trim().is_empty() => return false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        _ => {}
+    }
     Command::new("iptables-legacy-save")
         .output()
         .is_ok_and(|out| {

@@ -4,6 +4,7 @@
 
 mod backend;
 mod exec;
+mod fast;
 mod routes;
 mod state;
 
@@ -69,11 +70,14 @@ pub fn apply(
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, ApplyError> {
     let backend = Backend::detect(opts.backend);
-    tracing::info!(
-        ?backend,
-        ipv6 = plan.ipv6.is_some(),
-        "applying capture rules"
-    );
+    let ipv6 = plan.ipv6.is_some();
+    tracing::info!(?backend, ipv6, "applying capture rules");
+    if !opts.force_apply && fast::try_fresh(backend, plan)? == fast::Fast::Applied {
+        if let Err(error) = ensure_routes(cfg, ipv6) {
+            return Err(undo_fresh(backend, plan, error));
+        }
+        return Ok(ApplyOutcome::Applied);
+    }
     let mut snapshots = Vec::new();
     for (family, rules) in plan.families() {
         let saved = SavedState::parse(&exec::run(&backend.program(family, Tool::Save), &[], None)?);
@@ -86,7 +90,6 @@ pub fn apply(
             state,
         });
     }
-    let ipv6 = plan.ipv6.is_some();
     if !opts.force_apply && snapshots.iter().all(|s| s.state == FamilyState::UpToDate) {
         tracing::info!("the expected rules are already installed; nothing to do");
         ensure_routes(cfg, ipv6)?;
@@ -164,6 +167,20 @@ fn rollback(backend: Backend, snapshots: &[Snapshot<'_>], error: ApplyError) -> 
             failures.push(e);
         }
     }
+    rollback_result(error, failures)
+}
+
+/// After a fast-path apply whose route setup failed: removes everything the apply added.
+fn undo_fresh(backend: Backend, plan: &Plan, error: ApplyError) -> ApplyError {
+    tracing::error!(error = %crate::error::error_chain(&error), "route setup failed; removing the rules just installed");
+    let failures: Vec<ApplyError> = plan
+        .families()
+        .filter_map(|(family, rules)| fast::undo(backend, family, rules, &Table::ALL).err())
+        .collect();
+    rollback_result(error, failures)
+}
+
+fn rollback_result(error: ApplyError, mut failures: Vec<ApplyError>) -> ApplyError {
     match failures.len() {
         0 => ApplyError::RolledBack(Box::new(error)),
         1 => ApplyError::RollbackFailed {
