@@ -137,8 +137,9 @@ impl Default for CaptureConfig {
             drop_invalid: false,
             dual_stack: false,
             owner_groups: OwnerGroups::AllExcept(Vec::new()),
-            loopback_v4: Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 32)
-                .expect("32 is a valid IPv4 prefix length"),
+            loopback_v4: names::DEFAULT_LOOPBACK_V4
+                .parse()
+                .expect("the default loopback CIDR is a valid IPv4 CIDR"),
             probe: ProbeSettings::default(),
         }
     }
@@ -196,25 +197,21 @@ impl CaptureConfig {
             list.iter().try_for_each(|i| check_interface(name, i))?;
         }
         check_loopback(&self.loopback_v4)?;
-        match &self.owner_groups {
-            OwnerGroups::Only(groups) if groups.len() > names::MAX_OWNER_GROUPS_INCLUDE => {
-                return Err(ConfigError::new(
-                    flag::OWNER_GROUPS_INCLUDE,
-                    groups.join(","),
-                    format!(
-                        "at most {} owner groups can be captured, got {}",
-                        names::MAX_OWNER_GROUPS_INCLUDE,
-                        groups.len()
-                    ),
-                ));
-            }
-            OwnerGroups::Only(groups) | OwnerGroups::AllExcept(groups) => {
-                let name = match self.owner_groups {
-                    OwnerGroups::Only(_) => flag::OWNER_GROUPS_INCLUDE,
-                    OwnerGroups::AllExcept(_) => flag::OWNER_GROUPS_EXCLUDE,
-                };
-                groups.iter().try_for_each(|g| check_group(name, g))?;
-            }
+        let (name, groups) = match &self.owner_groups {
+            OwnerGroups::Only(groups) => (flag::OWNER_GROUPS_INCLUDE, groups),
+            OwnerGroups::AllExcept(groups) => (flag::OWNER_GROUPS_EXCLUDE, groups),
+        };
+        groups.iter().try_for_each(|g| check_group(name, g))?;
+        if name == flag::OWNER_GROUPS_INCLUDE && groups.len() > names::MAX_OWNER_GROUPS_INCLUDE {
+            return Err(ConfigError::new(
+                name,
+                groups.join(","),
+                format!(
+                    "at most {} owner groups can be captured (one rule), got {}",
+                    names::MAX_OWNER_GROUPS_INCLUDE,
+                    groups.len()
+                ),
+            ));
         }
         if self.probe.timeout.is_zero() {
             return Err(ConfigError::new(
