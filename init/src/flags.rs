@@ -126,7 +126,7 @@ struct Args {
     /// Remove stale or foreign ISTIO_ state before applying [env RECONCILE]
     #[arg(long = "reconcile", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     reconcile: Option<String>,
-    /// Apply even when the expected rules are already there [env FORCE_APPLY]
+    /// Remove our existing rules (current or stale) and apply, without refusing [env FORCE_APPLY]
     #[arg(long = "force-apply", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     force_apply: Option<String>,
     /// IPv6 on when any address is IPv6 [env DUAL_STACK, default $ISTIO_AGENT_DUAL_STACK]

@@ -630,3 +630,31 @@ fn changed_configuration_is_refused_without_reconcile() {
         stderr(&again)
     );
 }
+
+#[test]
+fn force_apply_replaces_current_and_stale_rules() {
+    let ns = Netns::new("force");
+    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    let fresh = ns.save("iptables-save");
+    let mut force = SIDECAR.to_vec();
+    force.push("--force-apply");
+    assert_ok(&ns.outrigger(&force, &[]), "force-apply over current rules");
+    assert_eq!(ns.save("iptables-save"), fresh);
+    ns.exec_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "ISTIO_OUTPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "2",
+            "-j",
+            "RETURN",
+        ],
+    );
+    assert_ok(&ns.outrigger(&force, &[]), "force-apply over stale rules");
+    assert_eq!(ns.save("iptables-save"), fresh);
+}

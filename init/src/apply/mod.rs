@@ -27,7 +27,8 @@ pub struct ApplyOptions {
     pub backend: BackendChoice,
     /// `--reconcile`: remove stale or foreign `ISTIO_*` state, then apply.
     pub reconcile: bool,
-    /// `--force-apply`: apply even when the rules are already there or the state is stale.
+    /// `--force-apply`: skip the comparison's verdict: remove whatever of ours is there
+    /// (current or stale) and apply.
     pub force_apply: bool,
 }
 
@@ -106,8 +107,10 @@ pub fn apply(
         }
         tracing::warn!(%family, %detail, reconcile, "existing capture rules differ from the expected ones");
     }
+    // Reconcile, and force-apply, replace whatever of ours is there.
+    let replace = reconcile || opts.force_apply;
     for (done, snapshot) in snapshots.iter().enumerate() {
-        let result = apply_family(backend, snapshot, reconcile);
+        let result = apply_family(backend, snapshot, replace);
         if let Err(error) = result {
             return Err(rollback(backend, &snapshots[..=done], error));
         }
@@ -122,12 +125,13 @@ pub fn apply(
     })
 }
 
+/// Restores one family's rules, first removing ours when `replace` is set.
 fn apply_family(
     backend: Backend,
     snapshot: &Snapshot<'_>,
-    reconcile: bool,
+    replace: bool,
 ) -> Result<(), ApplyError> {
-    if reconcile && snapshot.state != FamilyState::Absent {
+    if replace && snapshot.state != FamilyState::Absent {
         cleanup_family(backend, snapshot.family, snapshot.rules, &snapshot.saved)?;
     }
     restore(backend, snapshot.family, &render_rules(snapshot.rules))
