@@ -311,8 +311,9 @@ fn failing_restore_changes_nothing() {
 #[test]
 fn route_failure_rolls_back_the_rules() {
     let ns = Netns::new("routefail");
-    ns.exec_ok("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-    ns.exec_ok("sysctl", &["-qw", "net.ipv6.conf.lo.disable_ipv6=1"]);
+    // With IPv6 disabled, adding ::6/128 to lo fails after the rules are in.
+    let disable = "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6";
+    ns.exec_ok("sh", &["-c", disable]);
     let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
     let out = ns.outrigger(EVERYTHING, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
