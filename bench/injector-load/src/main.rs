@@ -1,0 +1,242 @@
+//! `injector-load`: drives keep-alive HTTPS load at the real `outrigger-injector` and, in the same
+//! run, at a minimal axum+rustls server that answers with a canned response (the limit), then
+//! prints requests/s, latency percentiles and each server's peak RSS.
+//!
+//! Run: `cargo build --release -p outrigger-webhook --bin outrigger-injector -p injector-load &&
+//! target/release/injector-load` (see `--help`).
+
+mod canned;
+mod client;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// The AdmissionReview sent: a pod CREATE of a two-container pod with probes, as the API server
+/// sends it.
+pub const REVIEW: &str = include_str!("../../../webhook/tests/server/fixtures/pod-review.json");
+
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Request rate of the fixed-rate latency measurement.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// The injector binary (default: next to this one).
+    #[arg(long)]
+    injector: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Internal: run the canned server (started by the benchmark itself).
+    CannedServer {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        response: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("injector-load: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child server, killed on drop.
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Peak resident set size (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        report::vm_hwm_kib(self.child.id())
+    }
+}
+
+/// Start `cmd`, read its stderr until a line carries `addr=<socket address>`.
+fn start(name: &'static str, mut cmd: Command) -> anyhow::Result<Server> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start the {name} server"))?;
+    let stderr = child.stderr.take().context("stderr piped")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let Some(line) = lines.next() else {
+            let _ = child.kill();
+            bail!("the {name} server exited before listening");
+        };
+        let line = line?;
+        if let Some(addr) = listening_addr(&line) {
+            break addr
+                .parse()
+                .with_context(|| format!("bad address {addr:?}"))?;
+        }
+    };
+    // Keep draining its stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server { name, child, addr })
+}
+
+/// The address in a "listening" line: `addr=<a>` (canned) or the injector's JSON log field.
+fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return (v["fields"]["message"] == "listening")
+            .then(|| v["fields"]["addr"].as_str().map(str::to_owned))
+            .flatten();
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .map(str::to_owned)
+}
+
+fn injector_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("outrigger-injector"),
+    };
+    if !path.is_file() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p outrigger-webhook --bin outrigger-injector",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Mode::CannedServer {
+        cert,
+        key,
+        response,
+    }) = args.mode
+    {
+        return canned::serve(&cert, &key, &response).await;
+    }
+    let work = std::env::temp_dir().join(format!("injector-load-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = measure(&args, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
+    let certs = work.join("certs");
+    let mut cmd = Command::new(injector_path(args.injector.clone())?);
+    cmd.args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .arg("--self-signed-dir")
+        .arg(&certs)
+        .args(["--log-format", "json"])
+        .env(
+            "RUST_LOG",
+            "warn,outrigger_webhook::server=info,outrigger_webhook::server::app=warn",
+        );
+    let injector = start("injector", cmd)?;
+    let client = client::Client::new(&certs.join("ca.crt"))?;
+    let review: serde_json::Value = serde_json::from_str(REVIEW)?;
+    let body = serde_json::to_vec(&review)?;
+
+    // The canned server answers exactly what the injector answers.
+    let response = client.one(injector.addr, &body).await?;
+    let parsed: serde_json::Value = serde_json::from_slice(&response)?;
+    if parsed["response"]["patchType"] != "JSONPatch" {
+        bail!("the injector did not inject the benchmark pod: {parsed}");
+    }
+    let response_file = work.join("response.json");
+    std::fs::write(&response_file, &response)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("canned-server")
+        .arg("--cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--key")
+        .arg(certs.join("tls.key"))
+        .arg("--response")
+        .arg(&response_file);
+    let canned = start("canned", cmd)?;
+
+    let duration = Duration::from_secs(args.seconds);
+    println!(
+        "injector-load: {} keep-alive HTTPS connections, {} s per run, request {} bytes, response {} bytes",
+        args.connections,
+        args.seconds,
+        body.len(),
+        response.len()
+    );
+    let mut rows = Vec::new();
+    for server in [&canned, &injector] {
+        // Warm up connections and caches.
+        client
+            .closed_loop(server.addr, &body, args.connections, Duration::from_secs(1))
+            .await?;
+        let run = client
+            .closed_loop(server.addr, &body, args.connections, duration)
+            .await?;
+        rows.push((server.name, "max throughput", run));
+    }
+    let fixed = client
+        .fixed_rate(injector.addr, &body, args.connections, args.rate, duration)
+        .await?;
+    rows.push((injector.name, "fixed rate", fixed));
+
+    report::print(&rows);
+    let limit = rows[0].2.throughput();
+    let ours = rows[1].2.throughput();
+    println!(
+        "throughput ratio injector/canned: {:.2} (target >= 0.60)",
+        ours / limit
+    );
+    println!(
+        "p99 at {} req/s with {} connections: {:.2} ms (target <= 5 ms)",
+        args.rate,
+        args.connections,
+        rows[2].2.percentile(99.0).as_secs_f64() * 1e3
+    );
+    let rss = injector.peak_rss_kib()?;
+    println!(
+        "peak RSS (VmHWM): injector {:.1} MiB (target <= 40 MiB), canned {:.1} MiB",
+        rss as f64 / 1024.0,
+        canned.peak_rss_kib()? as f64 / 1024.0
+    );
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Run results: throughput, latency percentiles, the printed table, and peak RSS from /proc.
+
+use std::time::Duration;
+
+/// What one measurement produced.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub elapsed: Duration,
+    /// Sorted latencies.
+    pub latencies: Vec<Duration>,
+    pub errors: u64,
+}
+
+impl Run {
+    pub fn new(elapsed: Duration, mut latencies: Vec<Duration>, errors: u64) -> Run {
+        latencies.sort_unstable();
+        Run {
+            elapsed,
+            latencies,
+            errors,
+        }
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile (`p` in 0..=100); zero when empty.
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        // The epsilon keeps float noise (0.999 * 1000 = 999.0000000000001) off the next rank.
+        let rank = (p * self.latencies.len() as f64 / 100.0 - 1e-9).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+/// Print one line per run.
+pub fn print(rows: &[(&str, &str, Run)]) {
+    println!(
+        "{:<10} {:<15} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "server", "run", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
+    );
+    for (server, run_name, run) in rows {
+        println!(
+            "{:<10} {:<15} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            server,
+            run_name,
+            run.throughput(),
+            ms(run.percentile(50.0)),
+            ms(run.percentile(99.0)),
+            ms(run.percentile(99.9)),
+            ms(run.latencies.last().copied().unwrap_or_default()),
+            run.errors
+        );
+    }
+}
+
+/// `VmHWM` of a process, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let run = Run::new(
+            Duration::from_secs(2),
+            (1..=1000).rev().map(Duration::from_micros).collect(),
+            0,
+        );
+        assert_eq!(run.throughput(), 500.0);
+        assert_eq!(run.percentile(50.0), Duration::from_micros(500));
+        assert_eq!(run.percentile(99.0), Duration::from_micros(990));
+        assert_eq!(run.percentile(99.9), Duration::from_micros(999));
+        assert_eq!(run.percentile(100.0), Duration::from_micros(1000));
+        assert_eq!(Run::default().percentile(99.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn reads_own_peak_rss() {
+        let kib = vm_hwm_kib(std::process::id()).unwrap();
+        assert!(kib > 0);
+    }
+}
