@@ -133,6 +133,10 @@ fn every_golden_file_has_a_case_and_cases_are_distinct() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), CASES.len(), "duplicate case names");
+    assert!(
+        CASES.len() >= 25,
+        "issue 4 asks for at least 25 configurations"
+    );
     for entry in std::fs::read_dir(golden_dir()).expect("golden dir exists") {
         let file = entry
             .expect("dir entry")
