@@ -352,3 +352,91 @@ fn cleanup_family(
     tracing::info!(%family, "removing capture rules");
     restore(backend, family, &script)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostInfo;
+
+    fn sidecar_rules() -> Vec<Rule> {
+        crate::plan(&CaptureConfig::sidecar_default(), &HostInfo::default()).ipv4
+    }
+
+    /// A save dump holding `chains` (declared) and `rules` in the nat table.
+    fn saved(chains: &[&str], rules: &[&str]) -> SavedState {
+        let mut text = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+        for chain in chains {
+            text.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        for rule in rules {
+            text.push_str(&format!("{rule}\n"));
+        }
+        text.push_str("COMMIT\n");
+        SavedState::parse(&text)
+    }
+
+    // These verdicts come from the structure alone, before any `iptables -C` would run.
+    fn verdict(state: &SavedState) -> FamilyState {
+        compare(Backend::Nft, Family::V4, &sidecar_rules(), state).expect("structural comparison")
+    }
+
+    #[test]
+    fn nothing_of_ours_is_absent() {
+        let state = saved(&["KUBE-SERVICES"], &["-A PREROUTING -j KUBE-SERVICES"]);
+        assert_eq!(verdict(&state), FamilyState::Absent);
+    }
+
+    #[test]
+    fn missing_or_unexpected_chains_are_stale() {
+        let state = saved(&["ISTIO_INBOUND", "ISTIO_OUTPUT"], &[]);
+        assert!(
+            matches!(verdict(&state), FamilyState::Stale(d) if d.contains("ISTIO_REDIRECT is missing"))
+        );
+        let all = [
+            "ISTIO_INBOUND",
+            "ISTIO_REDIRECT",
+            "ISTIO_IN_REDIRECT",
+            "ISTIO_OUTPUT",
+            "ISTIO_OLD",
+        ];
+        assert!(
+            matches!(verdict(&saved(&all, &[])), FamilyState::Stale(d) if d.contains("unexpected chain ISTIO_OLD"))
+        );
+    }
+
+    #[test]
+    fn rule_counts_and_jumps_are_compared() {
+        let chains = [
+            "ISTIO_INBOUND",
+            "ISTIO_REDIRECT",
+            "ISTIO_IN_REDIRECT",
+            "ISTIO_OUTPUT",
+        ];
+        let state = saved(
+            &chains,
+            &["-A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN"],
+        );
+        assert!(
+            matches!(verdict(&state), FamilyState::Stale(d) if d.contains("ISTIO_INBOUND holds 1 rules, expected 5"))
+        );
+        // Right chains and counts, but three jumps into our chains from built-in chains.
+        let planned = sidecar_rules();
+        let mut lines: Vec<String> = planned
+            .iter()
+            .filter(|r| !is_builtin(r.chain))
+            .map(|r| format!("-A {} {}", r.chain, r.spec_text()))
+            .collect();
+        lines.extend(
+            [
+                "-A PREROUTING -p tcp -j ISTIO_INBOUND",
+                "-A OUTPUT -j ISTIO_OUTPUT",
+                "-A OUTPUT -j ISTIO_OUTPUT",
+            ]
+            .map(String::from),
+        );
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(
+            matches!(verdict(&saved(&chains, &refs)), FamilyState::Stale(d) if d.contains("3 jumps into ISTIO_ chains, expected 2"))
+        );
+    }
+}
