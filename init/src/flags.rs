@@ -31,6 +31,8 @@ pub struct Invocation {
     pub ipv6: Option<bool>,
     /// `--resolv-conf`: where DNS servers are read from.
     pub resolv_conf: PathBuf,
+    /// `--log-as-json`: JSON log lines on stderr (for clusters).
+    pub log_as_json: bool,
 }
 
 /// Why the command line was not accepted.
@@ -147,6 +149,9 @@ struct Args {
     /// Resolver configuration with the DNS servers [default /etc/resolv.conf]
     #[arg(long = "resolv-conf")]
     resolv_conf: Option<PathBuf>,
+    /// Log JSON lines to stderr [env LOG_AS_JSON]
+    #[arg(long = "log-as-json", alias = "log_as_json", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    log_as_json: Option<String>,
 }
 
 /// Looks a value up: flag, then environment variable, then nothing.
@@ -371,6 +376,7 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
         resolv_conf: a
             .resolv_conf
             .unwrap_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF)),
+        log_as_json: src.bool(a.log_as_json, "LOG_AS_JSON", "--log-as-json", false)?,
     })
 }
 
@@ -569,6 +575,8 @@ mod tests {
         );
         assert_eq!(inv.apply.backend, BackendChoice::Legacy);
         assert!(inv.apply.reconcile && inv.cleanup_only);
+        assert!(!inv.log_as_json);
+        assert!(parse_ok(&["--log-as-json"], &[]).log_as_json);
         assert_eq!(inv.resolv_conf, PathBuf::from("/tmp/r"));
     }
 

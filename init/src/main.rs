@@ -28,14 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(invocation.log_as_json);
     match run(&invocation) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::NotCaptured(err)) => {
@@ -46,6 +39,21 @@ fn main() -> ExitCode {
             eprintln!("outrigger-iptables: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr (stdout is for `--dry-run`), filtered by `RUST_LOG` (default `info`).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 

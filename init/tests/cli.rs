@@ -300,3 +300,32 @@ fn dry_run_prints_ipv4_then_ipv6() {
     assert!(v4 < v6);
     assert_eq!(text.matches("* nat").count(), 2);
 }
+
+#[test]
+fn json_logs_on_stderr_keep_stdout_clean() {
+    let out = run(
+        &[
+            "--dry-run",
+            "--ipv6=false",
+            "--redirect-dns",
+            "--log-as-json",
+            "--resolv-conf=/dev/null",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("DNS capture disabled"))
+        .expect("a warning is logged");
+    assert!(
+        line.starts_with('{') && line.contains("\"level\":\"WARN\""),
+        "{line}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .all(|l| !l.starts_with('{'))
+    );
+}
