@@ -12,7 +12,10 @@ use outrigger_init::names::VALIDATION_EXIT_CODE;
 use outrigger_init::{plan, render, validation};
 
 fn main() -> ExitCode {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    // Variables that are not UTF-8 cannot be ours; skip them instead of panicking.
+    let env: HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
     let invocation = match flags::parse(std::env::args_os(), &env) {
         Ok(invocation) => invocation,
         Err(FlagsError::Usage(err)) => {
@@ -33,7 +36,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::NotCaptured(err)) => {
             eprintln!("outrigger-iptables: {}", error_chain(&err));
-            ExitCode::from(VALIDATION_EXIT_CODE as u8)
+            ExitCode::from(VALIDATION_EXIT_CODE)
         }
         Err(Failure::Other(err)) => {
             eprintln!("outrigger-iptables: {err:#}");

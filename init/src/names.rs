@@ -59,7 +59,7 @@ pub const DEFAULT_LOOPBACK_V4: &str = "127.0.0.1/32";
 pub const LOOPBACK_IFACE: &str = "lo";
 
 /// Exit code when `--run-validation` finds the traffic is not captured.
-pub const VALIDATION_EXIT_CODE: i32 = 126;
+pub const VALIDATION_EXIT_CODE: u8 = 126;
 
 /// Environment variables read only from the environment (no flag).
 pub mod env {
