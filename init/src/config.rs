@@ -245,7 +245,7 @@ fn check_interface(name: &'static str, iface: &str) -> Result<(), ConfigError> {
         .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
     {
         Some("an interface name cannot contain '/', ':', whitespace or control characters")
-    } else if iface[..iface.len() - 1].contains('+') {
+    } else if iface.strip_suffix('+').unwrap_or(iface).contains('+') {
         Some("'+' is only allowed as the last character (iptables wildcard)")
     } else {
         None
@@ -514,6 +514,10 @@ mod tests {
     #[test]
     fn interface_names() {
         assert!(parse_interfaces(flag::EXCLUDE_INTERFACES, "eth0,veth+").is_ok());
+        assert!(
+            parse_interfaces(flag::EXCLUDE_INTERFACES, "ethé,é").is_ok(),
+            "multi-byte names do not panic"
+        );
         for bad in ["eth/0", "a:b", "this-name-is-too-long", "..", "e+th"] {
             assert!(
                 parse_interfaces(flag::EXCLUDE_INTERFACES, bad).is_err(),

@@ -606,4 +606,24 @@ mod tests {
         assert_eq!(parse_err(&["-u", "proxy"], &[]).flag, flag::PROXY_UID);
         assert_eq!(parse_err(&["-m", "NAT"], &[]).flag, flag::MODE);
     }
+
+    proptest::proptest! {
+        /// Any value for any option gives a validated config or an error naming the option;
+        /// never a panic.
+        #[test]
+        fn arbitrary_values_never_panic(
+            option in proptest::sample::select(vec![
+                "-p", "-z", "-e", "-u", "-g", "-m", "-b", "-d", "-i", "-x", "-q", "-o", "-k", "-c", "-t", "-r",
+                "--probe-timeout", "--iptables-probe-port", "--force-iptables-binary",
+            ]),
+            value in "\\PC{0,24}",
+        ) {
+            let argv = ["outrigger-iptables", option, value.as_str()];
+            match parse(argv, &HashMap::new()) {
+                Ok(inv) => proptest::prop_assert!(inv.capture.validate().is_ok()),
+                Err(FlagsError::Config(e)) => proptest::prop_assert!(!e.reason.is_empty() && !e.flag.is_empty()),
+                Err(FlagsError::Usage(_)) => {}
+            }
+        }
+    }
 }

@@ -171,3 +171,117 @@ fn ipv6_ranges_go_only_to_ipv6() {
     );
     assert!(v6.contains(&"-A ISTIO_OUTPUT -d fd00:1::/32 -j RETURN".to_owned()));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::render::render_rules;
+
+    fn ports() -> impl Strategy<Value = Vec<u16>> {
+        prop::collection::vec(1u16.., 0..4)
+    }
+
+    fn nets() -> impl Strategy<Value = Vec<IpNet>> {
+        let v4 = (any::<u32>(), 0u8..=32)
+            .prop_map(|(a, p)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), p).unwrap()));
+        let v6 = (any::<u128>(), 0u8..=128)
+            .prop_map(|(a, p)| IpNet::V6(ipnet::Ipv6Net::new(a.into(), p).unwrap()));
+        prop::collection::vec(prop_oneof![v4, v6], 0..3)
+    }
+
+    prop_compose! {
+        fn configs()(
+            tproxy in any::<bool>(),
+            inbound_all in any::<bool>(),
+            inbound in ports(),
+            exclude_in in ports(),
+            outbound_all in any::<bool>(),
+            include in nets(),
+            exclude in nets(),
+            q in ports(),
+            o in ports(),
+            uids in prop::collection::vec(0u32..5000, 1..3),
+            gids in prop::collection::vec(0u32..5000, 1..3),
+            ifaces in prop::collection::vec("[a-z]{1,6}[0-9]", 0..2),
+            nics in prop::collection::vec("[a-z]{1,6}[0-9]", 0..2),
+            groups in prop::collection::vec("[a-z0-9]{1,5}", 0..3),
+            groups_only in any::<bool>(),
+            dns in any::<bool>(),
+            all_dns in any::<bool>(),
+            drop in any::<bool>(),
+        ) -> CaptureConfig {
+            CaptureConfig {
+                mode: if tproxy { InterceptionMode::Tproxy } else { InterceptionMode::Redirect },
+                inbound_ports: if inbound_all { InboundPorts::All } else { InboundPorts::Only(inbound) },
+                inbound_ports_exclude: exclude_in,
+                outbound_ranges: if outbound_all { OutboundRanges::All } else { OutboundRanges::Only(include) },
+                outbound_ranges_exclude: exclude,
+                outbound_ports_include: q,
+                outbound_ports_exclude: o,
+                proxy_uids: uids,
+                proxy_gids: gids,
+                reroute_virtual_interfaces: ifaces,
+                exclude_interfaces: nics,
+                owner_groups: if groups_only { OwnerGroups::Only(groups) } else { OwnerGroups::AllExcept(groups) },
+                redirect_dns: dns,
+                capture_all_dns: all_dns,
+                drop_invalid: drop,
+                ..CaptureConfig::default()
+            }
+        }
+    }
+
+    fn hosts() -> impl Strategy<Value = HostInfo> {
+        (
+            any::<bool>(),
+            prop::collection::vec(any::<u32>(), 0..2),
+            prop::collection::vec(any::<u128>(), 0..2),
+        )
+            .prop_map(|(ipv6, v4, v6)| HostInfo {
+                ipv6,
+                dns_servers_v4: v4.into_iter().map(Into::into).collect(),
+                dns_servers_v6: v6.into_iter().map(Into::into).collect(),
+            })
+    }
+
+    proptest! {
+        /// Every chain a rule jumps to, or inserts into, is declared in the same table, so
+        /// iptables-restore can load every plan; the built-in chains are never declared.
+        #[test]
+        fn every_referenced_chain_is_declared(cfg in configs(), host in hosts()) {
+            let plan = plan(&cfg, &host);
+            prop_assert_eq!(plan.ipv6.is_some(), host.ipv6);
+            for (_, rules) in plan.families() {
+                for table in Table::ALL {
+                    let in_table: Vec<&Rule> = rules.iter().filter(|r| r.table == table).collect();
+                    let declared = crate::render::declared_chains(&in_table);
+                    for rule in &in_table {
+                        if let Some(target) = rule.target().filter(|t| t.starts_with(crate::names::CHAIN_PREFIX)) {
+                            prop_assert!(declared.contains(&target), "{table}: {rule} jumps to undeclared {target}");
+                        }
+                        prop_assert!(!crate::rule::is_builtin(rule.chain) || !declared.contains(&rule.chain));
+                    }
+                }
+                let text = render_rules(rules);
+                prop_assert!(text.starts_with("* ") && text.ends_with("COMMIT\n"));
+            }
+        }
+
+        /// IPv4 payloads never carry IPv6 addresses and the other way round.
+        #[test]
+        fn families_do_not_mix(cfg in configs(), host in hosts()) {
+            let plan = plan(&cfg, &host);
+            for rule in &plan.ipv4 {
+                for token in &rule.spec {
+                    prop_assert!(token.parse::<IpNet>().map_or(true, |n| matches!(n, IpNet::V4(_))), "{rule}");
+                }
+            }
+            for rule in plan.ipv6.iter().flatten() {
+                for token in &rule.spec {
+                    prop_assert!(token.parse::<IpNet>().map_or(true, |n| matches!(n, IpNet::V6(_))), "{rule}");
+                }
+            }
+        }
+    }
+}
