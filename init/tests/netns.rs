@@ -659,3 +659,130 @@ fn force_apply_replaces_current_and_stale_rules() {
     assert_ok(&ns.outrigger(&force, &[]), "force-apply over stale rules");
     assert_eq!(ns.save("iptables-save"), fresh);
 }
+
+/// TPROXY keeps the original destination as the accepted socket's local address, and the
+/// policy route delivers the packets locally.
+#[test]
+fn tproxy_inbound_traffic_arrives_with_its_destination_intact() {
+    let pair = Pair::new();
+    let args = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-d",
+        "15020",
+        "-i",
+        "*",
+        "--ipv6=false",
+    ];
+    assert_ok(&pair.pod.outrigger(&args, &[]), "apply TPROXY");
+    let (ready, bound) = mpsc::channel();
+    let listener = pair.pod.run_in(move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .set_ip_transparent_v4(true)
+            .expect("IP_TRANSPARENT (needs CAP_NET_ADMIN)");
+        socket.set_reuse_address(true).expect("SO_REUSEADDR");
+        socket
+            .bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15006)).into())
+            .expect("bind 15006");
+        socket.listen(16).expect("listen");
+        ready.send(()).expect("signal bound");
+        let listener: TcpListener = socket.into();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok((stream, peer)) = listener.accept() {
+                return Some((peer, stream.local_addr().expect("local address")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    });
+    bound
+        .recv_timeout(Duration::from_secs(5))
+        .expect("listener bound");
+    let target = SocketAddrV4::new(pair.pod_ip, 8080);
+    connect_from(&pair.client, target);
+    let (peer, local) = listener
+        .join()
+        .expect("listener thread")
+        .expect("a connection arrived at 15006");
+    assert_eq!(
+        local,
+        SocketAddr::V4(target),
+        "TPROXY keeps the destination"
+    );
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(pair.client_ip),
+        "TPROXY keeps the source"
+    );
+}
+
+/// With --redirect-dns, UDP and TCP queries to the resolv.conf server reach the agent on 15053.
+#[test]
+fn dns_to_the_resolv_conf_server_is_redirected_to_15053() {
+    let pair = Pair::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {}\n", pair.client_ip)).expect("write resolv.conf");
+    let resolv_flag = format!("--resolv-conf={}", resolv.display());
+    let args = [
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--redirect-dns",
+        "--ipv6=false",
+        resolv_flag.as_str(),
+    ];
+    assert_ok(&pair.pod.outrigger(&args, &[]), "apply with DNS capture");
+    let save = pair.pod.save("iptables-save");
+    assert!(
+        save.contains(&format!("-d {}/32", pair.client_ip)),
+        "{save}"
+    );
+
+    let (ready, bound) = mpsc::channel();
+    let udp = pair.pod.run_in(move || {
+        let socket =
+            std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).expect("bind udp 15053");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        ready.send(()).expect("signal bound");
+        let mut buf = [0u8; 64];
+        socket
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| buf[..n].to_vec())
+    });
+    bound
+        .recv_timeout(Duration::from_secs(5))
+        .expect("udp listener bound");
+    let server = SocketAddrV4::new(pair.client_ip, 53);
+    pair.pod
+        .run_in(move || {
+            let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("udp client");
+            socket.send_to(b"query", server).expect("send");
+        })
+        .join()
+        .expect("udp client thread");
+    assert_eq!(
+        udp.join().expect("udp thread").as_deref(),
+        Some(&b"query"[..]),
+        "UDP DNS was not redirected"
+    );
+
+    let tcp = listen_in(&pair.pod, 15053, Duration::from_secs(5));
+    connect_from(&pair.pod, server);
+    let (_, orig, data) = tcp
+        .join()
+        .expect("tcp thread")
+        .expect("TCP DNS arrived at 15053");
+    assert_eq!(orig, server);
+    assert_eq!(data, "hello");
+}
