@@ -100,10 +100,9 @@ pub fn is_builtin(chain: &str) -> bool {
 }
 
 /// Builds a rule spec from anything printable: `spec!["-p", "tcp", "--dport", port]`.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! spec {
     ($($token:expr),* $(,)?) => {
         vec![$($token.to_string()),*]
     };
 }
+pub(crate) use spec;

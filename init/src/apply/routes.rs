@@ -4,7 +4,7 @@
 use crate::config::{CaptureConfig, InterceptionMode};
 use crate::error::ApplyError;
 use crate::names::{INBOUND_PASSTHROUGH_V6, LOOPBACK_IFACE};
-use crate::spec;
+use crate::rule::spec;
 
 use super::exec;
 

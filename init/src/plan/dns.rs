@@ -3,7 +3,7 @@
 use super::{Context, RuleSet};
 use crate::names::{DNS_CAPTURE_PORT, DNS_PORT, ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_OUTPUT_DNS};
 use crate::rule::Table;
-use crate::spec;
+use crate::rule::spec;
 
 /// Adds the nat redirect and the raw conntrack-zone rules (called only when DNS capture is on).
 pub(super) fn redirect(ctx: &Context<'_>, rules: &mut RuleSet) {

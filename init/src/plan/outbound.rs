@@ -7,7 +7,7 @@ use crate::names::{
     ISTIO_REDIRECT, LOOPBACK_IFACE, LOOPBACK_V6,
 };
 use crate::rule::Table;
-use crate::spec;
+use crate::rule::spec;
 
 /// The OUTPUT jump, `-o` port exclusions, the passthrough source, one rule trio per UID and per
 /// GID, and the owner-group filter.

@@ -6,7 +6,7 @@ use crate::names::{
     LOOPBACK_V6, OUTBOUND_MARK,
 };
 use crate::rule::Table;
-use crate::spec;
+use crate::rule::spec;
 
 /// `--drop-invalid`: drop out-of-window packets instead of letting them reset the connection.
 pub(super) fn drop_invalid(rules: &mut RuleSet) {
