@@ -3,8 +3,8 @@
 mod dns;
 mod inbound;
 mod interfaces;
+mod mangle;
 mod outbound;
-mod tproxy;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::{CaptureConfig, InterceptionMode, OutboundRanges};
 use crate::host::HostInfo;
-use crate::rule::{Position, Rule, Table};
+use crate::rule::{Family, Position, Rule, Table};
 
 /// The rules to install: IPv4 always, IPv6 when the host has IPv6 enabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +23,9 @@ pub struct Plan {
 
 impl Plan {
     /// The rules of each enabled family.
-    pub fn families(&self) -> impl Iterator<Item = (crate::rule::Family, &[Rule])> {
-        std::iter::once((crate::rule::Family::V4, self.ipv4.as_slice())).chain(
-            self.ipv6
-                .as_deref()
-                .map(|rules| (crate::rule::Family::V6, rules)),
-        )
+    pub fn families(&self) -> impl Iterator<Item = (Family, &[Rule])> {
+        std::iter::once((Family::V4, self.ipv4.as_slice()))
+            .chain(self.ipv6.as_deref().map(|rules| (Family::V6, rules)))
     }
 }
 
@@ -39,7 +36,7 @@ pub fn plan(cfg: &CaptureConfig, host: &HostInfo) -> Plan {
     interfaces::exclude_interfaces(&ctx, &mut rules);
     interfaces::skip_virtual_interfaces(&ctx, &mut rules);
     if cfg.drop_invalid {
-        tproxy::drop_invalid(&mut rules);
+        mangle::drop_invalid(&mut rules);
     }
     inbound::base_chains(&ctx, &mut rules);
     inbound::inbound_ports(&ctx, &mut rules);
@@ -49,7 +46,7 @@ pub fn plan(cfg: &CaptureConfig, host: &HostInfo) -> Plan {
     }
     outbound::destination_rules(&ctx, &mut rules);
     if cfg.mode == InterceptionMode::Tproxy {
-        tproxy::marks(&ctx, &mut rules);
+        mangle::marks(&ctx, &mut rules);
     }
     Plan {
         ipv4: rules.v4,

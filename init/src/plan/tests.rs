@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::config::{InboundPorts, InterceptionMode, OwnerGroups};
-use crate::rule::Family;
 
 fn lines(rules: &[Rule], table: Table) -> Vec<String> {
     rules
