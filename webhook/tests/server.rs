@@ -19,3 +19,5 @@ mod rotation;
 mod router;
 #[path = "server/sigterm.rs"]
 mod sigterm;
+#[path = "server/slow_client.rs"]
+mod slow_client;

@@ -60,6 +60,9 @@ struct Args {
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = server::DEFAULT_GRACE.as_secs())]
     grace_period_seconds: u64,
+    /// Seconds a client gets for the TLS handshake, the request headers, and the body (each).
+    #[arg(long, default_value_t = server::DEFAULT_READ_TIMEOUT.as_secs())]
+    read_timeout_seconds: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -87,6 +90,7 @@ impl Args {
             tls,
             config_dir: self.config_dir,
             grace: Duration::from_secs(self.grace_period_seconds),
+            read_timeout: Duration::from_secs(self.read_timeout_seconds),
             webhook_config: self.webhook_config,
             ca_cert: self.ca_cert,
         }

@@ -23,8 +23,6 @@ use super::review::{self, Decision};
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB per object).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
-/// Time a client gets to send the whole body.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -33,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once configuration and certificate are loaded; cleared while shutting down.
     pub ready: Arc<AtomicBool>,
+    /// Time a client gets to send the whole body.
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -41,19 +41,21 @@ impl AppState {
             config,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            body_timeout: super::DEFAULT_READ_TIMEOUT,
         }
     }
 }
 
 /// The admission router.
 pub fn app(state: AppState) -> Router {
+    let body_timeout = state.body_timeout;
     Router::new()
         .route("/inject", post(inject))
         .route("/inject/", post(inject))
         .route("/inject/{*params}", post(inject_with_params))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 

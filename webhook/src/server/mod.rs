@@ -33,6 +33,8 @@ use self::tls::{CertPaths, ReloadingResolver};
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9443";
 /// Default metrics address in development (the manifests use 0.0.0.0:15014).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:15014";
+/// Default time a client gets for the TLS handshake, the headers, and the body (each).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default grace period for in-flight requests after SIGTERM.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
 
@@ -53,6 +55,8 @@ pub struct Options {
     pub tls: TlsSource,
     pub config_dir: Option<PathBuf>,
     pub grace: Duration,
+    /// Time a client gets for the TLS handshake, the headers, and the body (each).
+    pub read_timeout: Duration,
     /// Keep the caBundle of this MutatingWebhookConfiguration equal to the serving CA.
     pub webhook_config: Option<String>,
     /// The CA for the caBundle; defaults to the self-signed CA.
@@ -162,7 +166,8 @@ pub async fn run(
         })?;
 
     let shutdown = shutdown.shared();
-    let state = app::AppState::new(config, metrics.clone());
+    let mut state = app::AppState::new(config, metrics.clone());
+    state.body_timeout = options.read_timeout;
     let ready = state.ready.clone();
     let metrics_server = tokio::spawn(serve::serve_plain(
         metrics_listener,
@@ -178,7 +183,15 @@ pub async fn run(
             .clone()
             .map(move |()| ready.store(false, Ordering::Release))
     };
-    serve::serve_tls(listener, tls_config, app::app(state), stop, options.grace).await;
+    serve::serve_tls(
+        listener,
+        tls_config,
+        app::app(state),
+        stop,
+        options.grace,
+        options.read_timeout,
+    )
+    .await;
     for task in background {
         task.abort();
     }

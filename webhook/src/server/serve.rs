@@ -15,12 +15,8 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// Time a client gets to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client gets to send the request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serve `app` over TLS on `listener` until `shutdown` resolves, then drain for up to `grace`.
+/// A client gets `read_timeout` for the TLS handshake and again for the request headers.
 /// Returns whether every connection finished within the grace period.
 pub async fn serve_tls(
     listener: TcpListener,
@@ -28,6 +24,7 @@ pub async fn serve_tls(
     app: Router,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    read_timeout: Duration,
 ) -> bool {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
@@ -50,7 +47,7 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -61,7 +58,7 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            serve_connection(tls, peer, app, watcher).await;
+            serve_connection(tls, peer, app, watcher, read_timeout).await;
         });
     }
     drop(listener);
@@ -86,12 +83,13 @@ async fn serve_connection(
     peer: SocketAddr,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
+    read_timeout: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(read_timeout)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
     if let Err(error) = watcher.watch(conn).await {
