@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_duration;
+use crate::relay::RelayMode;
 
 /// Transparent TCP sidecar proxy for traffic captured by outrigger-iptables.
 #[derive(Debug, Parser)]
@@ -60,6 +61,9 @@ pub struct RunArgs {
     /// Also listen on [::] [env: OUTRIGGER_PROXY_IPV6] [default: auto]
     #[arg(long, value_enum)]
     pub ipv6: Option<Ipv6Mode>,
+    /// How bytes are relayed [env: OUTRIGGER_PROXY_RELAY] [default: copy]
+    #[arg(long, value_enum)]
+    pub relay: Option<RelayMode>,
     /// Log format [env: OUTRIGGER_PROXY_LOG_FORMAT] [default: text]
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,

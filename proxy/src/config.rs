@@ -13,6 +13,7 @@ use clap::ValueEnum;
 use crate::cli::{Ipv6Mode, LogFormat, RunArgs};
 use crate::duration::{DurationError, parse_duration};
 use crate::names::{self, env};
+use crate::relay::RelayMode;
 use crate::status::merge_metrics::{ScrapeConfig, ScrapeConfigError};
 use crate::status::probes::{ProbeConfigError, Probers};
 
@@ -93,6 +94,7 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     pub ports: Ports,
     pub ipv6: Ipv6Mode,
+    pub relay: RelayMode,
     pub log_format: LogFormat,
     pub workload: Workload,
     pub probers: Probers,
@@ -182,6 +184,7 @@ impl ProxyConfig {
             )?,
             ports,
             ipv6: pick_enum(args.ipv6, vars, env::IPV6, Ipv6Mode::Auto)?,
+            relay: pick_enum(args.relay, vars, env::RELAY, names::DEFAULT_RELAY)?,
             log_format: pick_enum(args.log_format, vars, env::LOG_FORMAT, LogFormat::Text)?,
             workload,
             probers,

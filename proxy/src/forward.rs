@@ -15,7 +15,8 @@ use crate::addr::{ClientAddr, LocalAddr, OrigDstAddr};
 use crate::config::Workload;
 use crate::metrics::{ConnectError, Direction, Metrics, TcpLabels};
 use crate::orig_dst::OrigDstSource;
-use crate::relay::{self, Flow};
+use crate::relay::{self, Flow, RelayMode};
+use crate::report::error_chain;
 use crate::{inbound, outbound};
 
 /// Everything a connection handler needs; one per capture listener.
@@ -24,6 +25,7 @@ pub struct Forwarder {
     pub direction: Direction,
     pub orig_dst: Arc<dyn OrigDstSource>,
     pub connect_timeout: Duration,
+    pub relay: RelayMode,
     pub metrics: Arc<Metrics>,
     pub workload: Arc<Workload>,
     /// The proxy's capture ports: an original destination on one of them is a loop.
@@ -97,7 +99,7 @@ impl Forwarder {
             Flow::ToUpstream => counters.received(bytes),
             Flow::ToClient => counters.sent(bytes),
         };
-        let outcome = relay::relay(client, upstream, &self.close, &on_bytes).await;
+        let outcome = relay::relay(client, upstream, self.relay, &self.close, &on_bytes).await;
         tracing::info!(
             bytes_to_upstream = outcome.to_upstream,
             bytes_to_client = outcome.to_client,
@@ -149,17 +151,6 @@ async fn connect(
             ),
         )),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ pub mod names;
 pub mod orig_dst;
 pub mod outbound;
 pub mod relay;
+pub mod report;
 pub mod server;
+pub mod splice;
 pub mod status;
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use outrigger_proxy::cli::{Cli, Command, LogFormat};
 use outrigger_proxy::config::{EnvSource, log_format};
+use outrigger_proxy::report::error_chain;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,13 +18,7 @@ fn main() -> ExitCode {
     match outrigger_proxy::run(cli, &vars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut message = format!("outrigger-proxy: {error}");
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{message}");
+            eprintln!("outrigger-proxy: {}", error_chain(&error));
             ExitCode::FAILURE
         }
     }

@@ -23,6 +23,8 @@ pub const INBOUND_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 pub const DEFAULT_CONCURRENCY: usize = 2;
 pub const DEFAULT_DRAIN_DURATION: Duration = Duration::from_secs(5);
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(30);
+/// Buffered copying: `splice(2)` was not measurably faster in bench/proxy-load (see README).
+pub const DEFAULT_RELAY: crate::relay::RelayMode = crate::relay::RelayMode::Copy;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kubernetes' default probe timeout (`timeoutSeconds: 1`).
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -59,5 +61,6 @@ pub mod env {
     pub const HEALTH_PORT: &str = "OUTRIGGER_PROXY_HEALTH_PORT";
     pub const STATS_PORT: &str = "OUTRIGGER_PROXY_STATS_PORT";
     pub const IPV6: &str = "OUTRIGGER_PROXY_IPV6";
+    pub const RELAY: &str = "OUTRIGGER_PROXY_RELAY";
     pub const LOG_FORMAT: &str = "OUTRIGGER_PROXY_LOG_FORMAT";
 }

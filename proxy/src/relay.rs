@@ -17,6 +17,15 @@ use tokio_util::sync::CancellationToken;
 /// Size of the buffer one direction holds while data is flowing.
 pub const BUFFER_SIZE: usize = 64 * 1024;
 
+/// How bytes are moved between the two sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayMode {
+    /// Read into a user-space buffer and write it out.
+    Copy,
+    /// Linux `splice(2)` through a pipe: no copy into user space.
+    Splice,
+}
+
 /// Which way bytes moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -64,6 +73,7 @@ pub struct RelayOutcome {
 pub async fn relay(
     client: TcpStream,
     upstream: TcpStream,
+    mode: RelayMode,
     cancel: &CancellationToken,
     on_bytes: &(dyn Fn(Flow, u64) + Sync),
 ) -> RelayOutcome {
@@ -82,12 +92,14 @@ pub async fn relay(
         &mut client_read,
         &mut upstream_write,
         Flow::ToUpstream,
+        mode,
         &count,
     );
     let backward = pump(
         &mut upstream_read,
         &mut client_write,
         Flow::ToClient,
+        mode,
         &count,
     );
     let both = async { tokio::try_join!(forward, backward) };
@@ -129,11 +141,12 @@ struct PumpError {
     kind: io::ErrorKind,
 }
 
-/// Copies one direction; on EOF forwards the FIN and returns, so the other direction goes on.
+/// Moves one direction; on EOF forwards the FIN and returns, so the other direction goes on.
 async fn pump(
     from: &mut OwnedReadHalf,
     to: &mut OwnedWriteHalf,
     flow: Flow,
+    mode: RelayMode,
     count: &(dyn Fn(Flow, u64) + Sync),
 ) -> Result<(), PumpError> {
     let (reader_side, writer_side) = match flow {
@@ -146,6 +159,14 @@ async fn pump(
             kind: e.kind(),
         }
     };
+    if mode == RelayMode::Splice {
+        return crate::splice::pump(from, to, &|n| count(flow, n))
+            .await
+            .map_err(|e| match e {
+                crate::splice::SpliceError::Read(e) => failed(reader_side)(e),
+                crate::splice::SpliceError::Write(e) => failed(writer_side)(e),
+            });
+    }
     let mut buffer: Option<Vec<u8>> = None;
     loop {
         let buf = buffer.get_or_insert_with(|| Vec::with_capacity(BUFFER_SIZE));
@@ -190,120 +211,135 @@ mod tests {
         (far, near)
     }
 
+    const MODES: [RelayMode; 2] = [RelayMode::Copy, RelayMode::Splice];
+
     fn start(
+        mode: RelayMode,
         client_near: TcpStream,
         upstream_near: TcpStream,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<RelayOutcome> {
-        tokio::spawn(async move { relay(client_near, upstream_near, &cancel, &|_, _| {}).await })
+        tokio::spawn(
+            async move { relay(client_near, upstream_near, mode, &cancel, &|_, _| {}).await },
+        )
     }
 
     #[tokio::test]
     async fn half_close_from_the_client_keeps_the_response_flowing() {
-        let (mut client, client_near) = socket_pair().await;
-        let (mut server, upstream_near) = socket_pair().await;
-        let relay = start(client_near, upstream_near, CancellationToken::new());
+        for mode in MODES {
+            let (mut client, client_near) = socket_pair().await;
+            let (mut server, upstream_near) = socket_pair().await;
+            let relay = start(mode, client_near, upstream_near, CancellationToken::new());
 
-        client.write_all(b"request body").await.unwrap();
-        client.shutdown().await.unwrap();
+            client.write_all(b"request body").await.unwrap();
+            client.shutdown().await.unwrap();
 
-        let mut received = Vec::new();
-        server.read_to_end(&mut received).await.unwrap();
-        assert_eq!(received, b"request body", "server sees the data, then EOF");
+            let mut received = Vec::new();
+            server.read_to_end(&mut received).await.unwrap();
+            assert_eq!(received, b"request body", "server sees the data, then EOF");
 
-        // The server answers after the client's FIN: the other direction still works.
-        let response = vec![7u8; 300_000];
-        server.write_all(&response).await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, response);
+            // The server answers after the client's FIN: the other direction still works.
+            let response = vec![7u8; 300_000];
+            server.write_all(&response).await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            assert_eq!(answer, response);
 
-        let outcome = relay.await.unwrap();
-        assert_eq!(outcome.reason, CloseReason::Complete);
-        assert_eq!(outcome.to_upstream, 12);
-        assert_eq!(outcome.to_client, 300_000);
+            let outcome = relay.await.unwrap();
+            assert_eq!(outcome.reason, CloseReason::Complete);
+            assert_eq!(outcome.to_upstream, 12);
+            assert_eq!(outcome.to_client, 300_000);
+        }
     }
 
     #[tokio::test]
     async fn half_close_from_the_upstream_keeps_the_request_flowing() {
-        let (mut client, client_near) = socket_pair().await;
-        let (mut server, upstream_near) = socket_pair().await;
-        let relay = start(client_near, upstream_near, CancellationToken::new());
+        for mode in MODES {
+            let (mut client, client_near) = socket_pair().await;
+            let (mut server, upstream_near) = socket_pair().await;
+            let relay = start(mode, client_near, upstream_near, CancellationToken::new());
 
-        server.write_all(b"banner").await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut banner = Vec::new();
-        client.read_to_end(&mut banner).await.unwrap();
-        assert_eq!(banner, b"banner");
+            server.write_all(b"banner").await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut banner = Vec::new();
+            client.read_to_end(&mut banner).await.unwrap();
+            assert_eq!(banner, b"banner");
 
-        client.write_all(b"still talking").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        server.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"still talking");
-        assert_eq!(relay.await.unwrap().reason, CloseReason::Complete);
+            client.write_all(b"still talking").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"still talking");
+            assert_eq!(relay.await.unwrap().reason, CloseReason::Complete);
+        }
     }
 
     #[tokio::test]
     async fn an_upstream_reset_resets_the_client() {
-        let (mut client, client_near) = socket_pair().await;
-        let (server, upstream_near) = socket_pair().await;
-        let relay = start(client_near, upstream_near, CancellationToken::new());
+        for mode in MODES {
+            let (mut client, client_near) = socket_pair().await;
+            let (server, upstream_near) = socket_pair().await;
+            let relay = start(mode, client_near, upstream_near, CancellationToken::new());
 
-        reset_on_drop(&server);
-        drop(server);
+            reset_on_drop(&server);
+            drop(server);
 
-        let mut buf = [0u8; 16];
-        let err = client
-            .read(&mut buf)
-            .await
-            .expect_err("the client must see a reset, not a clean EOF");
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-        assert!(matches!(
-            relay.await.unwrap().reason,
-            CloseReason::UpstreamError(io::ErrorKind::ConnectionReset)
-        ));
+            let mut buf = [0u8; 16];
+            let err = client
+                .read(&mut buf)
+                .await
+                .expect_err("the client must see a reset, not a clean EOF");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+            assert!(matches!(
+                relay.await.unwrap().reason,
+                CloseReason::UpstreamError(io::ErrorKind::ConnectionReset)
+            ));
+        }
     }
 
     #[tokio::test]
     async fn cancellation_closes_an_idle_connection() {
-        let (mut client, client_near) = socket_pair().await;
-        let (_server, upstream_near) = socket_pair().await;
-        let cancel = CancellationToken::new();
-        let relay = start(client_near, upstream_near, cancel.clone());
-        cancel.cancel();
-        assert_eq!(relay.await.unwrap().reason, CloseReason::Cancelled);
-        let mut buf = [0u8; 1];
-        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "client sees EOF");
+        for mode in MODES {
+            let (mut client, client_near) = socket_pair().await;
+            let (_server, upstream_near) = socket_pair().await;
+            let cancel = CancellationToken::new();
+            let relay = start(mode, client_near, upstream_near, cancel.clone());
+            cancel.cancel();
+            assert_eq!(relay.await.unwrap().reason, CloseReason::Cancelled);
+            let mut buf = [0u8; 1];
+            assert_eq!(client.read(&mut buf).await.unwrap(), 0, "client sees EOF");
+        }
     }
 
     #[tokio::test]
     async fn live_byte_counts_are_reported_per_direction() {
-        let (mut client, client_near) = socket_pair().await;
-        let (mut server, upstream_near) = socket_pair().await;
-        let seen = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-        let seen_in_relay = seen.clone();
-        let relay = tokio::spawn(async move {
-            let cancel = CancellationToken::new();
-            let on_bytes = move |flow: Flow, n: u64| {
-                let mut seen = seen_in_relay.lock().unwrap();
-                match flow {
-                    Flow::ToUpstream => seen.0 += n,
-                    Flow::ToClient => seen.1 += n,
-                }
-            };
-            relay(client_near, upstream_near, &cancel, &on_bytes).await
-        });
-        client.write_all(&[1u8; 1000]).await.unwrap();
-        let mut buf = vec![0u8; 1000];
-        server.read_exact(&mut buf).await.unwrap();
-        server.write_all(&[2u8; 10]).await.unwrap();
-        let mut small = [0u8; 10];
-        client.read_exact(&mut small).await.unwrap();
-        assert_eq!(*seen.lock().unwrap(), (1000, 10), "counted while open");
-        drop(client);
-        drop(server);
-        relay.await.unwrap();
+        for mode in MODES {
+            let (mut client, client_near) = socket_pair().await;
+            let (mut server, upstream_near) = socket_pair().await;
+            let seen = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+            let seen_in_relay = seen.clone();
+            let relay = tokio::spawn(async move {
+                let cancel = CancellationToken::new();
+                let on_bytes = move |flow: Flow, n: u64| {
+                    let mut seen = seen_in_relay.lock().unwrap();
+                    match flow {
+                        Flow::ToUpstream => seen.0 += n,
+                        Flow::ToClient => seen.1 += n,
+                    }
+                };
+                relay(client_near, upstream_near, mode, &cancel, &on_bytes).await
+            });
+            client.write_all(&[1u8; 1000]).await.unwrap();
+            let mut buf = vec![0u8; 1000];
+            server.read_exact(&mut buf).await.unwrap();
+            server.write_all(&[2u8; 10]).await.unwrap();
+            let mut small = [0u8; 10];
+            client.read_exact(&mut small).await.unwrap();
+            assert_eq!(*seen.lock().unwrap(), (1000, 10), "counted while open");
+            drop(client);
+            drop(server);
+            relay.await.unwrap();
+        }
     }
 }

@@ -145,6 +145,7 @@ impl BoundProxy {
                 direction,
                 orig_dst: orig_dst.clone(),
                 connect_timeout: config.connect_timeout,
+                relay: config.relay,
                 metrics: metrics.clone(),
                 workload: workload.clone(),
                 capture_ports: capture_ports.clone(),

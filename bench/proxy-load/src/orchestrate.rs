@@ -91,99 +91,142 @@ pub fn run() -> Result<()> {
             }
         }
     }
-    let quiet = [("RUST_LOG", "warn")];
-    let proxy_a = topology.start_proxy("a", &quiet, &[])?;
-    let proxy_b = topology.start_proxy("b", &quiet, &[])?;
     let b = topology.pod("b");
     let _server = topology.start_server("b", &["serve", &b.addr(7000), &b.addr(7001)])?;
-    let pid_a = proxy_a.process.child.id();
-    let pid_b = proxy_b.process.child.id();
-
     println!(
-        "outrigger-proxy benchmark (concurrency 2, release={})",
-        !cfg!(debug_assertions)
+        "outrigger-proxy benchmark: pods a -> b over a veth/bridge node, proxies with concurrency 2, {} CPUs, load average at start {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
     );
-    let idle_a = memory(pid_a)?;
-    let idle_b = memory(pid_b)?;
-    println!("\n== memory");
-    println!("proxy a idle: rss {:.1} MiB", mib(idle_a.rss_kib));
 
-    let mut holder =
-        topology.start_interactive("a", &["hold", &b.addr(7000), &HELD.to_string()])?;
+    // The direct path needs no proxy; measure it while both proxies run (same conditions).
+    let mut summary = Vec::new();
+    for mode in ["copy", "splice"] {
+        let quiet = [("RUST_LOG", "warn")];
+        let relay = ["--relay", mode];
+        let proxy_a = topology.start_proxy("a", &quiet, &relay)?;
+        let proxy_b = topology.start_proxy("b", &quiet, &relay)?;
+        println!("\n######## relay mode: {mode}");
+        let held = memory_at_held(&topology, &proxy_a, &proxy_b)?;
+        let figures = measure_paths(&topology)?;
+        let end = (
+            memory(proxy_a.process.child.id())?,
+            memory(proxy_b.process.child.id())?,
+        );
+        println!(
+            "peak rss over this mode's run: proxy a {:.1} MiB, proxy b {:.1} MiB",
+            mib(end.0.hwm_kib),
+            mib(end.1.hwm_kib)
+        );
+        summary.push((mode, figures, held));
+    }
+
+    println!("\n######## targets (per hop = worse of the outbound-only and inbound-only paths)");
+    for (mode, f, held) in &summary {
+        println!(
+            "{mode:>6}: throughput {:.2}x direct (target >= 0.7), added p50 {:+.1} us (<= 50), added p99 {:+.1} us (<= 200), rss at {HELD} connections {:.1} MiB (<= 20)",
+            f.bulk[1].min(f.bulk[2]) / f.bulk[0],
+            (f.p50[1] - f.p50[0]).max(f.p50[2] - f.p50[0]),
+            (f.p99[1] - f.p99[0]).max(f.p99[2] - f.p99[0]),
+            held
+        );
+    }
+    Ok(())
+}
+
+/// Figures per path, indexed like [`PATHS`].
+struct Figures {
+    bulk: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+/// Opens 1,000 connections through both proxies and returns the larger proxy RSS in MiB.
+fn memory_at_held(
+    topology: &Topology,
+    proxy_a: &outrigger_e2e::topology::ProxyProcess,
+    proxy_b: &outrigger_e2e::topology::ProxyProcess,
+) -> Result<f64> {
+    let (pid_a, pid_b) = (proxy_a.process.child.id(), proxy_b.process.child.id());
+    let idle = (memory(pid_a)?, memory(pid_b)?);
+    let target = topology.pod("b").addr(7000);
+    let mut holder = topology.start_interactive("a", &["hold", &target, &HELD.to_string()])?;
     let stdout = holder.child.stdout.take().context("piped stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     if line.trim() != format!("held {HELD}") {
         bail!("hold failed: {line:?}");
     }
-    let held_a = memory(pid_a)?;
-    let held_b = memory(pid_b)?;
+    let held = (memory(pid_a)?, memory(pid_b)?);
     drop(holder.child.stdin.take());
     holder.wait_timeout(std::time::Duration::from_secs(30))?;
     for (name, idle, held) in [
-        ("a (outbound)", idle_a, held_a),
-        ("b (inbound)", idle_b, held_b),
+        ("a (outbound)", idle.0, held.0),
+        ("b (inbound)", idle.1, held.1),
     ] {
         println!(
-            "proxy {name} holding {HELD} connections: rss {:.1} MiB, peak rss {:.1} MiB, {:.1} KiB per connection",
+            "proxy {name}: idle rss {:.1} MiB; holding {HELD} connections rss {:.1} MiB (peak {:.1} MiB), {:.1} KiB per connection",
+            mib(idle.rss_kib),
             mib(held.rss_kib),
             mib(held.hwm_kib),
             (held.rss_kib as f64 - idle.rss_kib as f64) / HELD as f64
         );
     }
+    Ok(mib(held.0.rss_kib.max(held.1.rss_kib)))
+}
 
+fn measure_paths(topology: &Topology) -> Result<Figures> {
+    let b = topology.pod("b");
     println!(
-        "\n== bulk throughput ({} GiB, one connection)",
+        "-- bulk throughput ({} GiB, one connection)",
         BULK_BYTES >> 30
     );
-    let mut rates = Vec::new();
+    let mut bulk = Vec::new();
     for path in &PATHS {
-        let secs: f64 = measure(
-            &topology,
+        let secs = measure(
+            topology,
             path,
             &["bulk", &b.addr(path.port), &BULK_BYTES.to_string()],
         )?[0];
         let gib_s = BULK_BYTES as f64 / secs / (1u64 << 30) as f64;
-        rates.push(gib_s);
+        bulk.push(gib_s);
         println!(
             "{:<24} {:>6.2} GiB/s  ({:.2}x direct)",
             path.name,
             gib_s,
-            gib_s / rates[0]
+            gib_s / bulk[0]
         );
     }
-
-    println!("\n== request/response latency ({RR_SIZE} B, {RR_ITERS} round trips)");
-    let mut lat = Vec::new();
+    println!("-- request/response latency ({RR_SIZE} B, {RR_ITERS} round trips, one connection)");
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
     for path in &PATHS {
         let v = measure(
-            &topology,
+            topology,
             path,
             &["rr", &b.addr(path.port), RR_ITERS, RR_SIZE],
         )?;
-        lat.push((v[0], v[1]));
+        p50.push(v[0]);
+        p99.push(v[1]);
         println!(
             "{:<24} p50 {:>7.1} us  p99 {:>7.1} us  (added p50 {:+.1} us, p99 {:+.1} us)",
             path.name,
             v[0],
             v[1],
-            v[0] - lat[0].0,
-            v[1] - lat[0].1
+            v[0] - p50[0],
+            v[1] - p99[0]
         );
     }
     println!(
-        "per hop (both hops / 2): added p50 {:+.1} us, p99 {:+.1} us",
-        (lat[3].0 - lat[0].0) / 2.0,
-        (lat[3].1 - lat[0].1) / 2.0
-    );
-
-    println!(
-        "\n== connection setup rate (connect + 1-byte echo + close, {CONNECT_THREADS} threads, {CONNECT_SECS} s)"
+        "-- connection setup rate (connect + 1-byte echo + close, {CONNECT_THREADS} threads, {CONNECT_SECS} s)"
     );
     let mut conn = Vec::new();
     for path in &PATHS {
         let per_sec = measure(
-            &topology,
+            topology,
             path,
             &["connect", &b.addr(path.port), CONNECT_SECS, CONNECT_THREADS],
         )?[0];
@@ -195,33 +238,7 @@ pub fn run() -> Result<()> {
             per_sec / conn[0]
         );
     }
-
-    let end_a = memory(pid_a)?;
-    let end_b = memory(pid_b)?;
-    println!(
-        "\n== peak rss over the whole run: proxy a {:.1} MiB, proxy b {:.1} MiB",
-        mib(end_a.hwm_kib),
-        mib(end_b.hwm_kib)
-    );
-    println!("\n== targets");
-    let per_hop = rates[1].min(rates[2]) / rates[0];
-    println!(
-        "throughput per hop >= 0.7x direct: {:.2}x (worst single hop)",
-        per_hop
-    );
-    println!(
-        "added p50 per hop <= 50 us: {:+.1} us",
-        (lat[1].0 - lat[0].0).max(lat[2].0 - lat[0].0)
-    );
-    println!(
-        "added p99 per hop <= 200 us: {:+.1} us",
-        (lat[1].1 - lat[0].1).max(lat[2].1 - lat[0].1)
-    );
-    println!(
-        "rss at {HELD} connections <= 20 MiB: {:.1} MiB",
-        mib(held_a.rss_kib.max(held_b.rss_kib))
-    );
-    Ok(())
+    Ok(Figures { bulk, p50, p99 })
 }
 
 /// Runs one role on `path` and returns the numbers of its output line.

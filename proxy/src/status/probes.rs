@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::client::{self, Wire};
 use crate::names::{DEFAULT_PROBE_TIMEOUT, INBOUND_SOURCE_V4, INBOUND_SOURCE_V6};
+use crate::report::error_chain;
 
 /// The probers JSON could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -407,15 +408,4 @@ fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
         }
     }
     None
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -8,7 +8,16 @@ use crate::{stdout, two_pods};
 
 #[test]
 fn tcp_echo_with_half_close_through_both_proxies() {
-    let (topology, proxy_a, proxy_b) = two_pods(&[], &[]);
+    echo_through_both_proxies("copy");
+}
+
+#[test]
+fn tcp_echo_with_half_close_through_both_proxies_with_splice() {
+    echo_through_both_proxies("splice");
+}
+
+fn echo_through_both_proxies(relay: &str) {
+    let (topology, proxy_a, proxy_b) = two_pods(&[], &["--relay", relay]);
     let server = topology.pod("b").addr(9000);
     let _echo = topology
         .start_server("b", &["echo-server", &server, "after-eof"])
