@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -18,7 +18,16 @@ struct State {
     pods: Mutex<HashMap<String, Value>>,
     /// Statuses to answer before serving normally, one per request.
     failures: Mutex<VecDeque<u16>>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
 }
 
 pub struct FakeApiServer {
@@ -83,9 +92,17 @@ impl FakeApiServer {
                         let Ok(tls) = acceptor.accept(stream).await else {
                             return;
                         };
-                        let service = hyper::service::service_fn(move |req| {
+                        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                             let state = state.clone();
-                            async move { Ok::<_, Infallible>(answer(&state, &req)) }
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                Ok::<_, Infallible>(answer(&state, &parts, body))
+                            }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(tls), service)
@@ -127,6 +144,14 @@ impl FakeApiServer {
 
     /// "METHOD path" of every request so far.
     pub fn requests(&self) -> Vec<String> {
+        self.recorded()
+            .into_iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    /// Every request so far, with query and body.
+    pub fn recorded(&self) -> Vec<Recorded> {
         self.state.requests.lock().expect("requests lock").clone()
     }
 
@@ -156,25 +181,89 @@ fn respond(code: u16, body: &Value) -> Response<Full<Bytes>> {
         .expect("response builds")
 }
 
-fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
+fn answer(
+    state: &State,
+    req: &hyper::http::request::Parts,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri.path().to_string();
+    let query = req.uri.query().unwrap_or_default().to_string();
     state
         .requests
         .lock()
         .expect("requests lock")
-        .push(format!("{} {path}", req.method()));
+        .push(Recorded {
+            method: req.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            body: body.clone(),
+        });
     if let Some(code) = state.failures.lock().expect("failures lock").pop_front() {
         return status(code, "scripted failure");
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if let ["api", "v1", "namespaces", namespace, "pods", name] = parts.as_slice()
-        && req.method() == hyper::Method::GET
-    {
-        let pods = state.pods.lock().expect("pods lock");
-        return match pods.get(&format!("{namespace}/{name}")) {
-            Some(pod) => respond(200, pod),
-            None => status(404, &format!("pods \"{name}\" not found")),
-        };
+    let mut pods = state.pods.lock().expect("pods lock");
+    match (req.method.as_str(), parts.as_slice()) {
+        ("GET", ["api", "v1", "namespaces", namespace, "pods", name]) => {
+            match pods.get(&format!("{namespace}/{name}")) {
+                Some(pod) => respond(200, pod),
+                None => status(404, &format!("pods \"{name}\" not found")),
+            }
+        }
+        // The repair loop's list and watch of all pods (the field selector is recorded, not applied).
+        // Watches are refused as expired; the watcher backs off and lists again.
+        ("GET", ["api", "v1", "pods"]) if query.contains("watch=true") => {
+            status(410, "too old resource version")
+        }
+        ("GET", ["api", "v1", "pods"]) => {
+            let items: Vec<Value> = pods.values().cloned().collect();
+            respond(
+                200,
+                &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items}),
+            )
+        }
+        ("DELETE", ["api", "v1", "namespaces", namespace, "pods", name]) => {
+            match pods.remove(&format!("{namespace}/{name}")) {
+                Some(pod) => respond(200, &pod),
+                None => status(404, &format!("pods \"{name}\" not found")),
+            }
+        }
+        ("PATCH", ["api", "v1", "namespaces", namespace, "pods", name]) => {
+            match pods.get_mut(&format!("{namespace}/{name}")) {
+                Some(pod) => {
+                    if let Ok(patch) = serde_json::from_slice::<Value>(&body) {
+                        merge_patch(pod, &patch);
+                    }
+                    respond(200, pod)
+                }
+                None => status(404, &format!("pods \"{name}\" not found")),
+            }
+        }
+        ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
+            let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            respond(201, &event)
+        }
+        _ => status(404, "not served by the fake API server"),
     }
-    status(404, "not served by the fake API server")
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Value::Object(object) = target else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
 }
