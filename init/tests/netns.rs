@@ -786,3 +786,14 @@ fn dns_to_the_resolv_conf_server_is_redirected_to_15053() {
     assert_eq!(orig, server);
     assert_eq!(data, "hello");
 }
+
+/// A CNI runtime may hand the plugin a PATH without /usr/sbin; the tools are still found.
+#[test]
+fn applies_without_sbin_on_path() {
+    let ns = Netns::new("nopath");
+    assert_ok(
+        &ns.outrigger(SIDECAR, &[("PATH", "/nonexistent")]),
+        "apply with a useless PATH",
+    );
+    assert!(ns.save("iptables-save").contains(":ISTIO_OUTPUT"));
+}

@@ -1,8 +1,5 @@
 //! Which iptables binaries to run: legacy, nft, or the plain `iptables` alternative.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::error::ConfigError;
 use crate::names::flag;
 use crate::rule::Family;
@@ -102,9 +99,7 @@ impl Backend {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(program).is_file())
-    })
+    super::exec::find_program(program).is_some()
 }
 
 /// Whether legacy iptables holds rules in this network namespace. The kernel lists the legacy
@@ -116,7 +111,7 @@ fn legacy_has_rules() -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
         _ => {}
     }
-    Command::new("iptables-legacy-save")
+    super::exec::command("iptables-legacy-save")
         .output()
         .is_ok_and(|out| {
             out.status.success()

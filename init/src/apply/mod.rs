@@ -8,7 +8,7 @@ mod fast;
 mod routes;
 mod state;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 pub use backend::{Backend, BackendChoice, Tool};
 pub use routes::{RouteCommand, ensure_routes, route_commands};
@@ -264,7 +264,7 @@ fn rules_present(
 ) -> Result<Vec<bool>, ApplyError> {
     let program = backend.program(family, Tool::Iptables);
     let spawn = |rule: &Rule| -> Result<Child, ApplyError> {
-        Command::new(&program)
+        exec::command(&program)
             .args(backend.lock_args())
             .args(["-t", rule.table.name(), "-C", rule.chain])
             .args(&rule.spec)

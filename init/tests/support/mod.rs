@@ -41,6 +41,16 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The absolute path of `ip`.
+fn ip_binary() -> std::path::PathBuf {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join("ip"))
+        .find(|p| p.is_file())
+        .expect("iproute2's ip is installed")
+}
+
 /// A network namespace that is deleted when dropped.
 pub struct Netns {
     pub name: String,
@@ -78,7 +88,8 @@ impl Netns {
 
     /// Runs the outrigger-iptables binary inside the namespace with a clean environment.
     pub fn outrigger(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new("ip");
+        // `ip` is resolved with this process's PATH: `env` may replace the child's PATH.
+        let mut cmd = Command::new(ip_binary());
         cmd.args([
             "netns",
             "exec",
