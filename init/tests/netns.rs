@@ -141,11 +141,31 @@ fn applies_the_default_rules() {
 
 #[test]
 fn rerun_is_a_no_op_for_every_table() {
-    for (label, args) in [("default", SIDECAR), ("everything", EVERYTHING)] {
+    let resolv = format!(
+        "--resolv-conf={}/tests/golden/resolv.conf",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dns_groups: &[&str] = &[
+        "-b",
+        "80,443",
+        "-i",
+        "10.0.0.0/8",
+        "-u",
+        "1337,1338",
+        "--redirect-dns",
+        "--ipv6=true",
+        &resolv,
+    ];
+    let groups_env: &[(&str, &str)] = &[("ISTIO_OUTBOUND_OWNER_GROUPS", "202,root")];
+    for (label, args, env) in [
+        ("default", SIDECAR, &[][..]),
+        ("everything", EVERYTHING, &[]),
+        ("dns-groups", dns_groups, groups_env),
+    ] {
         let ns = Netns::new("rerun");
-        assert_ok(&ns.outrigger(args, &[]), label);
+        assert_ok(&ns.outrigger(args, env), label);
         let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
-        let again = ns.outrigger(args, &[]);
+        let again = ns.outrigger(args, env);
         assert_ok(&again, label);
         assert!(
             stderr(&again).contains("already installed"),
