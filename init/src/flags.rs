@@ -607,6 +607,50 @@ mod tests {
         assert_eq!(parse_err(&["-m", "NAT"], &[]).flag, flag::MODE);
     }
 
+    #[test]
+    fn error_labels_name_real_flags() {
+        use clap::CommandFactory;
+        let command = Args::command();
+        let labels = [
+            flag::PROXY_PORT,
+            flag::INBOUND_CAPTURE_PORT,
+            flag::INBOUND_TUNNEL_PORT,
+            flag::PROXY_UID,
+            flag::PROXY_GID,
+            flag::MODE,
+            flag::INBOUND_PORTS,
+            flag::INBOUND_PORTS_EXCLUDE,
+            flag::OUTBOUND_RANGES,
+            flag::OUTBOUND_RANGES_EXCLUDE,
+            flag::OUTBOUND_PORTS,
+            flag::OUTBOUND_PORTS_EXCLUDE,
+            flag::VIRTUAL_INTERFACES,
+            flag::EXCLUDE_INTERFACES,
+            flag::TPROXY_MARK,
+            flag::TPROXY_ROUTE_TABLE,
+            flag::PROBE_PORT,
+            flag::PROBE_TIMEOUT,
+            flag::FORCE_IPTABLES_BINARY,
+            flag::IPV6,
+        ];
+        for label in labels {
+            let (short, long) = match label.split_once('/') {
+                Some((short, long)) => {
+                    (short.strip_prefix('-').and_then(|s| s.chars().next()), long)
+                }
+                None => (None, label),
+            };
+            let long = long
+                .strip_prefix("--")
+                .expect("labels spell the long flag with --");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("{label}: no --{long} flag"));
+            assert_eq!(arg.get_short(), short, "{label}: short flag differs");
+        }
+    }
+
     proptest::proptest! {
         /// Any value for any option gives a validated config or an error naming the option;
         /// never a panic.
