@@ -211,14 +211,14 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
     let text = |v: Option<String>, env_name: &str| src.get(v, env_name).unwrap_or_default();
 
     let proxy_uids = match src
-        .get(a.proxy_uid, "PROXY_UID")
+        .get(a.proxy_uid, env::PROXY_UID)
         .filter(|v| !v.trim().is_empty())
     {
         Some(v) => config::parse_ids(flag::PROXY_UID, &v)?,
         None => defaults.proxy_uids.clone(),
     };
     let proxy_gids = match src
-        .get(a.proxy_gid, "PROXY_GID")
+        .get(a.proxy_gid, env::PROXY_GID)
         .filter(|v| !v.trim().is_empty())
     {
         Some(v) => config::parse_ids(flag::PROXY_GID, &v)?,
@@ -245,11 +245,11 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
     let probe = ProbeSettings {
         port: port(
             a.probe_port,
-            "IPTABLES_PROBE_PORT",
+            env::PROBE_PORT,
             flag::PROBE_PORT,
             defaults.probe.port,
         )?,
-        timeout: match src.get(a.probe_timeout, "PROBE_TIMEOUT") {
+        timeout: match src.get(a.probe_timeout, env::PROBE_TIMEOUT) {
             Some(v) => config::parse_duration(flag::PROBE_TIMEOUT, &v)?,
             None => defaults.probe.timeout,
         },
@@ -257,88 +257,84 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
     let capture = CaptureConfig {
         proxy_port: port(
             a.envoy_port,
-            "ENVOY_PORT",
+            env::PROXY_PORT,
             flag::PROXY_PORT,
             defaults.proxy_port,
         )?,
         inbound_capture_port: port(
             a.inbound_capture_port,
-            "INBOUND_CAPTURE_PORT",
+            env::INBOUND_CAPTURE_PORT,
             flag::INBOUND_CAPTURE_PORT,
             defaults.inbound_capture_port,
         )?,
         inbound_tunnel_port: port(
             a.inbound_tunnel_port,
-            "INBOUND_TUNNEL_PORT",
+            env::INBOUND_TUNNEL_PORT,
             flag::INBOUND_TUNNEL_PORT,
             defaults.inbound_tunnel_port,
         )?,
         proxy_uids,
         proxy_gids,
-        mode: config::parse_mode(&text(a.mode, "ISTIO_INBOUND_INTERCEPTION_MODE"))?,
-        inbound_ports: config::parse_inbound_ports(&text(a.inbound_ports, "ISTIO_INBOUND_PORTS"))?,
+        mode: config::parse_mode(&text(a.mode, env::MODE))?,
+        inbound_ports: config::parse_inbound_ports(&text(a.inbound_ports, env::INBOUND_PORTS))?,
         inbound_ports_exclude: config::parse_port_list(
             flag::INBOUND_PORTS_EXCLUDE,
-            &text(a.inbound_ports_exclude, "ISTIO_LOCAL_EXCLUDE_PORTS"),
+            &text(a.inbound_ports_exclude, env::INBOUND_PORTS_EXCLUDE),
         )?,
         outbound_ranges: config::parse_outbound_ranges(&text(
             a.outbound_ranges,
-            "ISTIO_SERVICE_CIDR",
+            env::OUTBOUND_RANGES,
         ))?,
         outbound_ranges_exclude: config::parse_outbound_ranges_exclude(&text(
             a.outbound_ranges_exclude,
-            "ISTIO_SERVICE_EXCLUDE_CIDR",
+            env::OUTBOUND_RANGES_EXCLUDE,
         ))?,
         outbound_ports_include: config::parse_port_list(
             flag::OUTBOUND_PORTS,
-            &text(a.outbound_ports, "ISTIO_OUTBOUND_PORTS"),
+            &text(a.outbound_ports, env::OUTBOUND_PORTS),
         )?,
         outbound_ports_exclude: config::parse_port_list(
             flag::OUTBOUND_PORTS_EXCLUDE,
-            &text(
-                a.outbound_ports_exclude,
-                "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
-            ),
+            &text(a.outbound_ports_exclude, env::OUTBOUND_PORTS_EXCLUDE),
         )?,
         reroute_virtual_interfaces: config::parse_interfaces(
             flag::VIRTUAL_INTERFACES,
-            &text(a.virtual_interfaces, "KUBE_VIRT_INTERFACES"),
+            &text(a.virtual_interfaces, env::VIRTUAL_INTERFACES),
         )?,
         exclude_interfaces: config::parse_interfaces(
             flag::EXCLUDE_INTERFACES,
-            &text(a.exclude_interfaces, "ISTIO_EXCLUDE_INTERFACES"),
+            &text(a.exclude_interfaces, env::EXCLUDE_INTERFACES),
         )?,
-        tproxy_mark: match src.get(a.tproxy_mark, "ISTIO_INBOUND_TPROXY_MARK") {
+        tproxy_mark: match src.get(a.tproxy_mark, env::TPROXY_MARK) {
             Some(v) => config::parse_u32(flag::TPROXY_MARK, &v)?,
             None => defaults.tproxy_mark,
         },
-        tproxy_route_table: match src.get(a.tproxy_route_table, "ISTIO_INBOUND_TPROXY_ROUTE_TABLE")
-        {
+        tproxy_route_table: match src.get(a.tproxy_route_table, env::TPROXY_ROUTE_TABLE) {
             Some(v) => config::parse_u32(flag::TPROXY_ROUTE_TABLE, &v)?,
             None => defaults.tproxy_route_table,
         },
         redirect_dns: src.bool(
             a.redirect_dns,
-            "REDIRECT_DNS",
-            "--redirect-dns",
+            env::REDIRECT_DNS,
+            flag::REDIRECT_DNS,
             redirect_dns_default,
         )?,
         capture_all_dns: src.bool(
             a.capture_all_dns,
-            "CAPTURE_ALL_DNS",
-            "--capture-all-dns",
+            env::CAPTURE_ALL_DNS,
+            flag::CAPTURE_ALL_DNS,
             false,
         )?,
         drop_invalid: src.bool(
             a.drop_invalid,
-            "DROP_INVALID",
-            "--drop-invalid",
+            env::DROP_INVALID,
+            flag::DROP_INVALID,
             drop_invalid_default,
         )?,
         dual_stack: src.bool(
             a.dual_stack,
-            "DUAL_STACK",
-            "--dual-stack",
+            env::DUAL_STACK_FLAG,
+            flag::DUAL_STACK,
             dual_stack_default,
         )?,
         owner_groups,
@@ -346,7 +342,7 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
         probe,
     };
     capture.validate()?;
-    let backend = match src.get(a.force_iptables_binary, "FORCE_IPTABLES_BINARY") {
+    let backend = match src.get(a.force_iptables_binary, env::FORCE_IPTABLES_BINARY) {
         Some(v) => BackendChoice::parse(&v)?,
         None => BackendChoice::Auto,
     };
@@ -355,28 +351,28 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
         capture,
         apply: ApplyOptions {
             backend,
-            reconcile: src.bool(a.reconcile, "RECONCILE", "--reconcile", false)?,
-            force_apply: src.bool(a.force_apply, "FORCE_APPLY", "--force-apply", false)?,
+            reconcile: src.bool(a.reconcile, env::RECONCILE, flag::RECONCILE, false)?,
+            force_apply: src.bool(a.force_apply, env::FORCE_APPLY, flag::FORCE_APPLY, false)?,
         },
-        dry_run: src.bool(a.dry_run, "DRY_RUN", "-n/--dry-run", false)?,
+        dry_run: src.bool(a.dry_run, env::DRY_RUN, flag::DRY_RUN, false)?,
         run_validation: src.bool(
             a.run_validation,
-            "RUN_VALIDATION",
-            "--run-validation",
+            env::RUN_VALIDATION,
+            flag::RUN_VALIDATION,
             false,
         )?,
         skip_rule_apply: src.bool(
             a.skip_rule_apply,
-            "SKIP_RULE_APPLY",
-            "--skip-rule-apply",
+            env::SKIP_RULE_APPLY,
+            flag::SKIP_RULE_APPLY,
             false,
         )?,
-        cleanup_only: src.bool(a.cleanup_only, "CLEANUP_ONLY", "--cleanup-only", false)?,
+        cleanup_only: src.bool(a.cleanup_only, env::CLEANUP_ONLY, flag::CLEANUP_ONLY, false)?,
         ipv6,
         resolv_conf: a
             .resolv_conf
             .unwrap_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF)),
-        log_as_json: src.bool(a.log_as_json, "LOG_AS_JSON", "--log-as-json", false)?,
+        log_as_json: src.bool(a.log_as_json, env::LOG_AS_JSON, flag::LOG_AS_JSON, false)?,
     })
 }
 

@@ -75,6 +75,38 @@ pub mod env {
     pub const INVALID_DROP: &str = "INVALID_DROP";
     /// Default for `--dual-stack`.
     pub const DUAL_STACK: &str = "ISTIO_AGENT_DUAL_STACK";
+
+    // The variables viper binds to istio-iptables' flags (the flag name, upper-cased).
+    pub const PROXY_PORT: &str = "ENVOY_PORT";
+    pub const INBOUND_CAPTURE_PORT: &str = "INBOUND_CAPTURE_PORT";
+    pub const INBOUND_TUNNEL_PORT: &str = "INBOUND_TUNNEL_PORT";
+    pub const PROXY_UID: &str = "PROXY_UID";
+    pub const PROXY_GID: &str = "PROXY_GID";
+    pub const MODE: &str = "ISTIO_INBOUND_INTERCEPTION_MODE";
+    pub const INBOUND_PORTS: &str = "ISTIO_INBOUND_PORTS";
+    pub const INBOUND_PORTS_EXCLUDE: &str = "ISTIO_LOCAL_EXCLUDE_PORTS";
+    pub const OUTBOUND_RANGES: &str = "ISTIO_SERVICE_CIDR";
+    pub const OUTBOUND_RANGES_EXCLUDE: &str = "ISTIO_SERVICE_EXCLUDE_CIDR";
+    pub const OUTBOUND_PORTS: &str = "ISTIO_OUTBOUND_PORTS";
+    pub const OUTBOUND_PORTS_EXCLUDE: &str = "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE";
+    pub const VIRTUAL_INTERFACES: &str = "KUBE_VIRT_INTERFACES";
+    pub const EXCLUDE_INTERFACES: &str = "ISTIO_EXCLUDE_INTERFACES";
+    pub const TPROXY_MARK: &str = "ISTIO_INBOUND_TPROXY_MARK";
+    pub const TPROXY_ROUTE_TABLE: &str = "ISTIO_INBOUND_TPROXY_ROUTE_TABLE";
+    pub const REDIRECT_DNS: &str = "REDIRECT_DNS";
+    pub const CAPTURE_ALL_DNS: &str = "CAPTURE_ALL_DNS";
+    pub const DROP_INVALID: &str = "DROP_INVALID";
+    pub const DUAL_STACK_FLAG: &str = "DUAL_STACK";
+    pub const DRY_RUN: &str = "DRY_RUN";
+    pub const RUN_VALIDATION: &str = "RUN_VALIDATION";
+    pub const SKIP_RULE_APPLY: &str = "SKIP_RULE_APPLY";
+    pub const CLEANUP_ONLY: &str = "CLEANUP_ONLY";
+    pub const RECONCILE: &str = "RECONCILE";
+    pub const FORCE_APPLY: &str = "FORCE_APPLY";
+    pub const PROBE_PORT: &str = "IPTABLES_PROBE_PORT";
+    pub const PROBE_TIMEOUT: &str = "PROBE_TIMEOUT";
+    pub const FORCE_IPTABLES_BINARY: &str = "FORCE_IPTABLES_BINARY";
+    pub const LOG_AS_JSON: &str = "LOG_AS_JSON";
 }
 
 /// How errors name each option: the short flag and the long flag, as the operator typed them.
@@ -99,6 +131,17 @@ pub mod flag {
     pub const PROBE_TIMEOUT: &str = "--probe-timeout";
     pub const FORCE_IPTABLES_BINARY: &str = "--force-iptables-binary";
     pub const IPV6: &str = "--ipv6";
+    pub const REDIRECT_DNS: &str = "--redirect-dns";
+    pub const CAPTURE_ALL_DNS: &str = "--capture-all-dns";
+    pub const DROP_INVALID: &str = "--drop-invalid";
+    pub const DUAL_STACK: &str = "--dual-stack";
+    pub const RECONCILE: &str = "--reconcile";
+    pub const FORCE_APPLY: &str = "--force-apply";
+    pub const DRY_RUN: &str = "-n/--dry-run";
+    pub const RUN_VALIDATION: &str = "--run-validation";
+    pub const SKIP_RULE_APPLY: &str = "--skip-rule-apply";
+    pub const CLEANUP_ONLY: &str = "--cleanup-only";
+    pub const LOG_AS_JSON: &str = "--log-as-json";
     pub const OWNER_GROUPS_INCLUDE: &str = super::env::OWNER_GROUPS_INCLUDE;
     pub const OWNER_GROUPS_EXCLUDE: &str = super::env::OWNER_GROUPS_EXCLUDE;
     pub const LOOPBACK_CIDR: &str = super::env::IPV4_LOOPBACK_CIDR;
