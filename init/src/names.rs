@@ -19,8 +19,12 @@ pub const ISTIO_DROP: &str = "ISTIO_DROP";
 /// Prefix shared by every chain this crate owns.
 pub const CHAIN_PREFIX: &str = "ISTIO_";
 
+/// Built-in chain for packets arriving from an interface.
+pub const PREROUTING: &str = "PREROUTING";
+/// Built-in chain for locally generated packets.
+pub const OUTPUT: &str = "OUTPUT";
 /// Built-in chains: never declared with `-N`, never deleted.
-pub const BUILTIN_CHAINS: [&str; 5] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
+pub const BUILTIN_CHAINS: [&str; 5] = ["INPUT", OUTPUT, "FORWARD", PREROUTING, "POSTROUTING"];
 
 /// Default outbound capture port (`-p`).
 pub const DEFAULT_PROXY_PORT: u16 = 15001;

@@ -1,14 +1,16 @@
 //! DNS capture: nat ISTIO_OUTPUT_DNS redirects port 53 to the agent, raw splits conntrack zones.
 
 use super::{Context, RuleSet};
-use crate::names::{DNS_CAPTURE_PORT, DNS_PORT, ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_OUTPUT_DNS};
+use crate::names::{
+    DNS_CAPTURE_PORT, DNS_PORT, ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_OUTPUT_DNS, OUTPUT, PREROUTING,
+};
 use crate::rule::Table;
 use crate::rule::spec;
 
 /// Adds the nat redirect and the raw conntrack-zone rules (called only when DNS capture is on).
 pub(super) fn redirect(ctx: &Context<'_>, rules: &mut RuleSet) {
     let all = ctx.cfg.capture_all_dns;
-    rules.append(Table::Raw, "OUTPUT", spec!["-j", ISTIO_OUTPUT_DNS]);
+    rules.append(Table::Raw, OUTPUT, spec!["-j", ISTIO_OUTPUT_DNS]);
     if all || !ctx.dns_v4.is_empty() {
         rules.append_v4(Table::Nat, ISTIO_OUTPUT, spec!["-j", ISTIO_OUTPUT_DNS]);
     }
@@ -127,7 +129,7 @@ fn conntrack_zones(ctx: &Context<'_>, rules: &mut RuleSet) {
         );
     }
     if cfg.capture_all_dns {
-        rules.append(Table::Raw, "PREROUTING", spec!["-j", ISTIO_INBOUND]);
+        rules.append(Table::Raw, PREROUTING, spec!["-j", ISTIO_INBOUND]);
         rules.append(
             Table::Raw,
             ISTIO_OUTPUT_DNS,
@@ -141,7 +143,7 @@ fn conntrack_zones(ctx: &Context<'_>, rules: &mut RuleSet) {
         return;
     }
     if !ctx.dns_v4.is_empty() {
-        rules.append_v4(Table::Raw, "PREROUTING", spec!["-j", ISTIO_INBOUND]);
+        rules.append_v4(Table::Raw, PREROUTING, spec!["-j", ISTIO_INBOUND]);
     }
     for server in ctx.dns_v4 {
         let server = format!("{server}/32");
@@ -161,7 +163,7 @@ fn conntrack_zones(ctx: &Context<'_>, rules: &mut RuleSet) {
         );
     }
     if !ctx.dns_v6.is_empty() {
-        rules.append_v6(Table::Raw, "PREROUTING", spec!["-j", ISTIO_INBOUND]);
+        rules.append_v6(Table::Raw, PREROUTING, spec!["-j", ISTIO_INBOUND]);
     }
     for server in ctx.dns_v6 {
         let server = format!("{server}/128");

@@ -4,6 +4,7 @@ use super::{Context, RuleSet};
 use crate::config::{InboundPorts, InterceptionMode};
 use crate::names::{
     ISTIO_DIVERT, ISTIO_IN_REDIRECT, ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_TPROXY, LOOPBACK_V6,
+    PREROUTING,
 };
 use crate::rule::Table;
 use crate::rule::spec;
@@ -81,7 +82,7 @@ pub(super) fn inbound_ports(ctx: &Context<'_>, rules: &mut RuleSet) {
             },
         );
     }
-    rules.append(table, "PREROUTING", spec!["-p", "tcp", "-j", ISTIO_INBOUND]);
+    rules.append(table, PREROUTING, spec!["-p", "tcp", "-j", ISTIO_INBOUND]);
     match &cfg.inbound_ports {
         InboundPorts::All => {
             for port in &cfg.inbound_ports_exclude {

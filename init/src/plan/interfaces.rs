@@ -2,6 +2,7 @@
 
 use super::{Context, RuleSet};
 use crate::config::InterceptionMode;
+use crate::names::{OUTPUT, PREROUTING};
 use crate::rule::Table;
 use crate::rule::spec;
 
@@ -14,8 +15,8 @@ pub(super) fn exclude_interfaces(ctx: &Context<'_>, rules: &mut RuleSet) {
     }
     for table in tables {
         for nic in nics {
-            rules.append(table, "PREROUTING", spec!["-i", nic, "-j", "RETURN"]);
-            rules.append(table, "OUTPUT", spec!["-o", nic, "-j", "RETURN"]);
+            rules.append(table, PREROUTING, spec!["-i", nic, "-j", "RETURN"]);
+            rules.append(table, OUTPUT, spec!["-o", nic, "-j", "RETURN"]);
         }
     }
 }
@@ -26,7 +27,7 @@ pub(super) fn skip_virtual_interfaces(ctx: &Context<'_>, rules: &mut RuleSet) {
     for iface in &ctx.cfg.reroute_virtual_interfaces {
         rules.insert(
             Table::Nat,
-            "PREROUTING",
+            PREROUTING,
             1,
             spec!["-i", iface, "-j", "RETURN"],
         );

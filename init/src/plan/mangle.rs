@@ -3,7 +3,7 @@
 use super::{Context, RuleSet};
 use crate::names::{
     INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6, ISTIO_DROP, ISTIO_INBOUND, LOOPBACK_IFACE,
-    LOOPBACK_V6, OUTBOUND_MARK,
+    LOOPBACK_V6, OUTBOUND_MARK, OUTPUT, PREROUTING,
 };
 use crate::rule::Table;
 use crate::rule::spec;
@@ -12,7 +12,7 @@ use crate::rule::spec;
 pub(super) fn drop_invalid(rules: &mut RuleSet) {
     rules.append(
         Table::Mangle,
-        "PREROUTING",
+        PREROUTING,
         spec!["-m", "conntrack", "--ctstate", "INVALID", "-j", ISTIO_DROP],
     );
     rules.append(Table::Mangle, ISTIO_DROP, spec!["-j", "DROP"]);
@@ -25,7 +25,7 @@ pub(super) fn marks(ctx: &Context<'_>, rules: &mut RuleSet) {
     let mark = cfg.tproxy_mark;
     rules.append(
         Table::Mangle,
-        "PREROUTING",
+        PREROUTING,
         spec![
             "-p",
             "tcp",
@@ -40,7 +40,7 @@ pub(super) fn marks(ctx: &Context<'_>, rules: &mut RuleSet) {
     );
     rules.append(
         Table::Mangle,
-        "OUTPUT",
+        OUTPUT,
         spec![
             "-p",
             "tcp",
@@ -60,35 +60,29 @@ pub(super) fn marks(ctx: &Context<'_>, rules: &mut RuleSet) {
         .map(|uid| ("--uid-owner", uid))
         .chain(cfg.proxy_gids.iter().map(|gid| ("--gid-owner", gid)));
     for (owner_flag, id) in owners {
-        rules.append_per_family(
-            Table::Mangle,
-            "OUTPUT",
-            &ctx.loopback_v4,
-            LOOPBACK_V6,
-            |lo| {
-                spec![
-                    "!",
-                    "-d",
-                    lo,
-                    "-p",
-                    "tcp",
-                    "-o",
-                    LOOPBACK_IFACE,
-                    "-m",
-                    "owner",
-                    owner_flag,
-                    id,
-                    "-j",
-                    "MARK",
-                    "--set-mark",
-                    OUTBOUND_MARK
-                ]
-            },
-        );
+        rules.append_per_family(Table::Mangle, OUTPUT, &ctx.loopback_v4, LOOPBACK_V6, |lo| {
+            spec![
+                "!",
+                "-d",
+                lo,
+                "-p",
+                "tcp",
+                "-o",
+                LOOPBACK_IFACE,
+                "-m",
+                "owner",
+                owner_flag,
+                id,
+                "-j",
+                "MARK",
+                "--set-mark",
+                OUTBOUND_MARK
+            ]
+        });
     }
     rules.append(
         Table::Mangle,
-        "OUTPUT",
+        OUTPUT,
         spec![
             "-p",
             "tcp",

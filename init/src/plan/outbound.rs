@@ -4,7 +4,7 @@ use super::{Context, RuleSet};
 use crate::config::OwnerGroups;
 use crate::names::{
     DNS_PORT, INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6, ISTIO_IN_REDIRECT, ISTIO_OUTPUT,
-    ISTIO_REDIRECT, LOOPBACK_IFACE, LOOPBACK_V6,
+    ISTIO_REDIRECT, LOOPBACK_IFACE, LOOPBACK_V6, OUTPUT, PREROUTING,
 };
 use crate::rule::Table;
 use crate::rule::spec;
@@ -13,7 +13,7 @@ use crate::rule::spec;
 /// GID, and the owner-group filter.
 pub(super) fn owner_rules(ctx: &Context<'_>, rules: &mut RuleSet) {
     let cfg = ctx.cfg;
-    rules.append(Table::Nat, "OUTPUT", spec!["-j", ISTIO_OUTPUT]);
+    rules.append(Table::Nat, OUTPUT, spec!["-j", ISTIO_OUTPUT]);
     for port in &cfg.outbound_ports_exclude {
         rules.append(
             Table::Nat,
@@ -188,7 +188,7 @@ pub(super) fn destination_rules(ctx: &Context<'_>, rules: &mut RuleSet) {
         for iface in ifaces {
             rules.insert(
                 Table::Nat,
-                "PREROUTING",
+                PREROUTING,
                 1,
                 spec!["-i", iface, "-j", ISTIO_REDIRECT],
             );
@@ -199,7 +199,7 @@ pub(super) fn destination_rules(ctx: &Context<'_>, rules: &mut RuleSet) {
         for iface in ifaces {
             rules.insert_v4(
                 Table::Nat,
-                "PREROUTING",
+                PREROUTING,
                 1,
                 spec!["-i", iface, "-d", net, "-j", ISTIO_REDIRECT],
             );
@@ -214,7 +214,7 @@ pub(super) fn destination_rules(ctx: &Context<'_>, rules: &mut RuleSet) {
         for iface in ifaces {
             rules.insert_v6(
                 Table::Nat,
-                "PREROUTING",
+                PREROUTING,
                 1,
                 spec!["-i", iface, "-d", net, "-j", ISTIO_REDIRECT],
             );
