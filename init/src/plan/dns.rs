@@ -4,8 +4,7 @@ use super::{Context, RuleSet};
 use crate::names::{
     DNS_CAPTURE_PORT, DNS_PORT, ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_OUTPUT_DNS, OUTPUT, PREROUTING,
 };
-use crate::rule::Table;
-use crate::rule::spec;
+use crate::rule::{Table, spec};
 
 /// Adds the nat redirect and the raw conntrack-zone rules (called only when DNS capture is on).
 pub(super) fn redirect(ctx: &Context<'_>, rules: &mut RuleSet) {

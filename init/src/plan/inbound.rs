@@ -6,8 +6,7 @@ use crate::names::{
     ISTIO_DIVERT, ISTIO_IN_REDIRECT, ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_TPROXY, LOOPBACK_V6,
     PREROUTING,
 };
-use crate::rule::Table;
-use crate::rule::spec;
+use crate::rule::{Table, spec};
 
 /// The tunnel-port exemption and the two REDIRECT chains, always present in nat.
 pub(super) fn base_chains(ctx: &Context<'_>, rules: &mut RuleSet) {

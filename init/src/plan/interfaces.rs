@@ -3,8 +3,7 @@
 use super::{Context, RuleSet};
 use crate::config::InterceptionMode;
 use crate::names::{OUTPUT, PREROUTING};
-use crate::rule::Table;
-use crate::rule::spec;
+use crate::rule::{Table, spec};
 
 /// `-c`: traffic in or out of these NICs is never captured (nat, and mangle in TPROXY mode).
 pub(super) fn exclude_interfaces(ctx: &Context<'_>, rules: &mut RuleSet) {

@@ -5,8 +5,7 @@ use crate::names::{
     INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6, ISTIO_DROP, ISTIO_INBOUND, LOOPBACK_IFACE,
     LOOPBACK_V6, OUTBOUND_MARK, OUTPUT, PREROUTING,
 };
-use crate::rule::Table;
-use crate::rule::spec;
+use crate::rule::{Table, spec};
 
 /// `--drop-invalid`: drop out-of-window packets instead of letting them reset the connection.
 pub(super) fn drop_invalid(rules: &mut RuleSet) {

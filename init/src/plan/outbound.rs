@@ -6,8 +6,7 @@ use crate::names::{
     DNS_PORT, INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6, ISTIO_IN_REDIRECT, ISTIO_OUTPUT,
     ISTIO_REDIRECT, LOOPBACK_IFACE, LOOPBACK_V6, OUTPUT, PREROUTING,
 };
-use crate::rule::Table;
-use crate::rule::spec;
+use crate::rule::{Table, spec};
 
 /// The OUTPUT jump, `-o` port exclusions, the passthrough source, one rule trio per UID and per
 /// GID, and the owner-group filter.
