@@ -92,6 +92,18 @@ fn rules_and_chains(save: &str) -> Vec<String> {
     out
 }
 
+/// Both families' rules and chains as the given save tools print them.
+fn snapshot_with(ns: &Netns, save4: &str, save6: &str) -> (Vec<String>, Vec<String>) {
+    (
+        rules_and_chains(&ns.save(save4)),
+        rules_and_chains(&ns.save(save6)),
+    )
+}
+
+fn snapshot(ns: &Netns) -> (Vec<String>, Vec<String>) {
+    snapshot_with(ns, "iptables-save", "ip6tables-save")
+}
+
 #[test]
 fn applies_the_default_rules() {
     let ns = Netns::new("apply");
@@ -212,10 +224,7 @@ fn cleanup_only_removes_ours_and_nothing_else() {
             "RETURN",
         ],
     );
-    let (v4, v6) = (
-        rules_and_chains(&ns.save("iptables-save")),
-        rules_and_chains(&ns.save("ip6tables-save")),
-    );
+    let before = snapshot(&ns);
     assert_ok(&ns.outrigger(EVERYTHING, &[]), "apply");
     assert!(
         ns.save("iptables-save").contains("eth9")
@@ -235,8 +244,7 @@ fn cleanup_only_removes_ours_and_nothing_else() {
             "a built-in-chain rule of ours is left:\n{save}"
         );
     }
-    assert_eq!(rules_and_chains(&after4), v4, "foreign IPv4 state changed");
-    assert_eq!(rules_and_chains(&after6), v6, "foreign IPv6 state changed");
+    assert_eq!(snapshot(&ns), before, "foreign state changed");
 }
 
 #[test]
@@ -301,7 +309,7 @@ fn failing_restore_changes_nothing() {
         let mut old = SIDECAR.to_vec();
         old.push(&force);
         assert_ok(&ns.outrigger(&old, &[]), "the previous rules");
-        let (v4, v6) = (ns.save(save), ns.save(save6));
+        let before = snapshot_with(&ns, save, save6);
         // TPROXY writes mangle before nat: with legacy, mangle commits before nat fails.
         let mut new = EVERYTHING.to_vec();
         new.extend([force.as_str(), "--reconcile"]);
@@ -316,14 +324,9 @@ fn failing_restore_changes_nothing() {
             stderr(&out)
         );
         assert_eq!(
-            rules_and_chains(&ns.save(save)),
-            rules_and_chains(&v4),
-            "{backend}: IPv4 rules changed"
-        );
-        assert_eq!(
-            rules_and_chains(&ns.save(save6)),
-            rules_and_chains(&v6),
-            "{backend}: IPv6 rules changed"
+            snapshot_with(&ns, save, save6),
+            before,
+            "{backend}: rules changed"
         );
     }
 }
@@ -334,7 +337,7 @@ fn route_failure_rolls_back_the_rules() {
     // With IPv6 disabled, adding ::6/128 to lo fails after the rules are in.
     let disable = "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6";
     ns.exec_ok("sh", &["-c", disable]);
-    let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
+    let before = snapshot(&ns);
     let out = ns.outrigger(EVERYTHING, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -342,14 +345,7 @@ fn route_failure_rolls_back_the_rules() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(
-        rules_and_chains(&ns.save("iptables-save")),
-        rules_and_chains(&v4)
-    );
-    assert_eq!(
-        rules_and_chains(&ns.save("ip6tables-save")),
-        rules_and_chains(&v6)
-    );
+    assert_eq!(snapshot(&ns), before);
 }
 
 #[test]
@@ -461,17 +457,28 @@ fn connect_from(ns: &Netns, target: SocketAddrV4) {
     .expect("client thread");
 }
 
+/// Connects from `from` to `target` while `at` listens on `port`; returns what `at` accepted:
+/// peer, original destination and the bytes sent.
+fn redirected(
+    at: &Netns,
+    port: u16,
+    from: &Netns,
+    target: SocketAddrV4,
+) -> (SocketAddr, SocketAddrV4, String) {
+    let listener = listen_in(at, port, Duration::from_secs(5));
+    connect_from(from, target);
+    listener
+        .join()
+        .expect("listener thread")
+        .unwrap_or_else(|| panic!("no connection to {target} arrived at port {port}"))
+}
+
 #[test]
 fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
     let pair = Pair::new();
     assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
-    let listener = listen_in(&pair.pod, 15006, Duration::from_secs(5));
     let target = SocketAddrV4::new(pair.pod_ip, 8080);
-    connect_from(&pair.client, target);
-    let (peer, orig, data) = listener
-        .join()
-        .expect("listener thread")
-        .expect("a connection arrived at 15006");
+    let (peer, orig, data) = redirected(&pair.pod, 15006, &pair.client, target);
     assert_eq!(orig, target);
     assert_eq!(peer.ip(), std::net::IpAddr::V4(pair.client_ip));
     assert_eq!(data, "hello");
@@ -481,13 +488,8 @@ fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
 fn outbound_traffic_arrives_at_15001_with_its_original_destination() {
     let pair = Pair::new();
     assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
-    let listener = listen_in(&pair.pod, 15001, Duration::from_secs(5));
     let target = SocketAddrV4::new(pair.client_ip, 9090);
-    connect_from(&pair.pod, target);
-    let (_, orig, data) = listener
-        .join()
-        .expect("listener thread")
-        .expect("a connection arrived at 15001");
+    let (_, orig, data) = redirected(&pair.pod, 15001, &pair.pod, target);
     assert_eq!(orig, target);
     assert_eq!(data, "hello");
 }
@@ -595,20 +597,13 @@ fn ipv6_rules_are_applied_with_ip6tables() {
 #[test]
 fn failing_rule_in_a_fresh_namespace_leaves_it_empty() {
     let ns = Netns::new("freshfail");
-    let (v4, v6) = (ns.save("iptables-save"), ns.save("ip6tables-save"));
+    let before = snapshot(&ns);
     let out = ns.outrigger(
         EVERYTHING,
         &[("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz")],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(
-        rules_and_chains(&ns.save("iptables-save")),
-        rules_and_chains(&v4)
-    );
-    assert_eq!(
-        rules_and_chains(&ns.save("ip6tables-save")),
-        rules_and_chains(&v6)
-    );
+    assert_eq!(snapshot(&ns), before);
 }
 
 /// Changing the configuration over existing rules is stale state: refused, nothing changed
@@ -797,12 +792,7 @@ fn dns_to_the_resolv_conf_server_is_redirected_to_15053() {
         "UDP DNS was not redirected"
     );
 
-    let tcp = listen_in(&pair.pod, 15053, Duration::from_secs(5));
-    connect_from(&pair.pod, server);
-    let (_, orig, data) = tcp
-        .join()
-        .expect("tcp thread")
-        .expect("TCP DNS arrived at 15053");
+    let (_, orig, data) = redirected(&pair.pod, 15053, &pair.pod, server);
     assert_eq!(orig, server);
     assert_eq!(data, "hello");
 }
