@@ -121,8 +121,15 @@ pub fn parse_certified_key(
 pub struct ReloadingResolver {
     paths: CertPaths,
     current: ArcSwap<CertifiedKey>,
-    /// The PEM bytes behind `current`, to skip reloads that change nothing.
-    loaded: Mutex<(Vec<u8>, Vec<u8>)>,
+    /// The PEM bytes behind `current` and the last refused ones, to skip reloads that change
+    /// nothing (and to report a broken pair once, not on every event).
+    files: Mutex<Files>,
+}
+
+#[derive(Default)]
+struct Files {
+    loaded: (Vec<u8>, Vec<u8>),
+    refused: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for ReloadingResolver {
@@ -142,7 +149,10 @@ impl ReloadingResolver {
         Ok(ReloadingResolver {
             paths,
             current: ArcSwap::from_pointee(key),
-            loaded: Mutex::new((cert_pem, key_pem)),
+            files: Mutex::new(Files {
+                loaded: (cert_pem, key_pem),
+                refused: None,
+            }),
         })
     }
 
@@ -151,18 +161,28 @@ impl ReloadingResolver {
     }
 
     /// Re-read the files. `Ok(true)` if a new certificate is now served, `Ok(false)` if the
-    /// files did not change; on error the previous certificate stays in service.
+    /// files did not change (or are the pair already refused); on error the previous
+    /// certificate stays in service.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let cert_pem = read(&self.paths.cert)?;
-        let key_pem = read(&self.paths.key)?;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.0 == cert_pem && loaded.1 == key_pem {
+        let pair = (read(&self.paths.cert)?, read(&self.paths.key)?);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.loaded == pair || files.refused.as_ref() == Some(&pair) {
             return Ok(false);
         }
-        let key = parse_certified_key(&self.paths, &cert_pem, &key_pem)?;
-        self.current.store(Arc::new(key));
-        *loaded = (cert_pem, key_pem);
-        Ok(true)
+        match parse_certified_key(&self.paths, &pair.0, &pair.1) {
+            Ok(key) => {
+                self.current.store(Arc::new(key));
+                *files = Files {
+                    loaded: pair,
+                    refused: None,
+                };
+                Ok(true)
+            }
+            Err(error) => {
+                files.refused = Some(pair);
+                Err(error)
+            }
+        }
     }
 
     /// The certificate chain currently served (leaf first).
@@ -224,6 +244,11 @@ mod tests {
         std::fs::write(&paths.key, b"garbage").unwrap();
         let err = resolver.reload().unwrap_err();
         assert!(matches!(err, TlsError::BadKey { .. }), "{err}");
+        assert_eq!(resolver.current_chain(), second);
+        assert!(
+            !resolver.reload().unwrap(),
+            "the same broken pair is refused once"
+        );
         assert_eq!(resolver.current_chain(), second);
     }
 
