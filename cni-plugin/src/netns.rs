@@ -75,6 +75,10 @@ mod tests {
 
     #[test]
     fn own_namespace_runs_the_closure_and_leaves_the_caller_alone() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "setns needs CAP_SYS_ADMIN: run this test as root (CI does)"
+        );
         let before = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         let inside = run_in(Path::new("/proc/self/ns/net"), || {
             std::fs::read_link("/proc/thread-self/ns/net").unwrap()

@@ -15,7 +15,7 @@ struct Chain {
     netns_path: std::path::PathBuf,
     container_id: String,
     _bridge: HostLink,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Chain {
@@ -43,7 +43,7 @@ impl Chain {
             netns_path,
             container_id: unique("ctr"),
             _bridge: HostLink { name: bridge },
-            _dir: dir,
+            dir,
         }
     }
 
@@ -131,6 +131,12 @@ fn add_installs_rules_and_passes_the_result_through_for_every_version() {
                 .contains(ip)
         );
         assert_captured(&chain.ns);
+        let log = std::fs::read_to_string(chain.dir.path().join("outrigger-cni.log"))
+            .expect("plugin log file");
+        assert!(
+            log.contains("capture rules installed"),
+            "log file lacks the ADD record:\n{log}"
+        );
         // CHECK (0.4.0+) and DEL, twice, succeed.
         if version != "0.3.1" {
             runtime::invoke(&sandbox, "CHECK", "outrigger-cni", &{

@@ -132,11 +132,11 @@ fn installs_keeps_the_chain_and_uninstalls_on_sigterm() {
     )
     .expect("rewrite");
     wait_for("entry re-inserted", || ends_with_us(&read_json(&list)));
-    let (_, metrics) = http_get(port, "/metrics").expect("metrics");
-    assert!(
-        metrics.contains("outrigger_cni_chain_insertions_total 2"),
-        "{metrics}"
-    );
+    // The counter is bumped right after the write the test just saw.
+    wait_for("two insertions counted", || {
+        http_get(port, "/metrics")
+            .is_some_and(|(_, text)| text.contains("outrigger_cni_chain_insertions_total 2"))
+    });
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(running.0.id() as i32),

@@ -216,7 +216,10 @@ async fn agent_waits_repairs_rotates_and_cleans_up() {
         conflist::chain_is_correct(&read_json(&path), &entry)
     })
     .await;
-    assert!(metrics.chain_insertions.get() >= 2);
+    wait_for("second insertion counted", || {
+        metrics.chain_insertions.get() >= 2
+    })
+    .await;
 
     // The token rotates: the kubeconfig follows.
     fs::write(&h.token, "token-2").unwrap();
