@@ -223,7 +223,7 @@ impl Config {
         let pod: Value = serde_json::from_str(SAMPLE_POD)
             .map_err(|e| ConfigError(format!("embedded sample pod is not valid JSON: {e}")))?;
         for name in self.inner.templates.names() {
-            super::render_for_test(&pod, self, &name).map_err(|e| {
+            super::pipeline::render_for_test(&pod, self, &name).map_err(|e| {
                 ConfigError(format!(
                     "{CONFIG_FILE}: templates.{name}: test render failed: {e}"
                 ))

@@ -91,18 +91,21 @@ fn label_value(v: &str) -> String {
     cut.trim_matches(['-', '_', '.']).to_owned()
 }
 
-/// Sets kubectl's default container annotations to the first app container, if absent.
-pub(crate) fn add_default_container(anns: &mut Map<String, Value>, pod: &Value) {
-    let first = pod["spec"]["containers"]
+/// The first container that is not the proxy.
+pub(crate) fn first_app_container(pod: &Value) -> Option<String> {
+    pod["spec"]["containers"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|c| c["name"].as_str())
-        .find(|n| *n != PROXY_CONTAINER);
-    if let Some(first) = first {
-        for key in [DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER] {
-            anns.entry(key).or_insert_with(|| json!(first));
-        }
+        .find(|n| *n != PROXY_CONTAINER)
+        .map(str::to_owned)
+}
+
+/// Sets kubectl's default container annotations to `first` (the first app container), if absent.
+pub(crate) fn add_default_container(anns: &mut Map<String, Value>, first: &str) {
+    for key in [DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER] {
+        anns.entry(key).or_insert_with(|| json!(first));
     }
 }
 
@@ -169,8 +172,10 @@ mod tests {
     #[test]
     fn default_container_only_if_absent() {
         let pod = json!({"spec": {"containers": [{"name": "istio-proxy"}, {"name": "web"}, {"name": "side"}]}});
+        let first = first_app_container(&pod).unwrap();
+        assert_eq!(first, "web");
         let mut a = Map::new();
-        add_default_container(&mut a, &pod);
+        add_default_container(&mut a, &first);
         assert_eq!(
             Value::Object(a),
             json!({DEFAULT_CONTAINER: "web", DEFAULT_LOGS_CONTAINER: "web"})
@@ -179,8 +184,12 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        add_default_container(&mut a, &pod);
+        add_default_container(&mut a, &first);
         assert_eq!(a[DEFAULT_CONTAINER], "side");
         assert_eq!(a[DEFAULT_LOGS_CONTAINER], "web");
+        assert_eq!(
+            first_app_container(&json!({"spec": {"containers": [{"name": "istio-proxy"}]}})),
+            None
+        );
     }
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Config, InjectError, InjectRequest, Outcome, decide, inject, templates_for};
+use super::{Config, InjectError, InjectRequest, Outcome, decide, inject};
 
 /// A failure naming the document or object it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -254,16 +254,13 @@ pub fn check_stream(
                 templates,
                 reason,
             };
-            let d = decide(&pod, &req, config);
-            reports.push(
-                match (inject(&pod, &req, config), templates_for(&pod, config)) {
-                    (Err(e), _) | (Ok(_), Err(e)) => report("error", Vec::new(), e.to_string()),
-                    (Ok(Outcome::Skipped(r)), _) => report("skip", Vec::new(), r.message),
-                    (Ok(Outcome::Injected { templates, .. }), _) => {
-                        report("inject", templates, d.reason)
-                    }
-                },
-            );
+            reports.push(match inject(&pod, &req, config) {
+                Err(e) => report("error", Vec::new(), e.to_string()),
+                Ok(Outcome::Skipped(r)) => report("skip", Vec::new(), r.message),
+                Ok(Outcome::Injected { templates, .. }) => {
+                    report("inject", templates, decide(&pod, &req, config).reason)
+                }
+            });
         }
     }
     Ok(reports)

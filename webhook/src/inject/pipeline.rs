@@ -1,0 +1,274 @@
+//! The injection pipeline for one pod: undo an earlier injection, resolve per-pod settings,
+//! render and merge the templates, then post-process in Rust (probes, prometheus, labels,
+//! annotations, status, container order).
+
+use serde_json::{Map, Value, json};
+
+use super::config::{self, Config, ProxyConfig};
+use super::names::*;
+use super::status::{self, Status};
+use super::{
+    InjectError, InjectRequest, annotation, annotations_mut, labels, merge, probes, prometheus,
+    template,
+};
+
+/// Runs one template over the sample pod with everything after it (used at config load).
+pub(crate) fn render_for_test(
+    pod: &Value,
+    config: &Config,
+    name: &str,
+) -> Result<Value, InjectError> {
+    let req = InjectRequest {
+        namespace: "default".to_owned(),
+        ..Default::default()
+    };
+    apply(pod, &req, config, &[name.to_owned()])
+}
+
+/// Per-pod settings resolved from annotations, proxy config, values and the request.
+struct Settings {
+    proxy_config: Value,
+    typed: ProxyConfig,
+    interception_mode: String,
+    status_port: u16,
+    native: bool,
+    hold: bool,
+}
+
+fn settings(pod: &Value, req: &InjectRequest, config: &Config) -> Result<Settings, InjectError> {
+    let c = &config.inner;
+    let mut proxy_config = c
+        .mesh_raw
+        .get("defaultConfig")
+        .cloned()
+        .unwrap_or(json!({}));
+    let from_pod = annotation(pod, PROXY_CONFIG);
+    let bad = |text: &str, e: String| {
+        InjectError::InvalidAnnotations(vec![format!(
+            "invalid value '{text}' for annotation '{PROXY_CONFIG}': {e}"
+        )])
+    };
+    if let Some(text) = from_pod {
+        let over: Value = serde_yaml_ng::from_str(text).map_err(|e| bad(text, e.to_string()))?;
+        if !over.is_null() {
+            config::deep_merge(&mut proxy_config, over);
+        }
+    }
+    let typed: ProxyConfig =
+        serde_json::from_value(proxy_config.clone()).map_err(|e| match from_pod {
+            Some(text) => bad(text, e.to_string()),
+            None => InjectError::Other(format!("mesh.yaml defaultConfig: {e}")),
+        })?;
+    let interception_mode = annotation(pod, INTERCEPTION_MODE)
+        .map(str::to_owned)
+        .or_else(|| typed.interception_mode.clone())
+        .unwrap_or_else(|| "REDIRECT".to_owned());
+    let status_port = annotation(pod, STATUS_PORT)
+        .and_then(|p| p.parse().ok())
+        .or(typed.status_port)
+        .or(Some(c.values.global.proxy.status_port).filter(|p| *p != 0))
+        .unwrap_or(DEFAULT_STATUS_PORT);
+    let native = req
+        .native_sidecars
+        .or_else(|| annotation(pod, NATIVE_SIDECAR).map(|v| v == "true"))
+        .unwrap_or(c.values.global.native_sidecars);
+    let hold = typed
+        .hold_application_until_proxy_starts
+        .unwrap_or(c.values.global.proxy.hold_application_until_proxy_starts);
+    Ok(Settings {
+        proxy_config,
+        typed,
+        interception_mode,
+        status_port,
+        native,
+        hold,
+    })
+}
+
+/// Renders and merges `names` onto the pod, then post-processes.
+pub(super) fn apply(
+    original: &Value,
+    req: &InjectRequest,
+    config: &Config,
+    names: &[String],
+) -> Result<Value, InjectError> {
+    let c = &config.inner;
+    let mut pod = original.clone();
+    let previous = status::strip_previous(&mut pod).map_err(InjectError::Other)?;
+    let s = settings(&pod, req, config)?;
+    if let Some(p) = &previous.probers
+        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(p)
+    {
+        probes::restore(&mut pod, &map);
+    }
+    if let Some(anns) = annotations_mut(&mut pod) {
+        prometheus::restore(anns, previous.prometheus.as_deref(), s.status_port);
+    }
+
+    let workload = labels::workload(&pod, &req.namespace, req.workload_name.as_deref());
+    let apps: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] != PROXY_CONTAINER)
+        .collect();
+    let app_containers = apps
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let pod_ports = Value::Array(
+        apps.iter()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .collect(),
+    )
+    .to_string();
+    let revision = req
+        .revision
+        .clone()
+        .unwrap_or_else(|| c.injector.revision.clone());
+    let overlays = {
+        let ctx = template::Context {
+            pod: &pod,
+            proxy_config: &s.proxy_config,
+            mesh: &c.mesh_raw,
+            revision: &revision,
+            namespace: &req.namespace,
+            proxy_uid: c.values.global.proxy.uid,
+            proxy_gid: c.values.global.proxy.gid,
+            native_sidecar: s.native,
+            interception_mode: &s.interception_mode,
+            status_port: s.status_port,
+            cni_enabled: c.values.pilot.cni.enabled,
+            workload_name: &workload.name,
+            owner: &workload.owner,
+            app_containers: &app_containers,
+            pod_ports: &pod_ports,
+            concurrency: s.typed.concurrency,
+            drain_duration: s.typed.drain_duration.as_deref(),
+            hold_application: s.hold,
+        };
+        names
+            .iter()
+            .map(|n| {
+                c.templates
+                    .render(n, &ctx)
+                    .map_err(|reason| InjectError::Template {
+                        name: n.clone(),
+                        reason,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut record = Status {
+        revision: revision.clone(),
+        ..Default::default()
+    };
+    for overlay in &overlays {
+        record.record(overlay, &pod);
+        merge::merge(&mut pod, overlay);
+    }
+    post_process(&mut pod, req, config, &s, &workload.name, &record)?;
+    Ok(pod)
+}
+
+fn post_process(
+    pod: &mut Value,
+    req: &InjectRequest,
+    config: &Config,
+    s: &Settings,
+    workload_name: &str,
+    record: &Status,
+) -> Result<(), InjectError> {
+    let c = &config.inner;
+    let has_proxy = proxy(pod).is_some();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let rewrite = annotation(pod, REWRITE_PROBES)
+        .map(|v| v == "true")
+        .unwrap_or(c.values.sidecar_injector_webhook.rewrite_app_http_probe);
+    if rewrite && has_proxy {
+        let probers = probes::rewrite(pod, s.status_port).map_err(InjectError::Other)?;
+        if !probers.is_empty() {
+            env.push((
+                ENV_APP_PROBERS.to_owned(),
+                Value::Object(probers).to_string(),
+            ));
+        }
+    }
+    let meta = pod
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Other("the pod is not a JSON object".to_owned()))?
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    let meta = meta
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Other("metadata is not an object".to_owned()))?;
+    let anns = object_entry(meta, "annotations")?;
+    if has_proxy
+        && let Some(v) = prometheus::merge(anns, s.status_port, c.mesh.enable_prometheus_merge)
+            .map_err(InjectError::Other)?
+    {
+        env.push((ENV_PROMETHEUS_ANNOTATIONS.to_owned(), v));
+    }
+    for (k, v) in &c.injector.injected_annotations {
+        anns.insert(k.clone(), json!(v));
+    }
+    anns.insert(REVISION.to_owned(), json!(record.revision));
+    anns.insert(STATUS.to_owned(), json!(record.to_json()));
+    let labels = object_entry(meta, "labels")?;
+    labels::add_labels(labels, workload_name);
+    if let Some(first) = labels::first_app_container(pod)
+        && let Some(anns) = annotations_mut(pod)
+    {
+        labels::add_default_container(anns, &first);
+    }
+    env.extend(req.proxy_env.iter().cloned());
+    if let Some(list) = proxy_env(pod) {
+        for (name, value) in env {
+            match list.iter_mut().find(|e| e["name"] == name.as_str()) {
+                Some(e) => *e = json!({"name": name, "value": value}),
+                None => list.push(json!({"name": name, "value": value})),
+            }
+        }
+    }
+    status::order(pod, s.hold && !s.native);
+    Ok(())
+}
+
+fn object_entry<'a>(
+    m: &'a mut Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut Map<String, Value>, InjectError> {
+    let v = m.entry(key).or_insert_with(|| json!({}));
+    if v.is_null() {
+        *v = json!({});
+    }
+    v.as_object_mut()
+        .ok_or_else(|| InjectError::Other(format!("metadata.{key} is not an object")))
+}
+
+/// The injected proxy container, in containers or (native) initContainers.
+fn proxy(pod: &Value) -> Option<&Value> {
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| pod["spec"][list].as_array())
+        .flatten()
+        .find(|c| c["name"] == PROXY_CONTAINER)
+}
+
+/// The proxy container's env list (created if the container has none).
+fn proxy_env(pod: &mut Value) -> Option<&mut Vec<Value>> {
+    let spec = pod.get_mut("spec")?.as_object_mut()?;
+    let proxy = spec
+        .iter_mut()
+        .filter(|(k, _)| *k == "containers" || *k == "initContainers")
+        .filter_map(|(_, v)| v.as_array_mut())
+        .flatten()
+        .find(|c| c["name"] == PROXY_CONTAINER)?
+        .as_object_mut()?;
+    let env = proxy.entry("env").or_insert_with(|| json!([]));
+    if env.is_null() {
+        *env = json!([]);
+    }
+    env.as_array_mut()
+}
