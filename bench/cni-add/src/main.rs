@@ -1,5 +1,7 @@
 //! ADD latency of the outrigger-cni binary against a local HTTPS API server; prints p50/p90/p99.
 
+// The fake API server of the plugin's integration tests, shared by path; the benchmark uses only
+// part of its interface.
 #[path = "../../../cni-plugin/tests/integration/support/api.rs"]
 #[allow(dead_code)]
 mod api;
