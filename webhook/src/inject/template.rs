@@ -1,6 +1,9 @@
 //! Template rendering: minijinja text that renders to a YAML pod overlay, with the context
 //! (pod, values, proxy config, revision, ...) and the helper functions templates may call.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use minijinja::value::Serde;
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
 use serde::Serialize;
@@ -8,12 +11,19 @@ use serde_json::Value;
 
 use super::ConfigError;
 
+/// How many parsed overlays a configuration remembers (see [`Templates::render`]).
+const PARSED_CACHE_MAX: usize = 256;
+
 /// The compiled templates of one configuration.
 #[derive(Debug)]
 pub(crate) struct Templates {
     env: Environment<'static>,
     names: Vec<String>,
     values: JValue,
+    /// Rendered text → parsed overlay. Pods of one workload render the same text, and parsing
+    /// YAML costs more than rendering it, so replicas after the first skip the parse. Purely a
+    /// memo: the result is the same with or without it.
+    parsed: Mutex<HashMap<String, Value>>,
 }
 
 /// Everything a template can read. Field names are the template's variable names.
@@ -63,6 +73,7 @@ impl Templates {
             env,
             names,
             values: JValue::from(Serde(values)),
+            parsed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -81,13 +92,23 @@ impl Templates {
         // `values` is converted once at load; merge it in without re-serialising.
         full = minijinja::context! { values => self.values.clone(), ..full };
         let text = tmpl.render(full).map_err(|e| error_chain(&e))?;
+        if let Some(hit) = self.parsed.lock().ok().and_then(|c| c.get(&text).cloned()) {
+            return Ok(hit);
+        }
         let overlay: Value =
             serde_yaml_ng::from_str(&text).map_err(|e| format!("output is not valid YAML: {e}"))?;
-        match overlay {
-            Value::Object(_) => Ok(overlay),
-            Value::Null => Ok(Value::Object(Default::default())),
-            _ => Err("output is not a YAML mapping".to_owned()),
+        let overlay = match overlay {
+            Value::Object(_) => overlay,
+            Value::Null => Value::Object(Default::default()),
+            _ => return Err("output is not a YAML mapping".to_owned()),
+        };
+        if let Ok(mut cache) = self.parsed.lock() {
+            if cache.len() >= PARSED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(text, overlay.clone());
         }
+        Ok(overlay)
     }
 }
 
