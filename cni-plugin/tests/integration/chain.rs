@@ -47,6 +47,19 @@ impl Chain {
         }
     }
 
+    /// Gives the bridge an IPv6 range too, so the pod gets both families.
+    fn dual_stack(mut self) -> Self {
+        let v4 = self.list["plugins"][0]["ipam"]["ranges"][0].clone();
+        let n = unique_subnet()
+            .split('.')
+            .nth(2)
+            .expect("octet")
+            .to_string();
+        let v6 = json!([{"subnet": format!("fd00:{:x}:{n}::/64", std::process::id() % 0xffff)}]);
+        self.list["plugins"][0]["ipam"]["ranges"] = json!([v4, v6]);
+        self
+    }
+
     fn sandbox(&self, cni_args: &str) -> Sandbox<'_> {
         Sandbox {
             container_id: self.container_id.clone(),
@@ -259,6 +272,59 @@ fn api_server_errors_are_retried_until_it_answers() {
         3,
         "two failures and one success: {:?}",
         api.requests()
+    );
+    assert_captured(&chain.ns);
+}
+
+#[test]
+fn dual_stack_pod_gets_ipv6_rules_detected_inside_its_namespace() {
+    let api = FakeApiServer::start();
+    let pod = unique_pod(|p| {
+        p["spec"]["containers"][1]["env"]
+            .as_array_mut()
+            .expect("env")
+            .push(json!({"name": "ISTIO_DUAL_STACK", "value": "true"}))
+    });
+    api.add_pod(pod.clone());
+    let chain = Chain::new(&api, "1.0.0").dual_stack();
+    let sandbox = chain.sandbox(&pod_args(&pod));
+    let results =
+        runtime::add(&chain.list, &sandbox).unwrap_or_else(|f| panic!("ADD failed: {f:?}"));
+    assert_eq!(results[1], results[0]);
+    assert_eq!(
+        results[1]["ips"].as_array().expect("ips").len(),
+        2,
+        "{}",
+        results[1]
+    );
+    let v6_rules: String = ["ip6tables-nft-save", "ip6tables-legacy-save"]
+        .iter()
+        .map(|tool| chain.ns.exec(&[tool]))
+        .collect();
+    assert!(
+        v6_rules.contains(":ISTIO_OUTPUT") && v6_rules.contains("--to-ports 15001"),
+        "no IPv6 rules:\n{v6_rules}"
+    );
+    assert_captured(&chain.ns);
+    runtime::del(&chain.list, &sandbox, Some(&results[1]))
+        .unwrap_or_else(|f| panic!("DEL failed: {f:?}"));
+}
+
+#[test]
+fn ipv4_only_pod_gets_no_ipv6_rules() {
+    let api = FakeApiServer::start();
+    let pod = unique_pod(|_| {});
+    api.add_pod(pod.clone());
+    let chain = Chain::new(&api, "1.0.0");
+    let sandbox = chain.sandbox(&pod_args(&pod));
+    runtime::add(&chain.list, &sandbox).unwrap_or_else(|f| panic!("ADD failed: {f:?}"));
+    let v6_rules: String = ["ip6tables-nft-save", "ip6tables-legacy-save"]
+        .iter()
+        .map(|tool| chain.ns.exec(&[tool]))
+        .collect();
+    assert!(
+        !v6_rules.contains("ISTIO"),
+        "IPv6 rules in an IPv4-only pod:\n{v6_rules}"
     );
     assert_captured(&chain.ns);
 }
