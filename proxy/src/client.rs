@@ -59,9 +59,7 @@ pub async fn connect(
     }
     .map_err(|e| ClientError::Connect(target, e))?;
     if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(|e| ClientError::Bind(ip, e))?;
+        crate::inbound::bind_source(&socket, ip).map_err(|e| ClientError::Bind(ip, e))?;
     }
     socket
         .connect(target)

@@ -2,7 +2,7 @@
 //! original destination, loop check, upstream connect (with timeout), relay, metrics, logs.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ async fn connect(
     }
     .map_err(other)?;
     if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0)).map_err(other)?;
+        inbound::bind_source(&socket, ip).map_err(other)?;
     }
     match tokio::time::timeout(timeout, socket.connect(orig_dst.0)).await {
         Ok(Ok(stream)) => Ok(stream),
