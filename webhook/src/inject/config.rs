@@ -1,6 +1,14 @@
 //! The injector configuration: `config.yaml`, `values.yaml` and `mesh.yaml` parsed into typed
 //! structs, user files deep-merged over the embedded defaults, templates compiled and
 //! test-rendered at load time.
+//!
+//! Choices beyond DESIGN.md: `values.yaml` and `mesh.yaml` are deep-merged over the embedded
+//! defaults (maps merge, anything else replaces), so a file only needs the keys it changes;
+//! `config.yaml` is taken as written (unknown keys are refused) and, without a `templates` key,
+//! uses the shipped templates. Values added to Istio's names: `global.proxy.uid`/`gid` (1337),
+//! `global.nativeSidecars`, `global.proxy.includeOutboundPorts`. The status port comes from the
+//! pod annotation, else mesh `defaultConfig.statusPort`, else `global.proxy.statusPort`;
+//! holdApplicationUntilProxyStarts from the proxy config (mesh + pod annotation), else values.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

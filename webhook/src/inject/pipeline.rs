@@ -206,7 +206,7 @@ fn post_process(
     let anns = object_entry(meta, "annotations")?;
     if has_proxy
         && let Some(v) = prometheus::merge(anns, s.status_port, c.mesh.enable_prometheus_merge)
-            .map_err(InjectError::Other)?
+            .map_err(|e| InjectError::InvalidAnnotations(vec![e]))?
     {
         env.push((ENV_PROMETHEUS_ANNOTATIONS.to_owned(), v));
     }

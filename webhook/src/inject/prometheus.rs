@@ -43,12 +43,15 @@ pub(crate) fn merge(
     if user.get("scrape").and_then(Value::as_str) == Some("false") {
         return Ok(None);
     }
-    if let Some(p) = user.get("port").and_then(Value::as_str) {
-        let n = validate::port(p).map_err(|e| format!("annotation {}: {e}", canonical("port")))?;
+    let port_key = anns.keys().find(|k| field_of(k) == Some("port"));
+    if let (Some(key), Some(p)) = (port_key, user.get("port").and_then(Value::as_str)) {
+        let invalid =
+            |reason: String| format!("invalid value '{p}' for annotation '{key}': {reason}");
+        let n = validate::port(p).map_err(invalid)?;
         if RESERVED_PORTS.contains(&n) {
-            return Err(format!(
-                "annotation {} is '{p}', a port reserved by the proxy; serve the app's metrics on another port",
-                canonical("port")
+            return Err(invalid(
+                "the port is reserved by the proxy; serve the app's metrics on another port"
+                    .to_owned(),
             ));
         }
     }
@@ -168,7 +171,16 @@ mod tests {
     fn reserved_port_is_an_error() {
         let mut a = anns(json!({"prometheus.io/port": "15090"}));
         let e = merge(&mut a, 15020, true).unwrap_err();
-        assert!(e.contains("'15090', a port reserved by the proxy"), "{e}");
+        assert_eq!(
+            e,
+            "invalid value '15090' for annotation 'prometheus.io/port': the port is reserved by the proxy; serve the app's metrics on another port"
+        );
+        let mut a = anns(json!({"prometheus.io.port": "http"}));
+        let e = merge(&mut a, 15020, true).unwrap_err();
+        assert_eq!(
+            e,
+            "invalid value 'http' for annotation 'prometheus.io.port': 'http' is not a port number (1-65535)"
+        );
         assert_eq!(a.len(), 1, "nothing changed on error");
     }
 

@@ -35,6 +35,7 @@ fn invalid_annotations_are_reported_together() {
     );
     let reserved = annotate(web(), &[("prometheus.io/port", "15020")]);
     let e = inject(&reserved, &req(), &Config::embedded().unwrap()).unwrap_err();
+    assert_eq!(e.label(), "invalid_annotation");
     assert!(e.to_string().contains("reserved by the proxy"), "{e}");
     let probe = {
         let mut p = web();
