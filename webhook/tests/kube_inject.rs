@@ -296,11 +296,17 @@ fn bad_configuration_is_refused_naming_the_file() {
     let missing = kube_inject(&["-f", "/nonexistent/x.yaml"], None);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("reading /nonexistent/x.yaml"));
-    let broken = kube_inject(&["-f", "-"], Some("kind: ConfigMap\n---\nkind: [unclosed\n"));
+    let broken = kube_inject(
+        &["-f", "-"],
+        Some("kind: ConfigMap\n---\nkind: [unclosed\n"),
+    );
     assert_eq!(broken.status.code(), Some(1));
     assert!(broken.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&broken.stderr);
-    assert!(stderr.starts_with("kube-inject: document 2: not valid YAML: "), "{stderr}");
+    assert!(
+        stderr.starts_with("kube-inject: document 2: not valid YAML: "),
+        "{stderr}"
+    );
     let none = kube_inject(&[], None);
     assert!(String::from_utf8_lossy(&none.stderr).contains("no input"));
 }
