@@ -112,3 +112,58 @@ async fn existing_certificates_are_reused() {
         .await
         .expect("old CA still trusted");
 }
+
+/// kube-apiserver talks HTTP/2 to webhooks when ALPN offers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_http2_negotiated_by_alpn() {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::body::Bytes;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let injector = Injector::start(&["--self-signed-dir", certs.to_str().expect("utf-8 path")]);
+    let client = Client::trusting_h2(&certs.join("ca.crt"));
+    let tls = client
+        .connect_raw(injector.addr)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "server picked h2"
+    );
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let review = pod_review();
+    let mut pending = Vec::new();
+    // Several streams at once on the one connection.
+    for _ in 0..4 {
+        let request =
+            hyper::Request::post(format!("https://localhost:{}/inject", injector.addr.port()))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::to_vec(&review).expect("json"),
+                )))
+                .expect("request");
+        pending.push(sender.send_request(request));
+    }
+    for response in futures::future::join_all(pending).await {
+        let response = response.expect("response");
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let pod = apply_patch(&review["request"]["object"], &v["response"]);
+        assert!(container_names(&pod, "containers").contains(&"istio-proxy".to_owned()));
+    }
+}

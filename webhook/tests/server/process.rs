@@ -176,6 +176,16 @@ impl Client {
         }
     }
 
+    /// The same client offering only HTTP/2 in ALPN (what kube-apiserver negotiates).
+    pub fn trusting_h2(ca_file: &Path) -> Client {
+        let plain = Client::trusting(ca_file);
+        let mut config = rustls::ClientConfig::clone(plain.connector.config());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Client {
+            connector: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
     /// A TLS stream without HTTP on top, for hand-written requests.
     pub async fn connect_raw(
         &self,
