@@ -55,26 +55,53 @@ fn publish(dir: &Path, version: &str, cert: &str, key: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_under_load_loses_nothing() {
+/// An injector serving from a Kubernetes-style Secret directory, and a client trusting its CA.
+struct Served {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    secret: std::path::PathBuf,
+    injector: Injector,
+    client: Client,
+    /// The key of the first serving certificate.
+    first_key: String,
+}
+
+fn serve_from_secret() -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new();
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, &pki.ca_pem).expect("write CA");
     let secret = dir.path().join("secret");
     std::fs::create_dir(&secret).expect("secret dir");
-    let (cert1, key1) = pki.issue();
-    publish(&secret, "..v1", &cert1, &key1);
-
-    let cert_arg = secret.join("tls.crt");
-    let key_arg = secret.join("tls.key");
+    let (cert, key) = pki.issue();
+    publish(&secret, "..v1", &cert, &key);
+    let (cert_arg, key_arg) = (secret.join("tls.crt"), secret.join("tls.key"));
     let injector = Injector::start(&[
         "--tls-cert",
         cert_arg.to_str().expect("utf-8 path"),
         "--tls-key",
         key_arg.to_str().expect("utf-8 path"),
     ]);
-    let client = Client::trusting(&ca_file);
+    Served {
+        client: Client::trusting(&ca_file),
+        _dir: dir,
+        pki,
+        secret,
+        injector,
+        first_key: key,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_loses_nothing() {
+    let Served {
+        _dir,
+        pki,
+        secret,
+        injector,
+        client,
+        first_key: _,
+    } = serve_from_secret();
     let first_leaf = client
         .connect(injector.addr)
         .await
@@ -164,23 +191,14 @@ async fn rotation_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_rotation_keeps_the_old_certificate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::new();
-    let ca_file = dir.path().join("ca.crt");
-    std::fs::write(&ca_file, &pki.ca_pem).expect("write CA");
-    let secret = dir.path().join("secret");
-    std::fs::create_dir(&secret).expect("secret dir");
-    let (cert1, key1) = pki.issue();
-    publish(&secret, "..v1", &cert1, &key1);
-    let cert_arg = secret.join("tls.crt");
-    let key_arg = secret.join("tls.key");
-    let injector = Injector::start(&[
-        "--tls-cert",
-        cert_arg.to_str().expect("utf-8 path"),
-        "--tls-key",
-        key_arg.to_str().expect("utf-8 path"),
-    ]);
-    let client = Client::trusting(&ca_file);
+    let Served {
+        _dir,
+        pki,
+        secret,
+        injector,
+        client,
+        first_key: key1,
+    } = serve_from_secret();
     let before = client
         .connect(injector.addr)
         .await
