@@ -83,6 +83,10 @@ impl Drop for Server {
 }
 
 impl Server {
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        report::cpu_time(self.child.id())
+    }
+
     /// Peak resident set size (VmHWM) in KiB.
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         report::vm_hwm_kib(self.child.id())
@@ -209,22 +213,27 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         client
             .closed_loop(server.addr, &body, args.connections, Duration::from_secs(1))
             .await?;
-        let run = client
+        let cpu_before = server.cpu_time()?;
+        let mut run = client
             .closed_loop(server.addr, &body, args.connections, duration)
             .await?;
+        run.server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
         rows.push((server.name, "max throughput", run));
     }
-    let fixed = client
+    let cpu_before = injector.cpu_time()?;
+    let mut fixed = client
         .fixed_rate(injector.addr, &body, args.connections, args.rate, duration)
         .await?;
+    fixed.server_cpu = injector.cpu_time()?.saturating_sub(cpu_before);
     rows.push((injector.name, "fixed rate", fixed));
 
     report::print(&rows);
     let limit = rows[0].2.throughput();
     let ours = rows[1].2.throughput();
     println!(
-        "throughput ratio injector/canned: {:.2} (target >= 0.60)",
-        ours / limit
+        "throughput ratio injector/canned: {:.2} (target >= 0.60); CPU per request ratio canned/injector: {:.2}",
+        ours / limit,
+        rows[0].2.cpu_per_request().as_secs_f64() / rows[1].2.cpu_per_request().as_secs_f64()
     );
     println!(
         "p99 at {} req/s with {} connections: {:.2} ms (target <= 5 ms)",

@@ -9,6 +9,8 @@ pub struct Run {
     /// Sorted latencies.
     pub latencies: Vec<Duration>,
     pub errors: u64,
+    /// CPU time (user + system) the server spent during the run.
+    pub server_cpu: Duration,
 }
 
 impl Run {
@@ -18,6 +20,16 @@ impl Run {
             elapsed,
             latencies,
             errors,
+            server_cpu: Duration::ZERO,
+        }
+    }
+
+    /// Server CPU time per answered request: comparable even when other processes compete
+    /// for the cores.
+    pub fn cpu_per_request(&self) -> Duration {
+        match u32::try_from(self.latencies.len()) {
+            Ok(n) if n > 0 => self.server_cpu / n,
+            _ => Duration::ZERO,
         }
     }
 
@@ -43,12 +55,12 @@ fn ms(d: Duration) -> String {
 /// Print one line per run.
 pub fn print(rows: &[(&str, &str, Run)]) {
     println!(
-        "{:<10} {:<15} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "server", "run", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
+        "{:<10} {:<15} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12}",
+        "server", "run", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "cpu us/req"
     );
     for (server, run_name, run) in rows {
         println!(
-            "{:<10} {:<15} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "{:<10} {:<15} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12.0}",
             server,
             run_name,
             run.throughput(),
@@ -56,9 +68,30 @@ pub fn print(rows: &[(&str, &str, Run)]) {
             ms(run.percentile(99.0)),
             ms(run.percentile(99.9)),
             ms(run.latencies.last().copied().unwrap_or_default()),
-            run.errors
+            run.errors,
+            run.cpu_per_request().as_secs_f64() * 1e6
         );
     }
+}
+
+/// User + system CPU time of a process so far (`/proc/<pid>/stat` fields 14 and 15, in
+/// USER_HZ = 100 ticks per second, which Linux uses for every /proc interface).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("malformed /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// `VmHWM` of a process, in KiB.
@@ -88,6 +121,17 @@ mod tests {
         assert_eq!(run.percentile(99.9), Duration::from_micros(999));
         assert_eq!(run.percentile(100.0), Duration::from_micros(1000));
         assert_eq!(Run::default().percentile(99.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn reads_own_cpu_time() {
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(60) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(cpu_time(std::process::id()).unwrap() >= Duration::from_millis(30));
     }
 
     #[test]
