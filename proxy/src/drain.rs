@@ -224,7 +224,7 @@ mod tests {
                 let signal = async {
                     let _ = signal_rx.await;
                 };
-                coordinate(&lifecycle, requests, signal, timing(200, 600), &tracker).await
+                coordinate(&lifecycle, requests, signal, timing(1000, 1500), &tracker).await
             })
         };
         signal_tx.send(()).unwrap();
@@ -237,7 +237,7 @@ mod tests {
         lifecycle.accept_token().cancelled().await;
         let stop_accepting = started.elapsed();
         assert!(
-            stop_accepting >= Duration::from_millis(200),
+            stop_accepting >= Duration::from_millis(1000),
             "{stop_accepting:?}"
         );
         assert!(
@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(run.await.unwrap(), Ended::Signal);
         let total = started.elapsed();
         assert!(
-            total >= Duration::from_millis(600),
+            total >= Duration::from_millis(1500),
             "closed at grace: {total:?}"
         );
         assert!(connection.is_finished());

@@ -230,8 +230,8 @@ async fn sigterm_drains_then_closes_open_connections_at_the_grace() {
         }
     });
     let args = RunArgs {
-        drain_duration: Some(Duration::from_millis(300)),
-        termination_grace: Some(Duration::from_millis(900)),
+        drain_duration: Some(Duration::from_millis(1500)),
+        termination_grace: Some(Duration::from_millis(2500)),
         ..RunArgs::default()
     };
     let mut proxy = start_proxy(fixed(upstream), args).await;
@@ -252,7 +252,7 @@ async fn sigterm_drains_then_closes_open_connections_at_the_grace() {
         .expect("closed by the grace");
     assert!(matches!(closed, Ok(0)), "{closed:?}");
     assert!(
-        started.elapsed() >= Duration::from_millis(900),
+        started.elapsed() >= Duration::from_millis(2500),
         "{:?}",
         started.elapsed()
     );
