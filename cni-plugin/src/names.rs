@@ -52,7 +52,7 @@ pub const CNI_ARG_POD_NAMESPACE: &str = "K8S_POD_NAMESPACE";
 pub const CNI_ARG_POD_NAME: &str = "K8S_POD_NAME";
 
 /// The installer's own pods (DaemonSet name prefix) are passed through before any API call.
-pub const DEFAULT_INSTALLER_NAMESPACE: &str = "istio-system";
+pub const DEFAULT_INSTALLER_NAMESPACE: &str = "outrigger-system";
 pub const DEFAULT_INSTALLER_POD_PREFIX: &str = "outrigger-cni-node-";
 
 /// Namespaces the installer writes into `exclude_namespaces` unless told otherwise.

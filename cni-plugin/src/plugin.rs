@@ -188,7 +188,7 @@ mod tests {
         for args in [
             "",
             "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=dns",
-            "K8S_POD_NAMESPACE=istio-system;K8S_POD_NAME=outrigger-cni-node-abcde",
+            "K8S_POD_NAMESPACE=outrigger-system;K8S_POD_NAME=outrigger-cni-node-abcde",
         ] {
             let node = FakeNode::default();
             let cmd = command("ADD", args, &conf_with_prev());

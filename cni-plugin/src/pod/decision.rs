@@ -119,7 +119,7 @@ mod tests {
                 Decision::Skip(SkipReason::ExcludedNamespace),
             ),
             (
-                "K8S_POD_NAMESPACE=istio-system;K8S_POD_NAME=outrigger-cni-node-x7k2p",
+                "K8S_POD_NAMESPACE=outrigger-system;K8S_POD_NAME=outrigger-cni-node-x7k2p",
                 Decision::Skip(SkipReason::InstallerPod),
             ),
             (

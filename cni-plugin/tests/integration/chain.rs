@@ -221,7 +221,7 @@ fn every_skip_case_leaves_the_namespace_without_rules() {
         (
             "installer's own pod",
             unique_pod(|p| {
-                p["metadata"]["namespace"] = json!("istio-system");
+                p["metadata"]["namespace"] = json!("outrigger-system");
                 p["metadata"]["name"] = json!(unique("outrigger-cni-node-"));
             }),
             None,
@@ -242,7 +242,7 @@ fn every_skip_case_leaves_the_namespace_without_rules() {
         .requests()
         .into_iter()
         .filter(|r| {
-            r.contains("/namespaces/istio-system/") || r.contains("/namespaces/kube-system/")
+            r.contains("/namespaces/outrigger-system/") || r.contains("/namespaces/kube-system/")
         })
         .collect();
     assert!(
