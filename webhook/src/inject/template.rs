@@ -20,9 +20,9 @@ pub(crate) struct Templates {
     env: Environment<'static>,
     names: Vec<String>,
     values: JValue,
-    /// Rendered text → parsed overlay. Pods of one workload render the same text, and parsing
-    /// YAML costs more than rendering it, so replicas after the first skip the parse. Purely a
-    /// memo: the result is the same with or without it.
+    /// Template name + context (as JSON) → parsed overlay. Templates are pure functions of
+    /// their context, and the replicas of one workload share it, so replicas after the first
+    /// skip rendering and parsing. Purely a memo: the result is the same with or without it.
     parsed: Mutex<HashMap<String, Value>>,
 }
 
@@ -87,14 +87,17 @@ impl Templates {
 
     /// Renders one template and parses its output as a YAML mapping.
     pub fn render(&self, name: &str, ctx: &Context<'_>) -> Result<Value, String> {
-        let tmpl = self.env.get_template(name).map_err(|e| error_chain(&e))?;
-        let mut full = JValue::from(Serde(ctx));
-        // `values` is converted once at load; merge it in without re-serialising.
-        full = minijinja::context! { values => self.values.clone(), ..full };
-        let text = tmpl.render(full).map_err(|e| error_chain(&e))?;
-        if let Some(hit) = self.parsed.lock().ok().and_then(|c| c.get(&text).cloned()) {
+        let key = serde_json::to_string(ctx)
+            .map(|c| format!("{name}\n{c}"))
+            .map_err(|e| format!("context is not serialisable: {e}"))?;
+        if let Some(hit) = self.parsed.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(hit);
         }
+        let tmpl = self.env.get_template(name).map_err(|e| error_chain(&e))?;
+        // `values` is converted once at load; merge it in without re-serialising.
+        let full =
+            minijinja::context! { values => self.values.clone(), ..JValue::from(Serde(ctx)) };
+        let text = tmpl.render(full).map_err(|e| error_chain(&e))?;
         let overlay: Value =
             serde_yaml_ng::from_str(&text).map_err(|e| format!("output is not valid YAML: {e}"))?;
         let overlay = match overlay {
@@ -106,7 +109,7 @@ impl Templates {
             if cache.len() >= PARSED_CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(text, overlay.clone());
+            cache.insert(key, overlay.clone());
         }
         Ok(overlay)
     }
