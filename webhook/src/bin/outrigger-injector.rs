@@ -11,6 +11,11 @@ use outrigger_webhook::server::tls::CertPaths;
 use outrigger_webhook::server::{self, Options, TlsSource};
 use tracing_subscriber::EnvFilter;
 
+/// Each admission request builds and drops thousands of small JSON nodes; under load glibc
+/// malloc/free took about a third of the server's CPU (perf), mimalloc much less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
