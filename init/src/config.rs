@@ -145,6 +145,28 @@ impl Default for CaptureConfig {
     }
 }
 
+/// The `outrigger-iptables` command line the injector's default sidecar template writes
+/// (Istio's own list); it parses to [`CaptureConfig::sidecar_default`]. Tests, benchmarks and
+/// the end-to-end topology use this one list.
+pub const SIDECAR_ARGS: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+];
+
 impl CaptureConfig {
     /// The configuration the sidecar template uses: capture all inbound and outbound traffic,
     /// keeping the proxy's own ports (15090, 15021, 15020) out of inbound capture.

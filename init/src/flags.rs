@@ -416,27 +416,7 @@ mod tests {
 
     #[test]
     fn the_sidecar_command_line() {
-        let inv = parse_ok(
-            &[
-                "-p",
-                "15001",
-                "-z",
-                "15006",
-                "-u",
-                "1337",
-                "-m",
-                "REDIRECT",
-                "-i",
-                "*",
-                "-x",
-                "",
-                "-b",
-                "*",
-                "-d",
-                "15090,15021,15020",
-            ],
-            &[],
-        );
+        let inv = parse_ok(crate::config::SIDECAR_ARGS, &[]);
         assert_eq!(inv.capture, CaptureConfig::sidecar_default());
         assert!(!inv.dry_run && !inv.run_validation && !inv.apply.reconcile);
         assert_eq!(inv.resolv_conf, PathBuf::from("/etc/resolv.conf"));

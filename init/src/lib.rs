@@ -14,7 +14,7 @@ pub mod render;
 pub mod rule;
 pub mod validation;
 
-pub use config::CaptureConfig;
+pub use config::{CaptureConfig, SIDECAR_ARGS};
 pub use host::HostInfo;
 pub use plan::{Plan, plan};
 pub use render::{RenderedRules, render};

@@ -13,7 +13,7 @@ struct Case {
 }
 
 #[rustfmt::skip]
-const SIDECAR: &[&str] = &["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"];
+const SIDECAR: &[&str] = outrigger_init::SIDECAR_ARGS;
 
 // One line per case keeps the table readable; rustfmt would put every token on its own line.
 #[rustfmt::skip]

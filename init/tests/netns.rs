@@ -13,25 +13,10 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 use support::{Netns, Pair};
 
-const SIDECAR: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--ipv6=false",
-];
+/// The injector's sidecar command line, pinned to IPv4.
+fn sidecar() -> Vec<&'static str> {
+    [outrigger_init::SIDECAR_ARGS, &["--ipv6=false"]].concat()
+}
 
 /// A configuration touching every table and the built-in chains: TPROXY, DNS, excluded NIC,
 /// virtual interface, drop-invalid, IPv6.
@@ -107,7 +92,7 @@ fn snapshot(ns: &Netns) -> (Vec<String>, Vec<String>) {
 #[test]
 fn applies_the_default_rules() {
     let ns = Netns::new("apply");
-    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
     let save = ns.save("iptables-save");
     for expected in [
         ":ISTIO_INBOUND - [0:0]",
@@ -170,7 +155,7 @@ fn rerun_is_a_no_op_for_every_table() {
     ];
     let groups_env: &[(&str, &str)] = &[("ISTIO_OUTBOUND_OWNER_GROUPS", "202,root")];
     for (label, args, env) in [
-        ("default", SIDECAR, &[][..]),
+        ("default", &sidecar()[..], &[][..]),
         ("everything", EVERYTHING, &[]),
         ("dns-groups", dns_groups, groups_env),
     ] {
@@ -250,7 +235,7 @@ fn cleanup_only_removes_ours_and_nothing_else() {
 #[test]
 fn stale_state_needs_reconcile() {
     let ns = Netns::new("reconcile");
-    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
     let fresh = ns.save("iptables-save");
     ns.exec_ok(
         "iptables",
@@ -269,7 +254,7 @@ fn stale_state_needs_reconcile() {
         ],
     );
     let foreign = ns.save("iptables-save");
-    let refused = ns.outrigger(SIDECAR, &[]);
+    let refused = ns.outrigger(&sidecar(), &[]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     assert!(
         stderr(&refused).contains("--reconcile"),
@@ -281,7 +266,7 @@ fn stale_state_needs_reconcile() {
         foreign,
         "a refused run must change nothing"
     );
-    let mut args = SIDECAR.to_vec();
+    let mut args = sidecar();
     args.push("--reconcile");
     let reconciled = ns.outrigger(&args, &[]);
     assert_ok(&reconciled, "reconcile");
@@ -306,7 +291,7 @@ fn failing_restore_changes_nothing() {
             ("iptables-legacy-save", "ip6tables-legacy-save")
         };
         let force = format!("--force-iptables-binary={backend}");
-        let mut old = SIDECAR.to_vec();
+        let mut old = sidecar();
         old.push(&force);
         assert_ok(&ns.outrigger(&old, &[]), "the previous rules");
         let before = snapshot_with(&ns, save, save6);
@@ -476,7 +461,7 @@ fn redirected(
 #[test]
 fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
     let pair = Pair::new();
-    assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&pair.pod.outrigger(&sidecar(), &[]), "apply");
     let target = SocketAddrV4::new(pair.pod_ip, 8080);
     let (peer, orig, data) = redirected(&pair.pod, 15006, &pair.client, target);
     assert_eq!(orig, target);
@@ -487,7 +472,7 @@ fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
 #[test]
 fn outbound_traffic_arrives_at_15001_with_its_original_destination() {
     let pair = Pair::new();
-    assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&pair.pod.outrigger(&sidecar(), &[]), "apply");
     let target = SocketAddrV4::new(pair.client_ip, 9090);
     let (_, orig, data) = redirected(&pair.pod, 15001, &pair.pod, target);
     assert_eq!(orig, target);
@@ -497,7 +482,7 @@ fn outbound_traffic_arrives_at_15001_with_its_original_destination() {
 #[test]
 fn the_proxy_uid_is_not_captured() {
     let pair = Pair::new();
-    assert_ok(&pair.pod.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&pair.pod.outrigger(&sidecar(), &[]), "apply");
     let remote = listen_in(&pair.client, 9090, Duration::from_secs(5));
     let capture = listen_in(&pair.pod, 15001, Duration::from_secs(2));
     let script = format!(
@@ -548,7 +533,7 @@ fn validation_passes_with_rules_and_exits_126_without() {
         "{}",
         stderr(&without)
     );
-    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
     let with = ns.outrigger(
         &[
             "--run-validation",
@@ -561,7 +546,7 @@ fn validation_passes_with_rules_and_exits_126_without() {
     assert_ok(&with, "validation with rules installed");
     // In init-container mode the rules are applied and validated in one run.
     let other = Netns::new("validate2");
-    let mut args = SIDECAR.to_vec();
+    let mut args = sidecar();
     args.push("--run-validation");
     assert_ok(&other.outrigger(&args, &[]), "apply and validate");
 }
@@ -569,9 +554,8 @@ fn validation_passes_with_rules_and_exits_126_without() {
 #[test]
 fn ipv6_rules_are_applied_with_ip6tables() {
     let ns = Netns::new("ipv6");
-    let mut args: Vec<&str> = SIDECAR
-        .iter()
-        .copied()
+    let mut args: Vec<&str> = sidecar()
+        .into_iter()
         .filter(|a| !a.starts_with("--ipv6"))
         .collect();
     args.push("--ipv6=true");
@@ -611,7 +595,7 @@ fn failing_rule_in_a_fresh_namespace_leaves_it_empty() {
 #[test]
 fn changed_configuration_is_refused_without_reconcile() {
     let ns = Netns::new("changed");
-    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply REDIRECT");
+    assert_ok(&ns.outrigger(&sidecar(), &[]), "apply REDIRECT");
     let before = ns.save("iptables-save");
     let tproxy = [
         "-m",
@@ -650,9 +634,9 @@ fn changed_configuration_is_refused_without_reconcile() {
 #[test]
 fn force_apply_replaces_current_and_stale_rules() {
     let ns = Netns::new("force");
-    assert_ok(&ns.outrigger(SIDECAR, &[]), "apply");
+    assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
     let fresh = ns.save("iptables-save");
-    let mut force = SIDECAR.to_vec();
+    let mut force = sidecar();
     force.push("--force-apply");
     assert_ok(&ns.outrigger(&force, &[]), "force-apply over current rules");
     assert_eq!(ns.save("iptables-save"), fresh);
@@ -802,7 +786,7 @@ fn dns_to_the_resolv_conf_server_is_redirected_to_15053() {
 fn applies_without_sbin_on_path() {
     let ns = Netns::new("nopath");
     assert_ok(
-        &ns.outrigger(SIDECAR, &[("PATH", "/nonexistent")]),
+        &ns.outrigger(&sidecar(), &[("PATH", "/nonexistent")]),
         "apply with a useless PATH",
     );
     assert!(ns.save("iptables-save").contains(":ISTIO_OUTPUT"));

@@ -20,24 +20,7 @@ pub const PROXY_UID: u32 = 1337;
 pub const APP_UID: u32 = 1000;
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 1);
 /// Exactly what the injector's default template passes to the init container.
-pub const INIT_ARGS: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+pub const INIT_ARGS: &[&str] = outrigger_init::SIDECAR_ARGS;
 pub const POD_NAMESPACE: &str = "e2e";
 
 /// Binaries staged where every UID can run them.

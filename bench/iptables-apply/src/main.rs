@@ -16,25 +16,10 @@ use outrigger_init::rule::Family;
 use outrigger_init::{CaptureConfig, HostInfo, plan, render};
 
 /// The sidecar command line, as the injector writes it.
-const SIDECAR_ARGS: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--ipv6=false",
-];
+/// The injector's sidecar command line, pinned to IPv4.
+fn sidecar_args() -> Vec<&'static str> {
+    [outrigger_init::SIDECAR_ARGS, &["--ipv6=false"]].concat()
+}
 
 /// Targets from issue 4.
 const MAX_RATIO: f64 = 1.3;
@@ -80,7 +65,7 @@ fn main() -> anyhow::Result<()> {
                 1 => binary.push(in_fresh_netns(|| {
                     let start = Instant::now();
                     let status = Command::new(&cli)
-                        .args(SIDECAR_ARGS)
+                        .args(sidecar_args())
                         .env("RUST_LOG", "warn")
                         .status()?;
                     ensure!(status.success(), "outrigger-iptables failed: {status}");
