@@ -313,13 +313,24 @@ fn bad_configuration_is_refused_naming_the_file() {
 
 #[test]
 fn check_explains_every_workload() {
-    let (table, _) = ok(&[
-        "check",
-        "-f",
-        &sample("shop.yaml"),
-        "-f",
-        &sample("bad-annotations.yaml"),
-    ]);
+    // A workload the injector would refuse makes `check` exit non-zero, after the full report.
+    let out = kube_inject(
+        &[
+            "check",
+            "-f",
+            &sample("shop.yaml"),
+            "-f",
+            &sample("bad-annotations.yaml"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check must fail on ERROR rows");
+    assert!(
+        stderr.contains("1 workload(s) would be refused"),
+        "{stderr}"
+    );
+    let table = String::from_utf8(out.stdout).expect("UTF-8 output");
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with("WORKLOAD") && lines[0].contains("REASON"),

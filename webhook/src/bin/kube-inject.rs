@@ -94,7 +94,13 @@ fn run(cli: Cli) -> Result<()> {
                 Format::Table => manifest::render_table(&reports),
                 Format::Json => manifest::render_json(&reports) + "\n",
             };
-            write_out(None, &rendered)
+            write_out(None, &rendered)?;
+            // The report is printed either way; scripts and CI gates still see the refusal.
+            let refused = reports.iter().filter(|r| r.verdict == "error").count();
+            if refused > 0 {
+                bail!("{refused} workload(s) would be refused by the injector (see ERROR above)");
+            }
+            Ok(())
         }
         None => {
             let (text, config, opts) = prepare(&cli.common)?;
