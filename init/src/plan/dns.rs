@@ -49,41 +49,26 @@ pub(super) fn redirect(ctx: &Context<'_>, rules: &mut RuleSet) {
     } else {
         for proto_target in [("tcp", "--to-ports"), ("udp", "--to-port")] {
             let (proto, to) = proto_target;
-            for server in ctx.dns_v4 {
-                rules.append_v4(
-                    Table::Nat,
-                    ISTIO_OUTPUT_DNS,
-                    spec![
-                        "-p",
-                        proto,
-                        "--dport",
-                        DNS_PORT,
-                        "-d",
-                        format!("{server}/32"),
-                        "-j",
-                        "REDIRECT",
-                        to,
-                        DNS_CAPTURE_PORT
-                    ],
-                );
-            }
-            for server in ctx.dns_v6 {
-                rules.append_v6(
-                    Table::Nat,
-                    ISTIO_OUTPUT_DNS,
-                    spec![
-                        "-p",
-                        proto,
-                        "--dport",
-                        DNS_PORT,
-                        "-d",
-                        format!("{server}/128"),
-                        "-j",
-                        "REDIRECT",
-                        to,
-                        DNS_CAPTURE_PORT
-                    ],
-                );
+            for (family, servers) in ctx.dns_server_cidrs() {
+                for server in servers {
+                    rules.append_to(
+                        family,
+                        Table::Nat,
+                        ISTIO_OUTPUT_DNS,
+                        spec![
+                            "-p",
+                            proto,
+                            "--dport",
+                            DNS_PORT,
+                            "-d",
+                            server,
+                            "-j",
+                            "REDIRECT",
+                            to,
+                            DNS_CAPTURE_PORT
+                        ],
+                    );
+                }
             }
         }
     }
@@ -141,44 +126,27 @@ fn conntrack_zones(ctx: &Context<'_>, rules: &mut RuleSet) {
         );
         return;
     }
-    if !ctx.dns_v4.is_empty() {
-        rules.append_v4(Table::Raw, PREROUTING, spec!["-j", ISTIO_INBOUND]);
-    }
-    for server in ctx.dns_v4 {
-        let server = format!("{server}/32");
-        rules.append_v4(
-            Table::Raw,
-            ISTIO_OUTPUT_DNS,
-            spec![
-                "-p", "udp", "--dport", DNS_PORT, "-d", server, "-j", "CT", "--zone", 2
-            ],
-        );
-        rules.append_v4(
-            Table::Raw,
-            ISTIO_INBOUND,
-            spec![
-                "-p", "udp", "--sport", DNS_PORT, "-s", server, "-j", "CT", "--zone", 1
-            ],
-        );
-    }
-    if !ctx.dns_v6.is_empty() {
-        rules.append_v6(Table::Raw, PREROUTING, spec!["-j", ISTIO_INBOUND]);
-    }
-    for server in ctx.dns_v6 {
-        let server = format!("{server}/128");
-        rules.append_v6(
-            Table::Raw,
-            ISTIO_OUTPUT_DNS,
-            spec![
-                "-p", "udp", "--dport", DNS_PORT, "-d", server, "-j", "CT", "--zone", 2
-            ],
-        );
-        rules.append_v6(
-            Table::Raw,
-            ISTIO_INBOUND,
-            spec![
-                "-p", "udp", "--sport", DNS_PORT, "-s", server, "-j", "CT", "--zone", 1
-            ],
-        );
+    for (family, servers) in ctx.dns_server_cidrs() {
+        if !servers.is_empty() {
+            rules.append_to(family, Table::Raw, PREROUTING, spec!["-j", ISTIO_INBOUND]);
+        }
+        for server in servers {
+            rules.append_to(
+                family,
+                Table::Raw,
+                ISTIO_OUTPUT_DNS,
+                spec![
+                    "-p", "udp", "--dport", DNS_PORT, "-d", &server, "-j", "CT", "--zone", 2
+                ],
+            );
+            rules.append_to(
+                family,
+                Table::Raw,
+                ISTIO_INBOUND,
+                spec![
+                    "-p", "udp", "--sport", DNS_PORT, "-s", server, "-j", "CT", "--zone", 1
+                ],
+            );
+        }
     }
 }

@@ -116,6 +116,22 @@ impl<'a> Context<'a> {
     }
 }
 
+impl Context<'_> {
+    /// The resolv.conf DNS servers as host CIDRs (`/32`, `/128`), per family.
+    fn dns_server_cidrs(&self) -> [(Family, Vec<String>); 2] {
+        [
+            (
+                Family::V4,
+                self.dns_v4.iter().map(|s| format!("{s}/32")).collect(),
+            ),
+            (
+                Family::V6,
+                self.dns_v6.iter().map(|s| format!("{s}/128")).collect(),
+            ),
+        ]
+    }
+}
+
 fn split_families(nets: &[IpNet]) -> (Vec<IpNet>, Vec<IpNet>) {
     nets.iter().partition(|net| matches!(net, IpNet::V4(_)))
 }
@@ -171,6 +187,29 @@ impl RuleSet {
     ) {
         self.append_v4(table, chain, spec(v4));
         self.append_v6(table, chain, spec(v6));
+    }
+
+    /// Appends to one family (a no-op for IPv6 when IPv6 is off).
+    fn append_to(&mut self, family: Family, table: Table, chain: &'static str, spec: Vec<String>) {
+        match family {
+            Family::V4 => self.append_v4(table, chain, spec),
+            Family::V6 => self.append_v6(table, chain, spec),
+        }
+    }
+
+    /// Inserts into one family (a no-op for IPv6 when IPv6 is off).
+    fn insert_to(
+        &mut self,
+        family: Family,
+        table: Table,
+        chain: &'static str,
+        position: u32,
+        spec: Vec<String>,
+    ) {
+        match family {
+            Family::V4 => self.insert_v4(table, chain, position, spec),
+            Family::V6 => self.insert_v6(table, chain, position, spec),
+        }
     }
 
     fn insert(&mut self, table: Table, chain: &'static str, position: u32, spec: Vec<String>) {

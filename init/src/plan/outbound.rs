@@ -6,7 +6,7 @@ use crate::names::{
     DNS_PORT, INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6, ISTIO_IN_REDIRECT, ISTIO_OUTPUT,
     ISTIO_REDIRECT, LOOPBACK_IFACE, LOOPBACK_V6, OUTPUT, PREROUTING,
 };
-use crate::rule::{Table, spec};
+use crate::rule::{Family, Table, spec};
 
 /// The OUTPUT jump, `-o` port exclusions, the passthrough source, one rule trio per UID and per
 /// GID, and the owner-group filter.
@@ -194,34 +194,23 @@ pub(super) fn destination_rules(ctx: &Context<'_>, rules: &mut RuleSet) {
         }
         return;
     }
-    for net in &ctx.include.v4 {
-        for iface in ifaces {
-            rules.insert_v4(
+    for (family, nets) in [(Family::V4, &ctx.include.v4), (Family::V6, &ctx.include.v6)] {
+        for net in nets {
+            for iface in ifaces {
+                rules.insert_to(
+                    family,
+                    Table::Nat,
+                    PREROUTING,
+                    1,
+                    spec!["-i", iface, "-d", net, "-j", ISTIO_REDIRECT],
+                );
+            }
+            rules.append_to(
+                family,
                 Table::Nat,
-                PREROUTING,
-                1,
-                spec!["-i", iface, "-d", net, "-j", ISTIO_REDIRECT],
+                ISTIO_OUTPUT,
+                spec!["-d", net, "-j", ISTIO_REDIRECT],
             );
         }
-        rules.append_v4(
-            Table::Nat,
-            ISTIO_OUTPUT,
-            spec!["-d", net, "-j", ISTIO_REDIRECT],
-        );
-    }
-    for net in &ctx.include.v6 {
-        for iface in ifaces {
-            rules.insert_v6(
-                Table::Nat,
-                PREROUTING,
-                1,
-                spec!["-i", iface, "-d", net, "-j", ISTIO_REDIRECT],
-            );
-        }
-        rules.append_v6(
-            Table::Nat,
-            ISTIO_OUTPUT,
-            spec!["-d", net, "-j", ISTIO_REDIRECT],
-        );
     }
 }
