@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use outrigger_e2e::topology::{APP_UID, PROXY_UID, Topology};
+use outrigger_e2e::topology::{APP_UID, INIT_ARGS, PROXY_UID, Topology};
 
 const BULK_BYTES: usize = 1 << 30;
 const RR_ITERS: &str = "20000";
@@ -16,25 +16,17 @@ const RR_SIZE: &str = "64";
 const CONNECT_SECS: &str = "3";
 const CONNECT_THREADS: &str = "2";
 const HELD: usize = 1000;
-/// The injector's default init arguments, with port 7001 also excluded from inbound capture.
-const INIT_ARGS: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020,7001",
-];
+/// The injector's default init arguments, with port 7001 (the direct path) also excluded from
+/// inbound capture.
+fn init_args() -> Vec<String> {
+    let mut args: Vec<String> = INIT_ARGS.iter().map(|a| a.to_string()).collect();
+    let d = args
+        .iter()
+        .position(|a| a == "-d")
+        .expect("the sidecar arguments exclude inbound ports with -d");
+    args[d + 1].push_str(",7001");
+    args
+}
 
 struct Path {
     name: &'static str,
@@ -73,8 +65,10 @@ pub fn run() -> Result<()> {
     }
     let me: PathBuf = std::env::current_exe()?;
     let topology = Topology::new(&["a", "b"], &me)?;
+    let init_args = init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
     for pod in ["a", "b"] {
-        topology.capture(pod, INIT_ARGS)?;
+        topology.capture(pod, &init_args)?;
         for (key, value) in [
             ("net.ipv4.tcp_tw_reuse", "1"),
             ("net.ipv4.ip_local_port_range", "1024 65000"),
