@@ -1,10 +1,12 @@
 //! The load generator: N keep-alive HTTPS/1.1 connections trusting only the injector's CA,
 //! either as fast as possible (closed loop) or at a fixed total rate (open loop, latency measured
-//! from the scheduled send time so a stall is not hidden).
+//! from the scheduled send time so a stall is not hidden). The connections take turns through
+//! one pool of pre-built reviews; with [`Check::Review`] every answer must fit its request.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -17,6 +19,75 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
 use crate::report::Run;
+use crate::reviews::Review;
+
+/// What an answer must satisfy to count as a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// HTTP 2xx (the canned server answers every review the same way).
+    Status,
+    /// HTTP 2xx and an injection for the request's uid ([`Review::check`]).
+    Review,
+}
+
+/// The reviews, handed out in turn to whichever connection sends next.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    reviews: Arc<[Review]>,
+    next: Arc<AtomicUsize>,
+    check: Check,
+}
+
+impl Pool {
+    pub fn new(reviews: Arc<[Review]>, check: Check) -> Pool {
+        Pool {
+            reviews,
+            next: Arc::new(AtomicUsize::new(0)),
+            check,
+        }
+    }
+
+    fn next(&self) -> &Review {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.reviews[i % self.reviews.len()]
+    }
+
+    /// Send the next review on `conn` and check the answer.
+    async fn send(&self, conn: &mut Conn) -> anyhow::Result<()> {
+        let review = self.next();
+        let answer = conn.send(&review.body).await?;
+        if self.check == Check::Review {
+            review.check(&answer).map_err(|mismatch| {
+                anyhow::anyhow!(
+                    "answer to uid {} does not fit ({mismatch:?}): {}",
+                    review.uid,
+                    String::from_utf8_lossy(&answer[..answer.len().min(300)])
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Latencies and failures of one connection.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, result: anyhow::Result<()>, latency: impl FnOnce() -> Duration) {
+        match result {
+            Ok(()) => self.latencies.push(latency()),
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| format!("{error:#}"));
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Client {
@@ -84,11 +155,10 @@ impl Client {
     pub async fn closed_loop(
         &self,
         addr: SocketAddr,
-        body: &[u8],
+        pool: &Pool,
         connections: usize,
         duration: Duration,
     ) -> anyhow::Result<Run> {
-        let body = Bytes::copy_from_slice(body);
         let mut conns = Vec::new();
         for _ in 0..connections {
             conns.push(self.connect(addr).await?);
@@ -98,17 +168,14 @@ impl Client {
         let tasks: Vec<_> = conns
             .into_iter()
             .map(|mut conn| {
-                let body = body.clone();
+                let pool = pool.clone();
                 tokio::spawn(async move {
-                    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                    let mut tally = Tally::default();
                     while Instant::now() < end {
                         let sent = Instant::now();
-                        match conn.send(&body).await {
-                            Ok(_) => latencies.push(sent.elapsed()),
-                            Err(_) => errors += 1,
-                        }
+                        tally.record(pool.send(&mut conn).await, || sent.elapsed());
                     }
-                    (latencies, errors)
+                    tally
                 })
             })
             .collect();
@@ -119,12 +186,11 @@ impl Client {
     pub async fn fixed_rate(
         &self,
         addr: SocketAddr,
-        body: &[u8],
+        pool: &Pool,
         connections: usize,
         rate: u64,
         duration: Duration,
     ) -> anyhow::Result<Run> {
-        let body = Bytes::copy_from_slice(body);
         let mut conns = Vec::new();
         for _ in 0..connections {
             conns.push(self.connect(addr).await?);
@@ -136,21 +202,18 @@ impl Client {
             .into_iter()
             .enumerate()
             .map(|(i, mut conn)| {
-                let body = body.clone();
+                let pool = pool.clone();
                 // Stagger the connections across one period.
                 let first = start + per_conn.mul_f64(i as f64 / connections as f64);
                 tokio::spawn(async move {
-                    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                    let mut tally = Tally::default();
                     let mut scheduled = first;
                     while scheduled < end {
                         tokio::time::sleep_until(scheduled).await;
-                        match conn.send(&body).await {
-                            Ok(_) => latencies.push(scheduled.elapsed()),
-                            Err(_) => errors += 1,
-                        }
+                        tally.record(pool.send(&mut conn).await, || scheduled.elapsed());
                         scheduled += per_conn;
                     }
-                    (latencies, errors)
+                    tally
                 })
             })
             .collect();
@@ -159,14 +222,17 @@ impl Client {
 }
 
 async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>,
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
     start: Instant,
 ) -> anyhow::Result<Run> {
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let mut all = Tally::default();
     for task in tasks {
-        let (latencies, e) = task.await?;
-        all.extend(latencies);
-        errors += e;
+        let tally = task.await?;
+        all.latencies.extend(tally.latencies);
+        all.errors += tally.errors;
+        all.first_error = all.first_error.or(tally.first_error);
     }
-    Ok(Run::new(start.elapsed(), all, errors))
+    let mut run = Run::new(start.elapsed(), all.latencies, all.errors);
+    run.first_error = all.first_error;
+    Ok(run)
 }

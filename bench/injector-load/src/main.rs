@@ -8,16 +8,20 @@
 mod canned;
 mod client;
 mod report;
+mod reviews;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
-/// The AdmissionReview sent: a pod CREATE of a two-container pod with probes, as the API server
-/// sends it.
+use crate::client::{Check, Pool};
+
+/// The AdmissionReview each request is a replica of: a pod CREATE of a two-container pod with
+/// probes, as the API server sends it.
 pub const REVIEW: &str = include_str!("../../../webhook/tests/server/fixtures/pod-review.json");
 
 #[derive(Debug, Parser)]
@@ -34,6 +38,12 @@ struct Args {
     /// Request rate of the fixed-rate latency measurement.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
+    /// Distinct replicas (uid + token volume name) generated before the runs and cycled through.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    reviews: u64,
+    /// Seed of the replica generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// The injector binary (default: next to this one).
     #[arg(long)]
     injector: Option<PathBuf>,
@@ -178,14 +188,17 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         );
     let injector = start("injector", cmd)?;
     let client = client::Client::new(&certs.join("ca.crt"))?;
-    let review: serde_json::Value = serde_json::from_str(REVIEW)?;
-    let body = serde_json::to_vec(&review)?;
+    let count = usize::try_from(args.reviews).context("--reviews")?;
+    let reviews: Arc<[reviews::Review]> = reviews::pool(REVIEW, count, args.seed)?.into();
 
-    // The canned server answers exactly what the injector answers.
-    let response = client.one(injector.addr, &body).await?;
-    let parsed: serde_json::Value = serde_json::from_slice(&response)?;
-    if parsed["response"]["patchType"] != "JSONPatch" {
-        bail!("the injector did not inject the benchmark pod: {parsed}");
+    // The canned server answers exactly what the injector answers to the first replica.
+    let first = &reviews[0];
+    let response = client.one(injector.addr, &first.body).await?;
+    if let Err(mismatch) = first.check(&response) {
+        bail!(
+            "the injector did not inject the benchmark pod ({mismatch:?}): {}",
+            String::from_utf8_lossy(&response)
+        );
     }
     let response_file = work.join("response.json");
     std::fs::write(&response_file, &response)?;
@@ -201,28 +214,31 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
 
     let duration = Duration::from_secs(args.seconds);
     println!(
-        "injector-load: {} keep-alive HTTPS connections, {} s per run, request {} bytes, response {} bytes",
+        "injector-load: {} keep-alive HTTPS connections, {} s per run, {} replicas (fresh uid and token volume each), request {} bytes, response {} bytes",
         args.connections,
         args.seconds,
-        body.len(),
+        reviews.len(),
+        first.body.len(),
         response.len()
     );
     let mut rows = Vec::new();
-    for server in [&canned, &injector] {
+    for (server, check) in [(&canned, Check::Status), (&injector, Check::Review)] {
+        let pool = Pool::new(reviews.clone(), check);
         // Warm up connections and caches.
         client
-            .closed_loop(server.addr, &body, args.connections, Duration::from_secs(1))
+            .closed_loop(server.addr, &pool, args.connections, Duration::from_secs(1))
             .await?;
         let cpu_before = server.cpu_time()?;
         let mut run = client
-            .closed_loop(server.addr, &body, args.connections, duration)
+            .closed_loop(server.addr, &pool, args.connections, duration)
             .await?;
         run.server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
         rows.push((server.name, "max throughput", run));
     }
+    let pool = Pool::new(reviews.clone(), Check::Review);
     let cpu_before = injector.cpu_time()?;
     let mut fixed = client
-        .fixed_rate(injector.addr, &body, args.connections, args.rate, duration)
+        .fixed_rate(injector.addr, &pool, args.connections, args.rate, duration)
         .await?;
     fixed.server_cpu = injector.cpu_time()?.saturating_sub(cpu_before);
     rows.push((injector.name, "fixed rate", fixed));
@@ -247,5 +263,14 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         rss as f64 / 1024.0,
         canned.peak_rss_kib()? as f64 / 1024.0
     );
+    for (server, run_name, run) in &rows {
+        if run.errors > 0 {
+            bail!(
+                "{server} {run_name}: {} requests failed or were answered wrongly; first: {}",
+                run.errors,
+                run.first_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
     Ok(())
 }

@@ -9,6 +9,8 @@ pub struct Run {
     /// Sorted latencies.
     pub latencies: Vec<Duration>,
     pub errors: u64,
+    /// What went wrong first, when `errors > 0`.
+    pub first_error: Option<String>,
     /// CPU time (user + system) the server spent during the run.
     pub server_cpu: Duration,
 }
@@ -20,6 +22,7 @@ impl Run {
             elapsed,
             latencies,
             errors,
+            first_error: None,
             server_cpu: Duration::ZERO,
         }
     }
