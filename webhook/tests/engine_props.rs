@@ -145,6 +145,22 @@ proptest! {
         prop_assert_eq!(&c0["x-future-field"], &pod["spec"]["containers"][0]["x-future-field"]);
     }
 
+    /// The render memo is invisible: pods injected one after another with one configuration
+    /// (later ones may reuse earlier renders) come out exactly as with a fresh configuration each.
+    #[test]
+    fn render_memo_never_changes_the_result(pods in proptest::collection::vec(pod(), 2..6)) {
+        let shared = Config::embedded().expect("embedded config loads");
+        for (i, pod) in pods.iter().enumerate() {
+            let fresh = Config::embedded().expect("embedded config loads");
+            prop_assert_eq!(injected(pod, &shared), injected(pod, &fresh));
+            // A replica differs in the token volume's random name: a memo hit, same result.
+            let mut replica = pod.clone();
+            replica["spec"]["volumes"][0]["name"] = json!(format!("kube-api-access-{i}x7k2"));
+            let fresh = Config::embedded().expect("embedded config loads");
+            prop_assert_eq!(injected(&replica, &shared), injected(&replica, &fresh));
+        }
+    }
+
     #[test]
     fn arbitrary_annotation_values_never_panic(key in proptest::sample::select(vec![
         "traffic.sidecar.istio.io/includeOutboundIPRanges", "traffic.sidecar.istio.io/excludeInboundPorts",

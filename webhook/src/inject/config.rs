@@ -195,7 +195,7 @@ impl Config {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         };
-        let templates = Templates::compile(sources, &values_raw)?;
+        let templates = Templates::compile(sources, &values_raw, &mesh_raw)?;
         for name in injector
             .default_templates
             .iter()

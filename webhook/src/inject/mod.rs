@@ -8,6 +8,7 @@
 mod config;
 mod labels;
 pub mod manifest;
+mod memo;
 mod merge;
 pub mod names;
 pub mod patch;

@@ -131,7 +131,6 @@ pub(super) fn apply(
         let ctx = template::Context {
             pod: &pod,
             proxy_config: &s.proxy_config,
-            mesh: &c.mesh_raw,
             revision: &revision,
             namespace: &req.namespace,
             proxy_uid: c.values.global.proxy.uid,

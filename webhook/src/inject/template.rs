@@ -1,8 +1,7 @@
 //! Template rendering: minijinja text that renders to a YAML pod overlay, with the context
 //! (pod, values, proxy config, revision, ...) and the helper functions templates may call.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use minijinja::value::Serde;
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
@@ -10,9 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ConfigError;
-
-/// How many parsed overlays a configuration remembers (see [`Templates::render`]).
-const PARSED_CACHE_MAX: usize = 256;
+use super::memo::{Memo, Reads, TrackedPod};
 
 /// The compiled templates of one configuration.
 #[derive(Debug)]
@@ -20,18 +17,20 @@ pub(crate) struct Templates {
     env: Environment<'static>,
     names: Vec<String>,
     values: JValue,
-    /// Template name + context (as JSON) → parsed overlay. Templates are pure functions of
-    /// their context, and the replicas of one workload share it, so replicas after the first
+    mesh: JValue,
+    /// Parsed overlays of earlier renders (see [`super::memo`]): the replicas of a workload
     /// skip rendering and parsing. Purely a memo: the result is the same with or without it.
-    parsed: Mutex<HashMap<String, Value>>,
+    memo: Memo,
 }
 
-/// Everything a template can read. Field names are the template's variable names.
+/// Everything a template can read besides `values` and `mesh` (fixed per configuration).
+/// Field names are the template's variable names.
 #[derive(Debug, Serialize)]
 pub(crate) struct Context<'a> {
+    /// Given to the template as a [`TrackedPod`], so it is not part of the memo key.
+    #[serde(skip)]
     pub pod: &'a Value,
     pub proxy_config: &'a Value,
-    pub mesh: &'a Value,
     pub revision: &'a str,
     pub namespace: &'a str,
     pub proxy_uid: u32,
@@ -51,7 +50,11 @@ pub(crate) struct Context<'a> {
 
 impl Templates {
     /// Compiles every template; a syntax error names the template and line.
-    pub fn compile(sources: Vec<(String, String)>, values: &Value) -> Result<Self, ConfigError> {
+    pub fn compile(
+        sources: Vec<(String, String)>,
+        values: &Value,
+        mesh: &Value,
+    ) -> Result<Self, ConfigError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.add_function("annotation", annotation);
@@ -73,7 +76,8 @@ impl Templates {
             env,
             names,
             values: JValue::from(Serde(values)),
-            parsed: Mutex::new(HashMap::new()),
+            mesh: JValue::from(Serde(mesh)),
+            memo: Memo::default(),
         })
     }
 
@@ -85,31 +89,34 @@ impl Templates {
         self.names.clone()
     }
 
-    /// Renders one template and parses its output as a YAML mapping.
-    pub fn render(&self, name: &str, ctx: &Context<'_>) -> Result<Value, String> {
+    /// Renders one template and parses its output as a YAML mapping, or takes the overlay of
+    /// an earlier render that read the same things.
+    pub fn render(&self, name: &str, ctx: &Context<'_>) -> Result<Arc<Value>, String> {
         let key = serde_json::to_string(ctx)
             .map(|c| format!("{name}\n{c}"))
             .map_err(|e| format!("context is not serialisable: {e}"))?;
-        if let Some(hit) = self.parsed.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if let Some(hit) = self.memo.get(&key, ctx.pod) {
             return Ok(hit);
         }
         let tmpl = self.env.get_template(name).map_err(|e| error_chain(&e))?;
-        // `values` is converted once at load; merge it in without re-serialising.
-        let full =
-            minijinja::context! { values => self.values.clone(), ..JValue::from(Serde(ctx)) };
+        let reads = Arc::new(Mutex::new(Reads::default()));
+        let pod = TrackedPod::root(Arc::new(ctx.pod.clone()), reads.clone());
+        // `values` and `mesh` are converted once at load; merge them in without re-serialising.
+        let full = minijinja::context! {
+            pod, values => self.values.clone(), mesh => self.mesh.clone(), ..JValue::from(Serde(ctx))
+        };
         let text = tmpl.render(full).map_err(|e| error_chain(&e))?;
         let overlay: Value =
             serde_yaml_ng::from_str(&text).map_err(|e| format!("output is not valid YAML: {e}"))?;
-        let overlay = match overlay {
+        let overlay = Arc::new(match overlay {
             Value::Object(_) => overlay,
             Value::Null => Value::Object(Default::default()),
             _ => return Err("output is not a YAML mapping".to_owned()),
-        };
-        if let Ok(mut cache) = self.parsed.lock() {
-            if cache.len() >= PARSED_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(key, overlay.clone());
+        });
+        // Every clone of the tracked pod died with the render; if not, skip the memo.
+        if let Ok(reads) = Arc::try_unwrap(reads) {
+            let reads = reads.into_inner().unwrap_or_else(|p| p.into_inner());
+            self.memo.insert(&key, reads, overlay.clone());
         }
         Ok(overlay)
     }
