@@ -86,6 +86,14 @@ fn merge_list(base: &mut Vec<Value>, overlay: &[Value], key: &str) {
     *base = fresh;
 }
 
+fn has_directive(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key(DIRECTIVE) || m.values().any(has_directive),
+        Value::Array(l) => l.iter().any(has_directive),
+        _ => false,
+    }
+}
+
 fn directive(v: &Value) -> Option<&str> {
     v.get(DIRECTIVE).and_then(Value::as_str)
 }
@@ -106,6 +114,9 @@ fn strip_list(l: &[Value]) -> Vec<Value> {
 
 /// The overlay value with every `$patch` key removed (new content is inserted verbatim).
 fn strip_directives(v: &Value) -> Value {
+    if !has_directive(v) {
+        return v.clone(); // the common case, and a plain clone is much cheaper than a rebuild
+    }
     match v {
         Value::Object(m) => Value::Object(strip_map(m)),
         Value::Array(l) => Value::Array(l.iter().map(strip_directives).collect()),

@@ -157,8 +157,7 @@ pub fn templates_for(pod: &Value, config: &Config) -> Result<Vec<String>, Inject
 }
 
 pub(crate) fn annotations(pod: &Value) -> Option<&Map<String, Value>> {
-    pod.pointer("/metadata/annotations")
-        .and_then(Value::as_object)
+    pod.get("metadata")?.get("annotations")?.as_object()
 }
 
 pub(crate) fn annotations_mut(pod: &mut Value) -> Option<&mut Map<String, Value>> {

@@ -36,7 +36,7 @@ impl Decision {
 
 /// Decides whether `pod` (in `namespace`) gets a sidecar.
 pub fn decide(pod: &Value, namespace: &str, config: &InjectorConfig) -> Decision {
-    if pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
+    if pod["spec"]["hostNetwork"] == Value::Bool(true) {
         return Decision::no("host_network", "pod uses hostNetwork".to_owned());
     }
     if IGNORED_NAMESPACES.contains(&namespace) {
@@ -45,7 +45,7 @@ pub fn decide(pod: &Value, namespace: &str, config: &InjectorConfig) -> Decision
             format!("namespace '{namespace}' is never injected"),
         );
     }
-    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
+    let labels = pod["metadata"]["labels"].as_object();
     if let Some(d) = explicit(pod) {
         return d;
     }
@@ -81,7 +81,8 @@ pub fn decide(pod: &Value, namespace: &str, config: &InjectorConfig) -> Decision
 fn explicit(pod: &Value) -> Option<Decision> {
     for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
         let Some(raw) = pod
-            .pointer(&format!("/metadata/{field}"))
+            .get("metadata")
+            .and_then(|m| m.get(field))
             .and_then(|m| m.get(INJECT))
         else {
             continue;
