@@ -19,7 +19,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
 use crate::report::Run;
-use crate::reviews::Review;
+use injector_load::reviews::Review;
 
 /// What an answer must satisfy to count as a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 mod canned;
 mod client;
 mod report;
-mod reviews;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -18,11 +17,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
-use crate::client::{Check, Pool};
+use injector_load::{REVIEW, reviews};
 
-/// The AdmissionReview each request is a replica of: a pod CREATE of a two-container pod with
-/// probes, as the API server sends it.
-pub const REVIEW: &str = include_str!("../../../webhook/tests/server/fixtures/pod-review.json");
+use crate::client::{Check, Pool};
 
 #[derive(Debug, Parser)]
 #[command(about)]

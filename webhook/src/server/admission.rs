@@ -3,6 +3,8 @@
 //! Only the request fields the webhook reads are typed; the response mirrors the request's
 //! `apiVersion` and `uid` as the API server requires.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,46 +41,42 @@ impl ReviewVersion {
     }
 }
 
-/// Group/version/kind (and group/version/resource) as the API server sends them.
+/// Group/version/kind of the request's object, as the API server sends it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct GroupVersionKind {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
+pub struct GroupVersionKind<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
 }
 
-/// Group/version/resource of the request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct GroupVersionResource {
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-}
-
-/// The part of `request` the webhook uses. Unknown fields are ignored.
+/// The part of `request` the webhook uses, borrowing its strings from the body where the JSON
+/// has no escapes. Unknown fields are ignored; only the pod becomes a JSON tree.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    #[serde(default)]
-    pub resource: GroupVersionResource,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    pub operation: String,
+pub struct AdmissionRequest<'a> {
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: GroupVersionKind<'a>,
+    #[serde(default, borrow)]
+    pub sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub operation: Cow<'a, str>,
     #[serde(default)]
     pub object: Option<Value>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
-impl AdmissionRequest {
+impl AdmissionRequest<'_> {
     /// True for CREATE of a core/v1 Pod (not a subresource): the only request we inject.
     pub fn is_pod_create(&self) -> bool {
         self.kind.group.is_empty()
@@ -106,11 +104,11 @@ pub enum DecodeError {
     Request(serde_path_to_error::Error<serde_json::Error>),
 }
 
-/// A decoded review, or the failure plus whatever identity could be salvaged for the reply.
+/// A decoded review.
 #[derive(Debug)]
-pub struct Decoded {
+pub struct Decoded<'a> {
     pub version: ReviewVersion,
-    pub request: AdmissionRequest,
+    pub request: AdmissionRequest<'a>,
 }
 
 /// A decode failure with the version and uid to answer with (best effort).
@@ -121,8 +119,68 @@ pub struct DecodeFailure {
     pub error: DecodeError,
 }
 
+/// The review as one typed pass over the body reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review<'a> {
+    #[serde(default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    request: Option<AdmissionRequest<'a>>,
+}
+
 /// Parse a request body into a review.
-pub fn decode(body: &[u8]) -> Result<Decoded, DecodeFailure> {
+///
+/// One typed pass over the body decodes every review the API server sends. Only when it fails
+/// is the body read again, as a JSON tree, to say precisely what is wrong (with the field's
+/// path) and to salvage the version and uid for the answer; that second pass also accepts the
+/// rare body the strict typed pass refuses but a JSON tree takes (a repeated key: the last
+/// one wins). On the load benchmark's pod the typed pass takes 16 µs, the tree took 45 µs
+/// (`cargo bench -p injector-load --bench handler`, `decode`).
+pub fn decode(body: &[u8]) -> Result<Decoded<'_>, DecodeFailure> {
+    match serde_json::from_slice::<Review>(body) {
+        Ok(review) => {
+            let uid = |r: &Option<AdmissionRequest>| {
+                r.as_ref().map(|r| r.uid.to_string()).unwrap_or_default()
+            };
+            let version =
+                check_envelope(&review.api_version, &review.kind).map_err(|(version, error)| {
+                    DecodeFailure {
+                        version,
+                        uid: uid(&review.request),
+                        error,
+                    }
+                })?;
+            let request = review.request.ok_or(DecodeFailure {
+                version,
+                uid: String::new(),
+                error: DecodeError::MissingRequest,
+            })?;
+            Ok(Decoded { version, request })
+        }
+        Err(_) => decode_tree(body),
+    }
+}
+
+/// The version named by `apiVersion`, once `apiVersion` and `kind` are known to fit.
+fn check_envelope(
+    api_version: &str,
+    kind: &str,
+) -> Result<ReviewVersion, (ReviewVersion, DecodeError)> {
+    let Some(version) = ReviewVersion::parse(api_version) else {
+        let error = DecodeError::ApiVersion(api_version.to_owned());
+        return Err((ReviewVersion::V1, error));
+    };
+    if kind != REVIEW_KIND {
+        return Err((version, DecodeError::Kind(kind.to_owned())));
+    }
+    Ok(version)
+}
+
+/// The slow path of [`decode`]: through a JSON tree, naming the problem precisely.
+fn decode_tree(body: &[u8]) -> Result<Decoded<'static>, DecodeFailure> {
     let fail = |version, uid, error| DecodeFailure {
         version,
         uid,
@@ -135,27 +193,15 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeFailure> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let Some(version) = ReviewVersion::parse(api_version) else {
-        let error = DecodeError::ApiVersion(api_version.to_owned());
-        return Err(fail(ReviewVersion::V1, uid, error));
-    };
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if kind != REVIEW_KIND {
-        return Err(fail(version, uid, DecodeError::Kind(kind.to_owned())));
-    }
+    let str_field = |key| value.get(key).and_then(Value::as_str).unwrap_or_default();
+    let version = check_envelope(str_field("apiVersion"), str_field("kind"))
+        .map_err(|(version, error)| fail(version, uid.clone(), error))?;
     let request = match value.get_mut("request").map(Value::take) {
         None | Some(Value::Null) => return Err(fail(version, uid, DecodeError::MissingRequest)),
         Some(request) => request,
     };
     let request: AdmissionRequest = serde_path_to_error::deserialize(request)
-        .map_err(|e| fail(version, uid.clone(), DecodeError::Request(e)))?;
+        .map_err(|e| fail(version, uid, DecodeError::Request(e)))?;
     Ok(Decoded { version, request })
 }
 
@@ -297,6 +343,55 @@ mod tests {
 
         let err = decode(b"{not json").unwrap_err();
         assert!(matches!(err.error, DecodeError::Json(_)));
+    }
+
+    #[test]
+    fn strings_are_borrowed_from_the_body_unless_escaped() {
+        let mut r = review(API_VERSION_V1);
+        r["request"]["namespace"] = json!("sh\"op");
+        let body = serde_json::to_vec(&r).unwrap();
+        let decoded = decode(&body).unwrap();
+        assert!(matches!(decoded.request.uid, Cow::Borrowed("u-1")));
+        assert!(matches!(decoded.request.namespace, Some(Cow::Owned(ref ns)) if ns == "sh\"op"));
+        assert_eq!(
+            decoded.request.object,
+            Some(json!({"metadata": {"name": "p"}}))
+        );
+    }
+
+    #[test]
+    fn the_tree_decodes_what_the_typed_pass_refuses() {
+        // A repeated key: the typed pass refuses it, a JSON tree keeps the last value.
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":
+            {"uid":"u-1","uid":"u-2","kind":{"group":"","version":"v1","kind":"Pod"},
+             "operation":"CREATE","object":{}}}"#;
+        assert!(serde_json::from_slice::<Review>(body).is_err());
+        let decoded = decode(body).unwrap();
+        assert_eq!(decoded.request.uid, "u-2");
+        assert!(decoded.request.is_pod_create());
+    }
+
+    #[test]
+    fn envelope_errors_come_before_request_errors_on_both_paths() {
+        // Valid request (typed pass), wrong envelope: the uid is still mirrored.
+        let mut r = review(API_VERSION_V1);
+        r["kind"] = json!("AdmissionReviewList");
+        let err = decode(&serde_json::to_vec(&r).unwrap()).unwrap_err();
+        assert!(matches!(err.error, DecodeError::Kind(ref k) if k == "AdmissionReviewList"));
+        assert_eq!(err.uid, "u-1");
+        // Broken request (tree pass), wrong envelope: the envelope is reported.
+        r["apiVersion"] = json!("admission.k8s.io/v2");
+        r["request"]["operation"] = json!(7);
+        let err = decode(&serde_json::to_vec(&r).unwrap()).unwrap_err();
+        assert!(matches!(err.error, DecodeError::ApiVersion(ref v) if v == "admission.k8s.io/v2"));
+        assert_eq!((err.version, err.uid.as_str()), (ReviewVersion::V1, "u-1"));
+        // A request of null is missing on both paths.
+        let body =
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#;
+        assert!(matches!(
+            decode(body).unwrap_err().error,
+            DecodeError::MissingRequest
+        ));
     }
 
     #[test]

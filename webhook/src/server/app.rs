@@ -215,9 +215,9 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
         }
     };
     let request = &review.request;
-    span.record("uid", request.uid.as_str());
-    span.record("namespace", review::pod_namespace(request).as_str());
-    span.record("pod", review::pod_name(request).as_str());
+    span.record("uid", request.uid.as_ref());
+    span.record("namespace", review::pod_namespace(request));
+    span.record("pod", review::pod_name(request));
 
     let path = path_env::parse(params);
     if let Some(key) = &path.ignored_key {

@@ -37,18 +37,17 @@ impl Decision {
 }
 
 /// Pod name for logs: `metadata.name`, else `generateName`, else the request's name.
-pub fn pod_name(request: &AdmissionRequest) -> String {
+pub fn pod_name<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
     let meta = request.object.as_ref().and_then(|o| o.get("metadata"));
     let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
     field("name")
         .or_else(|| field("generateName"))
         .or(request.name.as_deref())
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// The pod's namespace: from the object, else from the request.
-pub fn pod_namespace(request: &AdmissionRequest) -> String {
+pub fn pod_namespace<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
     request
         .object
         .as_ref()
@@ -57,16 +56,15 @@ pub fn pod_namespace(request: &AdmissionRequest) -> String {
         .filter(|ns| !ns.is_empty())
         .or(request.namespace.as_deref())
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// Decide the response for one request.
 pub fn respond(
-    request: &AdmissionRequest,
+    request: &AdmissionRequest<'_>,
     proxy_env: Vec<(String, String)>,
     config: &Config,
 ) -> (AdmissionResponse, Decision) {
-    let uid = request.uid.as_str();
+    let uid = request.uid.as_ref();
     if !request.is_pod_create() {
         return (AdmissionResponse::allow(uid), Decision::Ignored);
     }
@@ -78,7 +76,7 @@ pub fn respond(
         );
     };
     let inject_request = InjectRequest {
-        namespace: pod_namespace(request),
+        namespace: pod_namespace(request).to_owned(),
         proxy_env,
         ..InjectRequest::default()
     };
