@@ -1,7 +1,9 @@
 //! Speed of the injection engine on a realistic two-container Deployment pod with HTTP, TCP and
 //! exec probes, prometheus annotations and an init container (target: <= 50 µs per pod).
-//! `inject/deployment-pod` repeats one pod (a replica of a workload already seen);
-//! `inject/deployment-pod-uncached` gives every iteration a pod whose overlay is new.
+//! `inject/deployment-pod` repeats one pod; `inject/replica` gives every iteration a new replica of
+//! that workload, as the API server sends them (a random `kube-api-access-xxxxx` token volume
+//! name each); `inject/deployment-pod-uncached` gives every iteration a pod whose overlay is new
+//! (the first pod of a workload: template render + YAML parse).
 
 use std::hint::black_box;
 
@@ -27,6 +29,34 @@ fn bench(c: &mut Criterion) {
 
     c.bench_function("inject/deployment-pod", |b| {
         b.iter(|| inject(black_box(&pod), black_box(&req), &config))
+    });
+    let mut n: u32 = 0;
+    let mut replica = || {
+        n += 1;
+        let mut p = pod.clone();
+        let name = Value::String(format!("kube-api-access-{n:05}"));
+        p["spec"]["volumes"][0]["name"] = name.clone();
+        p["spec"]["containers"][0]["volumeMounts"][0]["name"] = name;
+        p
+    };
+    c.bench_function("inject/replica", |b| {
+        b.iter_batched(
+            &mut replica,
+            |p| inject(&p, &req, &config),
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("inject+patch/replica", |b| {
+        b.iter_batched(
+            &mut replica,
+            |p| {
+                let Ok(Outcome::Injected { pod: out, .. }) = inject(&p, &req, &config) else {
+                    panic!("injected")
+                };
+                json_patch(&p, &out)
+            },
+            BatchSize::SmallInput,
+        )
     });
     // Every iteration renders a different overlay (a new excluded port), so nothing is reused
     // from an earlier pod: the cost of the first pod of a workload.
