@@ -9,6 +9,8 @@ mod common;
 mod e2e;
 #[path = "server/injection.rs"]
 mod injection;
+#[path = "server/logs.rs"]
+mod logs;
 #[path = "server/process.rs"]
 mod process;
 #[path = "server/reload.rs"]

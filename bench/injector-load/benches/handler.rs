@@ -2,7 +2,9 @@
 //! `oneshot` through the same per-replica pool as `injector-load`, next to the engine alone
 //! (inject + JSONPatch diff) on the same pods, so `handler - engine` is what the server code
 //! around the engine costs. `handler/json-logs` adds the production log output (JSON, `info`)
-//! written to a sink, to price the per-request span and log line.
+//! written to a sink, to price the per-request span and log line. `decode` and `encode` are the
+//! server's own JSON work: the review into typed fields plus the pod tree, and the patch into
+//! base64 inside the answer.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,6 +22,10 @@ use outrigger_webhook::server::config_reload::ConfigStore;
 use outrigger_webhook::server::metrics::Metrics;
 use serde_json::Value;
 use tower::ServiceExt as _;
+
+/// The injector's allocator, so allocation costs are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Replicas cycled through, as in the load benchmark.
 const REPLICAS: usize = 4096;
@@ -72,6 +78,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| admission::decode(black_box(&next.next().expect("cycles").body)))
     });
 
+    let first = admission::decode(&pool[0].body).expect("decodes");
+    let pod = first.request.object.as_ref().expect("has a pod");
+    let request = InjectRequest {
+        namespace: "shop".into(),
+        ..InjectRequest::default()
+    };
+    let Ok(Outcome::Injected { pod: injected, .. }) = inject(pod, &request, &config) else {
+        panic!("the benchmark pod is injected");
+    };
+    let patch = json_patch(pod, &injected);
+    c.bench_function("encode", |b| {
+        b.iter(|| {
+            let response =
+                admission::AdmissionResponse::patch(&*first.request.uid, &patch).expect("encodes");
+            admission::AdmissionReviewResponse::new(first.version, response).to_vec()
+        })
+    });
+
     let pods: Vec<Value> = pool
         .iter()
         .map(|r| {
@@ -79,10 +103,6 @@ fn bench(c: &mut Criterion) {
             review["request"]["object"].clone()
         })
         .collect();
-    let request = InjectRequest {
-        namespace: "shop".into(),
-        ..InjectRequest::default()
-    };
     c.bench_function("engine/inject+diff", |b| {
         let mut next = pods.iter().cycle();
         b.iter(|| {

@@ -274,6 +274,9 @@ pub struct AdmissionReviewResponse {
     pub response: AdmissionResponse,
 }
 
+/// Room for everything in a serialized review but the uid, the patch and the message.
+const ENVELOPE_BYTES: usize = 256;
+
 impl AdmissionReviewResponse {
     /// Wrap a response in the review of the given version.
     pub fn new(version: ReviewVersion, response: AdmissionResponse) -> Self {
@@ -282,6 +285,20 @@ impl AdmissionReviewResponse {
             kind: REVIEW_KIND,
             response,
         }
+    }
+
+    /// The JSON body, serialized into one buffer sized up front. Growing from empty copied the
+    /// 7.5 KB answer of the load benchmark's pod about six times: patch + answer encoding took
+    /// 9.3-10.2 µs that way, 8.3 µs sized (`cargo bench -p injector-load --bench handler`).
+    pub fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
+        let response = &self.response;
+        let capacity = ENVELOPE_BYTES
+            + response.uid.len()
+            + response.patch.as_ref().map_or(0, String::len)
+            + response.status.as_ref().map_or(0, |s| s.message.len());
+        let mut out = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 }
 
@@ -420,6 +437,39 @@ mod tests {
                 .request
                 .is_pod_create()
         );
+    }
+
+    #[test]
+    fn the_body_fits_the_buffer_sized_for_it() {
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "add", "path": "/metadata/annotations", "value": {"a": "x".repeat(5000)}}
+        ]))
+        .unwrap();
+        let uid = "0e4a9c52-3f1d-4b8e-9a6c-7d2e5f1b3c48";
+        for (version, response) in [
+            (
+                ReviewVersion::V1,
+                AdmissionResponse::patch(uid, &patch).unwrap(),
+            ),
+            (
+                ReviewVersion::V1Beta1,
+                AdmissionResponse::deny(uid, 400, "y".repeat(3000)),
+            ),
+            (ReviewVersion::V1, AdmissionResponse::allow(uid)),
+        ] {
+            let review = AdmissionReviewResponse::new(version, response);
+            let body = review.to_vec().unwrap();
+            assert_eq!(body, serde_json::to_vec(&review).unwrap());
+            let room = ENVELOPE_BYTES
+                + uid.len()
+                + review.response.patch.as_ref().map_or(0, String::len)
+                + review
+                    .response
+                    .status
+                    .as_ref()
+                    .map_or(0, |s| s.message.len());
+            assert!(body.len() <= room, "{} > {room}", body.len());
+        }
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
 }
 
 fn json(review: &AdmissionReviewResponse) -> Response {
-    match serde_json::to_vec(review) {
+    match review.to_vec() {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         // Serializing plain strings and booleans cannot fail; answer readably anyway.
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
