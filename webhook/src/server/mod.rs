@@ -7,6 +7,7 @@ pub mod ca_bundle;
 pub mod config_reload;
 pub mod metrics;
 pub mod path_env;
+pub mod replica_memo;
 pub mod review;
 pub mod selfsigned;
 pub mod serve;
