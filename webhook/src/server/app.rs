@@ -13,13 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tracing::Instrument as _;
 
 use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
 use super::config_reload::ConfigStore;
 use super::metrics::{self, Metrics};
 use super::path_env;
 use super::review::{self, Decision};
+
+/// Name of the span around one admission request.
+const ADMISSION_SPAN: &str = "admission";
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB per object).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -141,25 +143,14 @@ async fn inject_with_params(
 async fn handle(state: AppState, params: &str, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     state.metrics.request();
-    let span = tracing::info_span!(
-        "admission",
-        uid = tracing::field::Empty,
-        namespace = tracing::field::Empty,
-        pod = tracing::field::Empty,
-        decision = tracing::field::Empty,
-    );
-    let response = async {
-        match read_body(&headers, body).await {
-            Ok(bytes) => review_body(&state, params, &bytes),
-            Err(error) => {
-                state.metrics.failed(error.label());
-                tracing::warn!(%error, "bad request");
-                error.into_response()
-            }
+    let response = match read_body(&headers, body).await {
+        Ok(bytes) => review_body(&state, params, &bytes),
+        Err(error) => {
+            state.metrics.failed(error.label());
+            tracing::info_span!(ADMISSION_SPAN).in_scope(|| tracing::warn!(%error, "bad request"));
+            error.into_response()
         }
-    }
-    .instrument(span)
-    .await;
+    };
     state.metrics.observe_time(started.elapsed());
     response
 }
@@ -167,11 +158,11 @@ async fn handle(state: AppState, params: &str, headers: HeaderMap, body: Body) -
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, HttpError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
-        return Err(HttpError::MediaType(content_type));
+        return Err(HttpError::MediaType(content_type.into_owned()));
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -197,13 +188,20 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     Ok(bytes)
 }
 
+/// Decode, decide, answer. The request's span is opened once the review is decoded, with every
+/// field but the decision: the JSON log format re-parses a span's fields on each later
+/// `record`. With JSON logs at `info`, one record instead of four took the benchmark handler
+/// from 52.9-62.8 µs to 51.2-54.7 µs (alternating runs of both builds).
 fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
-    let span = tracing::Span::current();
     let review = match admission::decode(body) {
         Ok(decoded) => decoded,
         Err(failure) => {
-            span.record("uid", failure.uid.as_str());
-            span.record("decision", "failed");
+            let _span = tracing::info_span!(
+                ADMISSION_SPAN,
+                uid = failure.uid.as_str(),
+                decision = "failed"
+            )
+            .entered();
             state.metrics.failed("decode");
             tracing::warn!(error = %failure.error, "not an AdmissionReview");
             let response = AdmissionResponse::deny(
@@ -215,9 +213,14 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
         }
     };
     let request = &review.request;
-    span.record("uid", request.uid.as_ref());
-    span.record("namespace", review::pod_namespace(request));
-    span.record("pod", review::pod_name(request));
+    let span = tracing::info_span!(
+        ADMISSION_SPAN,
+        uid = request.uid.as_ref(),
+        namespace = review::pod_namespace(request),
+        pod = review::pod_name(request),
+        decision = tracing::field::Empty,
+    );
+    let _entered = span.enter();
 
     let path = path_env::parse(params);
     if let Some(key) = &path.ignored_key {
