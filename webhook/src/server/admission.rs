@@ -220,7 +220,8 @@ pub struct AdmissionResponse {
     pub allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
-    /// Base64 of the JSONPatch document.
+    /// Base64 (standard alphabet) of the JSONPatch document; [`AdmissionReviewResponse::to_vec`]
+    /// writes it into the answer without escaping.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,19 +288,65 @@ impl AdmissionReviewResponse {
         }
     }
 
-    /// The JSON body, serialized into one buffer sized up front. Growing from empty copied the
-    /// 7.5 KB answer of the load benchmark's pod about six times: patch + answer encoding took
-    /// 9.3-10.2 µs that way, 8.3 µs sized (`cargo bench -p injector-load --bench handler`).
+    /// The JSON body, in one buffer sized up front (growing from empty copied the 7 KB answer
+    /// of the load benchmark's pod about six times: 9.3-10.2 -> 8.3 µs for patch + answer).
+    ///
+    /// The base64 patch is most of the answer and its alphabet never needs escaping, so it is
+    /// appended as the response's last field instead of going through the serializer's escape
+    /// scan (7.3-8.1 -> 5.5 µs, alternating runs); the rest is serialized as usual. The same
+    /// JSON as `Serialize`, with `patch` last.
     pub fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
         let response = &self.response;
+        let patch = response.patch.as_deref();
         let capacity = ENVELOPE_BYTES
             + response.uid.len()
-            + response.patch.as_ref().map_or(0, String::len)
+            + patch.map_or(0, str::len)
             + response.status.as_ref().map_or(0, |s| s.message.len());
         let mut out = Vec::with_capacity(capacity);
-        serde_json::to_writer(&mut out, self)?;
+        let head = ReviewHead {
+            api_version: self.api_version,
+            kind: self.kind,
+            response: ResponseHead {
+                uid: &response.uid,
+                allowed: response.allowed,
+                patch_type: response.patch_type,
+                status: response.status.as_ref(),
+            },
+        };
+        serde_json::to_writer(&mut out, &head)?;
+        if let Some(patch) = patch {
+            debug_assert!(
+                out.ends_with(b"}}"),
+                "a compact review ends with two braces"
+            );
+            out.truncate(out.len() - 2);
+            out.extend_from_slice(br#","patch":""#);
+            out.extend_from_slice(patch.as_bytes());
+            out.extend_from_slice(br#""}}"#);
+        }
         Ok(out)
     }
+}
+
+/// [`AdmissionReviewResponse`] without the patch, as [`AdmissionReviewResponse::to_vec`] writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewHead<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseHead<'a>,
+}
+
+/// [`AdmissionResponse`] without the patch.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseHead<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a Status>,
 }
 
 #[cfg(test)]
@@ -459,7 +506,10 @@ mod tests {
         ] {
             let review = AdmissionReviewResponse::new(version, response);
             let body = review.to_vec().unwrap();
-            assert_eq!(body, serde_json::to_vec(&review).unwrap());
+            assert_eq!(
+                serde_json::from_slice::<Value>(&body).unwrap(),
+                serde_json::to_value(&review).unwrap()
+            );
             let room = ENVELOPE_BYTES
                 + uid.len()
                 + review.response.patch.as_ref().map_or(0, String::len)
@@ -480,7 +530,7 @@ mod tests {
             ReviewVersion::V1Beta1,
             AdmissionResponse::patch("u", &patch).unwrap(),
         );
-        let v = serde_json::to_value(&r).unwrap();
+        let v: Value = serde_json::from_slice(&r.to_vec().unwrap()).unwrap();
         assert_eq!(v["apiVersion"], API_VERSION_V1BETA1);
         assert_eq!(v["response"]["patchType"], "JSONPatch");
         let raw = base64::engine::general_purpose::STANDARD
