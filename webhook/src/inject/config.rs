@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
@@ -153,6 +154,8 @@ pub struct ProxyConfig {
     pub concurrency: Option<u32>,
 }
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The loaded, validated configuration (config.yaml + values.yaml + mesh.yaml, templates compiled).
 /// Cheap to clone.
 #[derive(Debug, Clone)]
@@ -162,6 +165,8 @@ pub struct Config {
 
 #[derive(Debug)]
 pub(crate) struct Loaded {
+    /// Unique among the configurations this process loaded (see [`Config::id`]).
+    pub id: u64,
     pub injector: InjectorConfig,
     pub values: Values,
     pub mesh: Mesh,
@@ -210,6 +215,7 @@ impl Config {
         }
         let config = Config {
             inner: Arc::new(Loaded {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 injector,
                 values,
                 mesh,
@@ -219,6 +225,12 @@ impl Config {
         };
         config.test_render()?;
         Ok(config)
+    }
+
+    /// A number no other configuration loaded by this process has: a cache of answers keyed
+    /// on it is never served by a configuration it was not computed with.
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Names of all templates, sorted.

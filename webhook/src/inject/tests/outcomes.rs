@@ -219,3 +219,11 @@ fn config_errors_name_file_key_and_problem() {
         assert!(e.contains(want), "want {want:?} in {e:?}");
     }
 }
+
+#[test]
+fn every_loaded_configuration_has_its_own_id() {
+    let a = Config::embedded().unwrap();
+    let b = Config::embedded().unwrap();
+    assert_ne!(a.id(), b.id(), "same sources, still another configuration");
+    assert_eq!(a.clone().id(), a.id(), "a clone is the same configuration");
+}
