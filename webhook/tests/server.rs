@@ -1,5 +1,6 @@
 //! Tests of the `outrigger-injector` admission server: router (oneshot), real TLS end to end,
-//! certificate rotation, configuration reload, SIGTERM draining, caBundle keeping.
+//! certificate rotation, configuration reload, SIGTERM draining, caBundle keeping, the replica
+//! memo.
 
 #[path = "server/ca_bundle.rs"]
 mod ca_bundle;
@@ -15,6 +16,8 @@ mod logs;
 mod process;
 #[path = "server/reload.rs"]
 mod reload;
+#[path = "server/replicas.rs"]
+mod replicas;
 #[path = "server/rotation.rs"]
 mod rotation;
 #[path = "server/router.rs"]

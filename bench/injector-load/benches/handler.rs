@@ -79,7 +79,11 @@ fn bench(c: &mut Criterion) {
     });
 
     let first = admission::decode(&pool[0].body).expect("decodes");
-    let pod = first.request.object.as_ref().expect("has a pod");
+    let pod = &first
+        .request
+        .parse_object()
+        .expect("valid JSON")
+        .expect("has a pod");
     let request = InjectRequest {
         namespace: "shop".into(),
         ..InjectRequest::default()

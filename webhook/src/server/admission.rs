@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The `kind` of every review.
 pub const REVIEW_KIND: &str = "AdmissionReview";
@@ -54,7 +55,8 @@ pub struct GroupVersionKind<'a> {
 }
 
 /// The part of `request` the webhook uses, borrowing its strings from the body where the JSON
-/// has no escapes. Unknown fields are ignored; only the pod becomes a JSON tree.
+/// has no escapes. Unknown fields are ignored; the pod is kept as its JSON text (the replica
+/// memo keys on it) and becomes a JSON tree only when it is injected.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionRequest<'a> {
@@ -71,12 +73,20 @@ pub struct AdmissionRequest<'a> {
     #[serde(borrow)]
     pub operation: Cow<'a, str>,
     #[serde(default)]
-    pub object: Option<Value>,
+    pub object: Option<Box<RawValue>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
 impl AdmissionRequest<'_> {
+    /// The pod as a JSON tree (its text is valid JSON: the review's decoding checked it).
+    pub fn parse_object(&self) -> serde_json::Result<Option<Value>> {
+        self.object
+            .as_deref()
+            .map(|raw| serde_json::from_str(raw.get()))
+            .transpose()
+    }
+
     /// True for CREATE of a core/v1 Pod (not a subresource): the only request we inject.
     pub fn is_pod_create(&self) -> bool {
         self.kind.group.is_empty()
@@ -418,7 +428,7 @@ mod tests {
         assert!(matches!(decoded.request.uid, Cow::Borrowed("u-1")));
         assert!(matches!(decoded.request.namespace, Some(Cow::Owned(ref ns)) if ns == "sh\"op"));
         assert_eq!(
-            decoded.request.object,
+            decoded.request.parse_object().unwrap(),
             Some(json!({"metadata": {"name": "p"}}))
         );
     }

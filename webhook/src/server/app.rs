@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
@@ -18,13 +19,18 @@ use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
 use super::config_reload::ConfigStore;
 use super::metrics::{self, Metrics};
 use super::path_env;
+use super::replica_memo::{self, Key, ReplicaMemo};
 use super::review::{self, Decision};
+use crate::inject::Config;
 
 /// Name of the span around one admission request.
 const ADMISSION_SPAN: &str = "admission";
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB per object).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// How many answers the replica memo keeps (a few KiB each).
+const REPLIES_MAX: usize = 256;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -35,6 +41,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Time a client gets to send the whole body.
     pub body_timeout: Duration,
+    /// Recent answers, so the replicas of a workload skip decoding, injection and diff.
+    pub replies: Arc<ReplicaMemo<Reply>>,
 }
 
 impl AppState {
@@ -44,6 +52,7 @@ impl AppState {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             body_timeout: super::DEFAULT_READ_TIMEOUT,
+            replies: Arc::new(ReplicaMemo::new(REPLIES_MAX)),
         }
     }
 }
@@ -213,23 +222,47 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
         }
     };
     let request = &review.request;
+    let path = path_env::parse(params);
+    let config = state.config.get();
+    let key = request
+        .object
+        .as_deref()
+        .filter(|_| request.is_pod_create())
+        .and_then(|pod| {
+            let context = format!(
+                "{}\0{params}\0{}\0{}",
+                config.id(),
+                request.namespace.as_deref().unwrap_or_default(),
+                request.name.as_deref().unwrap_or_default(),
+            );
+            Key::new(&context, pod.get().as_bytes())
+        });
+    let remembered = key.as_ref().and_then(|k| state.replies.get(k));
+    let reply = match remembered {
+        Some(reply) => reply,
+        None => {
+            let reply = Arc::new(decide(request, path.env, &config));
+            if let Some(key) = key
+                && reply.same_for_every_replica()
+            {
+                state.replies.insert(key, reply.clone());
+            }
+            reply
+        }
+    };
     let span = tracing::info_span!(
         ADMISSION_SPAN,
         uid = request.uid.as_ref(),
-        namespace = review::pod_namespace(request),
-        pod = review::pod_name(request),
-        decision = tracing::field::Empty,
+        namespace = reply.namespace,
+        pod = reply.pod,
+        decision = reply.decision.as_str(),
     );
     let _entered = span.enter();
-
-    let path = path_env::parse(params);
     if let Some(key) = &path.ignored_key {
         tracing::warn!(key = %key, "webhook path has a key without a value; ignored");
     }
-    let config = state.config.get();
-    let (response, decision) = review::respond(request, path.env, &config);
-    span.record("decision", decision.as_str());
-    match &decision {
+    let response = &reply.response;
+    match &reply.decision {
         Decision::Ignored => tracing::info!(
             kind = %request.kind.kind,
             operation = %request.operation,
@@ -249,7 +282,70 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
             tracing::warn!(reason, detail = message, "refused");
         }
     }
+    let response = AdmissionResponse {
+        uid: request.uid.to_string(),
+        ..response.clone()
+    };
     json(&AdmissionReviewResponse::new(review.version, response))
+}
+
+/// What the webhook answers a pod, apart from the request's uid.
+#[derive(Debug)]
+pub struct Reply {
+    /// The answer, with an empty uid.
+    response: AdmissionResponse,
+    decision: Decision,
+    namespace: String,
+    pod: String,
+}
+
+impl Reply {
+    /// True unless the answer names the pod's token volume (see [`replica_memo`]): then it is
+    /// this replica's alone. Decoding the patch costs a few µs, once per workload.
+    fn same_for_every_replica(&self) -> bool {
+        let names_token = |text: &[u8]| {
+            memchr::memmem::find(text, replica_memo::TOKEN_VOLUME_PREFIX.as_bytes()).is_some()
+        };
+        let patch = self.response.patch.as_deref().map(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default()
+        });
+        let message = self.response.status.as_ref().map(|s| s.message.as_bytes());
+        !matches!(self.decision, Decision::Ignored)
+            && !patch.is_some_and(|p| p.is_empty() || names_token(&p))
+            && !message.is_some_and(names_token)
+    }
+}
+
+/// Decodes the pod and asks the engine (everything the replica memo saves).
+fn decide(
+    request: &admission::AdmissionRequest<'_>,
+    proxy_env: Vec<(String, String)>,
+    config: &Config,
+) -> Reply {
+    let (pod, response, decision) = match request.parse_object() {
+        Ok(pod) => {
+            let (response, decision) = review::respond(request, pod.as_ref(), proxy_env, config);
+            (pod, response, decision)
+        }
+        // The review's decoding checked the text; only a pod nested deeper than the
+        // parser's limit of 128 gets here.
+        Err(e) => (
+            None,
+            AdmissionResponse::deny("", 400, format!("sidecar injector: the pod: {e}")),
+            Decision::Failed("decode"),
+        ),
+    };
+    Reply {
+        namespace: review::pod_namespace(request, pod.as_ref()).to_owned(),
+        pod: review::pod_name(request, pod.as_ref()).to_owned(),
+        response: AdmissionResponse {
+            uid: String::new(),
+            ..response
+        },
+        decision,
+    }
 }
 
 fn json(review: &AdmissionReviewResponse) -> Response {

@@ -5,8 +5,8 @@
 //! service-account token volume that its ServiceAccount admission plugin names per pod
 //! (`kube-api-access-` + 5 random characters, in `spec.volumes` and every `volumeMounts`). The
 //! engine never looks inside that name, so the key is the pod's JSON text with those characters
-//! masked. An answer is kept only when it does not mention the name itself (so it is the same for
-//! every replica), and a pod with more than one such name is never looked up.
+//! masked. The caller keeps an answer only when it does not mention the name itself (so it is the
+//! same for every replica); a pod with more than one such name is never looked up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,12 +71,9 @@ impl<T> ReplicaMemo<T> {
         self.answers.lock().ok()?.get(key).cloned()
     }
 
-    /// Keeps `answer` for `key` unless `answer_text` (what goes back to the API server) names a
-    /// token volume: such an answer belongs to this replica only.
-    pub fn insert(&self, key: Key, answer: Arc<T>, answer_text: &[u8]) {
-        if memchr::memmem::find(answer_text, TOKEN_VOLUME_PREFIX.as_bytes()).is_some() {
-            return;
-        }
+    /// Keeps `answer` for `key`. The caller checks that the answer does not name the token
+    /// volume (then it would belong to one replica only).
+    pub fn insert(&self, key: Key, answer: Arc<T>) {
         let Ok(mut answers) = self.answers.lock() else {
             return;
         };
@@ -86,11 +83,13 @@ impl<T> ReplicaMemo<T> {
         answers.insert(key, answer);
     }
 
-    /// Forgets every answer (the configuration changed).
-    pub fn clear(&self) {
-        if let Ok(mut answers) = self.answers.lock() {
-            answers.clear();
-        }
+    /// How many answers are kept.
+    pub fn len(&self) -> usize {
+        self.answers.lock().map_or(0, |a| a.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -134,22 +133,14 @@ mod tests {
     }
 
     #[test]
-    fn answers_naming_the_token_volume_are_not_kept_and_memory_is_bounded() {
+    fn memory_is_bounded() {
         let memo = ReplicaMemo::new(2);
         let key = |t: &str, image: &str| Key::new("ns", pod(t, image).as_bytes()).unwrap();
-        memo.insert(key("x7k2p", "a"), Arc::new(1), br#"[{"op":"add"}]"#);
+        memo.insert(key("x7k2p", "a"), Arc::new(1));
         assert_eq!(memo.get(&key("q9z4m", "a")).as_deref(), Some(&1));
-        memo.insert(
-            key("x7k2p", "b"),
-            Arc::new(2),
-            br#"[{"op":"add","value":{"name":"kube-api-access-x7k2p"}}]"#,
-        );
-        assert_eq!(memo.get(&key("x7k2p", "b")), None);
-        memo.insert(key("x7k2p", "c"), Arc::new(3), b"[]");
-        memo.insert(key("x7k2p", "d"), Arc::new(4), b"[]");
-        assert!(memo.answers.lock().unwrap().len() <= 2);
+        memo.insert(key("x7k2p", "c"), Arc::new(3));
+        memo.insert(key("x7k2p", "d"), Arc::new(4));
+        assert!(memo.len() <= 2);
         assert_eq!(memo.get(&key("x7k2p", "d")).as_deref(), Some(&4));
-        memo.clear();
-        assert_eq!(memo.get(&key("x7k2p", "d")), None);
     }
 }

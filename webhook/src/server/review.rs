@@ -37,8 +37,8 @@ impl Decision {
 }
 
 /// Pod name for logs: `metadata.name`, else `generateName`, else the request's name.
-pub fn pod_name<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
-    let meta = request.object.as_ref().and_then(|o| o.get("metadata"));
+pub fn pod_name<'r>(request: &'r AdmissionRequest<'_>, pod: Option<&'r Value>) -> &'r str {
+    let meta = pod.and_then(|o| o.get("metadata"));
     let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
     field("name")
         .or_else(|| field("generateName"))
@@ -47,11 +47,8 @@ pub fn pod_name<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
 }
 
 /// The pod's namespace: from the object, else from the request.
-pub fn pod_namespace<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
-    request
-        .object
-        .as_ref()
-        .and_then(|o| o.pointer("/metadata/namespace"))
+pub fn pod_namespace<'r>(request: &'r AdmissionRequest<'_>, pod: Option<&'r Value>) -> &'r str {
+    pod.and_then(|o| o.pointer("/metadata/namespace"))
         .and_then(Value::as_str)
         .filter(|ns| !ns.is_empty())
         .or(request.namespace.as_deref())
@@ -61,6 +58,7 @@ pub fn pod_namespace<'r>(request: &'r AdmissionRequest<'_>) -> &'r str {
 /// Decide the response for one request.
 pub fn respond(
     request: &AdmissionRequest<'_>,
+    pod: Option<&Value>,
     proxy_env: Vec<(String, String)>,
     config: &Config,
 ) -> (AdmissionResponse, Decision) {
@@ -68,7 +66,7 @@ pub fn respond(
     if !request.is_pod_create() {
         return (AdmissionResponse::allow(uid), Decision::Ignored);
     }
-    let Some(pod) = request.object.as_ref().filter(|o| o.is_object()) else {
+    let Some(pod) = pod.filter(|o| o.is_object()) else {
         let msg = "pod CREATE request carries no pod object";
         return (
             AdmissionResponse::deny(uid, DENY_CODE, msg),
@@ -76,7 +74,7 @@ pub fn respond(
         );
     };
     let inject_request = InjectRequest {
-        namespace: pod_namespace(request).to_owned(),
+        namespace: pod_namespace(request, Some(pod)).to_owned(),
         proxy_env,
         ..InjectRequest::default()
     };
