@@ -38,6 +38,10 @@ struct Args {
     /// Distinct replicas (uid + token volume name) generated before the runs and cycled through.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     reviews: u64,
+    /// Replicas of one workload (the common case) or pods that share nothing (each the first
+    /// of its kind: the injector's answers cannot be reused).
+    #[arg(long, value_enum, default_value_t = reviews::Pods::Replicas)]
+    pods: reviews::Pods,
     /// Seed of the replica generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -186,7 +190,8 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
     let injector = start("injector", cmd)?;
     let client = client::Client::new(&certs.join("ca.crt"))?;
     let count = usize::try_from(args.reviews).context("--reviews")?;
-    let reviews: Arc<[reviews::Review]> = reviews::pool(REVIEW, count, args.seed)?.into();
+    let reviews: Arc<[reviews::Review]> =
+        reviews::pool_of(args.pods, REVIEW, count, args.seed)?.into();
 
     // The canned server answers exactly what the injector answers to the first replica.
     let first = &reviews[0];
@@ -211,10 +216,18 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
 
     let duration = Duration::from_secs(args.seconds);
     println!(
-        "injector-load: {} keep-alive HTTPS connections, {} s per run, {} replicas (fresh uid and token volume each), request {} bytes, response {} bytes",
+        "injector-load: {} keep-alive HTTPS connections, {} s per run, {} pods ({}: fresh uid and token volume each{}), request {} bytes, response {} bytes",
         args.connections,
         args.seconds,
         reviews.len(),
+        match args.pods {
+            reviews::Pods::Replicas => "replicas",
+            reviews::Pods::Distinct => "distinct",
+        },
+        match args.pods {
+            reviews::Pods::Replicas => "",
+            reviews::Pods::Distinct => ", and a pod-template-hash label",
+        },
         first.body.len(),
         response.len()
     );

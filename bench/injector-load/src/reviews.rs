@@ -57,9 +57,24 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// What the pods of a pool have in common.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pods {
+    /// Replicas of one Deployment: they differ only in uid and token volume name.
+    Replicas,
+    /// Every pod also has its own `pod-template-hash` label (as if each came from another
+    /// Deployment revision): nothing an earlier answer could be reused for.
+    Distinct,
+}
+
 /// `count` replicas of `template` (an AdmissionReview of a pod CREATE), each with its own uid
 /// and token volume suffix. `seed` makes the pool reproducible.
 pub fn pool(template: &str, count: usize, seed: u64) -> anyhow::Result<Vec<Review>> {
+    pool_of(Pods::Replicas, template, count, seed)
+}
+
+/// Like [`pool`], of replicas or of pods that share nothing.
+pub fn pool_of(pods: Pods, template: &str, count: usize, seed: u64) -> anyhow::Result<Vec<Review>> {
     let template: Value = serde_json::from_str(template).context("the review template")?;
     let old = token_volume(&template)?;
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -71,6 +86,10 @@ pub fn pool(template: &str, count: usize, seed: u64) -> anyhow::Result<Vec<Revie
                 .to_string();
             review["request"]["uid"] = Value::from(uid.as_str());
             rename_volume(&mut review, &old, &token_volume_name(&mut rng));
+            if pods == Pods::Distinct {
+                review["request"]["object"]["metadata"]["labels"]["pod-template-hash"] =
+                    Value::from(random_suffix(&mut rng, 10));
+            }
             Ok(Review {
                 body: Bytes::from(serde_json::to_vec(&review)?),
                 uid_field: format!(r#""uid":"{uid}""#).into_bytes(),
@@ -82,10 +101,14 @@ pub fn pool(template: &str, count: usize, seed: u64) -> anyhow::Result<Vec<Revie
 
 /// `kube-api-access-` plus a random suffix from the API server's alphabet.
 fn token_volume_name(rng: &mut fastrand::Rng) -> String {
-    let suffix: String = (0..SUFFIX_LEN)
+    format!("{TOKEN_VOLUME_PREFIX}{}", random_suffix(rng, SUFFIX_LEN))
+}
+
+/// `len` random characters of the API server's alphabet.
+fn random_suffix(rng: &mut fastrand::Rng, len: usize) -> String {
+    (0..len)
         .map(|_| char::from(SUFFIX_ALPHABET[rng.usize(..SUFFIX_ALPHABET.len())]))
-        .collect();
-    format!("{TOKEN_VOLUME_PREFIX}{suffix}")
+        .collect()
 }
 
 /// The name of the template's token volume.
@@ -142,6 +165,22 @@ mod tests {
             .map(|m| m["name"].as_str().unwrap().to_owned())
             .collect();
         (volume, mounts)
+    }
+
+    #[test]
+    fn distinct_pods_differ_in_their_template_hash_replicas_do_not() {
+        let hashes = |pods| -> HashSet<String> {
+            pool_of(pods, crate::REVIEW, 64, 5)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let v: Value = serde_json::from_slice(&r.body).unwrap();
+                    v["request"]["object"]["metadata"]["labels"]["pod-template-hash"].to_string()
+                })
+                .collect()
+        };
+        assert_eq!(hashes(Pods::Distinct).len(), 64);
+        assert_eq!(hashes(Pods::Replicas).len(), 1);
     }
 
     #[test]
