@@ -1,9 +1,11 @@
 //! Server CPU per admission request without TLS or sockets: the injector's router driven with
-//! `oneshot` through the same per-replica pool as `injector-load`, next to the engine alone
-//! (inject + JSONPatch diff) on the same pods, so `handler - engine` is what the server code
-//! around the engine costs. `handler/json-logs` adds the production log output (JSON, `info`)
-//! written to a sink, to price the per-request span and log line. `decode` and `encode` are the
-//! server's own JSON work: the review into typed fields plus the pod tree, and the patch into
+//! `oneshot` through the same pools as `injector-load`. `handler` cycles through replicas of one
+//! pod (after the first, the replica memo answers); `handler/distinct` through pods that share
+//! nothing, so every request is decoded, injected and diffed: next to the engine alone (inject +
+//! JSONPatch diff) on the same pods, `handler/distinct - engine` is what the server code around
+//! the engine costs. `handler/json-logs` adds the production log output (JSON, `info`) written
+//! to a sink, to price the per-request span and log line. `decode` and `encode` are the server's
+//! own JSON work: the review into typed fields (the pod kept as its text), and the patch into
 //! base64 inside the answer.
 
 use std::hint::black_box;
@@ -44,25 +46,11 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let mut next = pool.iter().cycle();
-
-    let mut handle = |b: &mut criterion::Bencher| {
-        b.iter(|| {
-            let review = next.next().expect("the pool cycles");
-            let request = Request::post("/inject")
-                .header("content-type", "application/json")
-                .body(Body::from(review.body.clone()))
-                .expect("valid request");
-            let response = runtime.block_on(async {
-                let response = router.clone().oneshot(request).await.expect("infallible");
-                axum::body::to_bytes(response.into_body(), usize::MAX)
-                    .await
-                    .expect("body")
-            });
-            review.check(&response).expect("an injection for this uid");
-        })
-    };
+    let distinct = reviews::pool_of(reviews::Pods::Distinct, REVIEW, REPLICAS, 1)
+        .expect("the distinct pool builds");
+    let mut handle = handler(&router, &runtime, &pool);
     c.bench_function("handler", &mut handle);
+    c.bench_function("handler/distinct", handler(&router, &runtime, &distinct));
     let json_logs = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
@@ -100,7 +88,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let pods: Vec<Value> = pool
+    let pods: Vec<Value> = distinct
         .iter()
         .map(|r| {
             let review: Value = serde_json::from_slice(&r.body).expect("valid JSON");
@@ -117,6 +105,31 @@ fn bench(c: &mut Criterion) {
             json_patch(pod, &injected)
         })
     });
+}
+
+/// One request after another through the router, cycling through `pool`, each answer checked.
+fn handler<'a>(
+    router: &'a axum::Router,
+    runtime: &'a tokio::runtime::Runtime,
+    pool: &'a [reviews::Review],
+) -> impl FnMut(&mut criterion::Bencher) + 'a {
+    let mut next = pool.iter().cycle();
+    move |b: &mut criterion::Bencher| {
+        b.iter(|| {
+            let review = next.next().expect("the pool cycles");
+            let request = Request::post("/inject")
+                .header("content-type", "application/json")
+                .body(Body::from(review.body.clone()))
+                .expect("valid request");
+            let response = runtime.block_on(async {
+                let response = router.clone().oneshot(request).await.expect("infallible");
+                axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .expect("body")
+            });
+            review.check(&response).expect("an injection for this uid");
+        })
+    }
 }
 
 criterion_group!(benches, bench);
