@@ -2,6 +2,8 @@
 //! render and merge the templates, then post-process in Rust (probes, prometheus, labels,
 //! annotations, status, container order).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
 use super::config::{self, Config, ProxyConfig};
@@ -26,39 +28,45 @@ pub(crate) fn render_for_test(
 }
 
 /// Per-pod settings resolved from annotations, proxy config, values and the request.
-struct Settings {
-    proxy_config: Value,
-    typed: ProxyConfig,
+struct Settings<'c> {
+    /// The mesh's `defaultConfig` (loaded once), or merged with the pod's annotation.
+    proxy_config: Cow<'c, Value>,
+    typed: Cow<'c, ProxyConfig>,
     interception_mode: String,
     status_port: u16,
     native: bool,
     hold: bool,
 }
 
-fn settings(pod: &Value, req: &InjectRequest, config: &Config) -> Result<Settings, InjectError> {
+fn settings<'c>(
+    pod: &Value,
+    req: &InjectRequest,
+    config: &'c Config,
+) -> Result<Settings<'c>, InjectError> {
     let c = &config.inner;
-    let mut proxy_config = c
-        .mesh_raw
-        .get("defaultConfig")
-        .cloned()
-        .unwrap_or(json!({}));
-    let from_pod = annotation(pod, PROXY_CONFIG);
-    let bad = |text: &str, e: String| {
-        InjectError::InvalidAnnotations(vec![format!(
-            "invalid value '{text}' for annotation '{PROXY_CONFIG}': {e}"
-        )])
+    let defaults = match c.mesh_raw.get("defaultConfig") {
+        Some(v) => Cow::Borrowed(v),
+        None => Cow::Owned(json!({})),
     };
-    if let Some(text) = from_pod {
-        let over: Value = serde_yaml_ng::from_str(text).map_err(|e| bad(text, e.to_string()))?;
-        if !over.is_null() {
-            config::deep_merge(&mut proxy_config, over);
+    let (proxy_config, typed) = match annotation(pod, PROXY_CONFIG) {
+        // `mesh.default_config` is `defaultConfig` typed at load.
+        None => (defaults, Cow::Borrowed(&c.mesh.default_config)),
+        Some(text) => {
+            let bad = |e: String| {
+                InjectError::InvalidAnnotations(vec![format!(
+                    "invalid value '{text}' for annotation '{PROXY_CONFIG}': {e}"
+                )])
+            };
+            let mut merged = defaults.into_owned();
+            let over: Value = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
+            if !over.is_null() {
+                config::deep_merge(&mut merged, over);
+            }
+            let typed: ProxyConfig =
+                serde_json::from_value(merged.clone()).map_err(|e| bad(e.to_string()))?;
+            (Cow::Owned(merged), Cow::Owned(typed))
         }
-    }
-    let typed: ProxyConfig =
-        serde_json::from_value(proxy_config.clone()).map_err(|e| match from_pod {
-            Some(text) => bad(text, e.to_string()),
-            None => InjectError::Other(format!("mesh.yaml defaultConfig: {e}")),
-        })?;
+    };
     let interception_mode = annotation(pod, INTERCEPTION_MODE)
         .map(str::to_owned)
         .or_else(|| typed.interception_mode.clone())

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::ConfigError;
 use super::memo::{Memo, Reads, TrackedPod};
+use crate::error_chain;
 
 /// The compiled templates of one configuration.
 #[derive(Debug)]
@@ -120,17 +121,6 @@ impl Templates {
         }
         Ok(overlay)
     }
-}
-
-fn error_chain(e: &minijinja::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 fn lookup(meta: &JValue, field: &str, key: &str, default: JValue) -> JValue {

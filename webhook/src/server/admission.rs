@@ -255,12 +255,16 @@ impl AdmissionResponse {
         uid: impl Into<String>,
         patch: &json_patch::Patch,
     ) -> Result<Self, serde_json::Error> {
-        let bytes = serde_json::to_vec(patch)?;
-        Ok(AdmissionResponse {
+        Ok(Self::patch_json(uid, &serde_json::to_vec(patch)?))
+    }
+
+    /// Allowed with a JSONPatch document already serialized.
+    pub fn patch_json(uid: impl Into<String>, patch: &[u8]) -> Self {
+        AdmissionResponse {
             patch_type: Some("JSONPatch"),
-            patch: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
             ..AdmissionResponse::allow(uid)
-        })
+        }
     }
 
     /// Refused, with a message the user sees in `kubectl`'s error.

@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
@@ -19,7 +18,7 @@ use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
 use super::config_reload::ConfigStore;
 use super::metrics::{self, Metrics};
 use super::path_env;
-use super::replica_memo::{self, Key, ReplicaMemo};
+use super::replica_memo::{Key, ReplicaMemo};
 use super::review::{self, Decision};
 use crate::inject::Config;
 
@@ -243,7 +242,7 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
         None => {
             let reply = Arc::new(decide(request, path.env, &config));
             if let Some(key) = key
-                && reply.same_for_every_replica()
+                && reply.answer.replica_safe
             {
                 state.replies.insert(key, reply.clone());
             }
@@ -255,14 +254,14 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
         uid = request.uid.as_ref(),
         namespace = reply.namespace,
         pod = reply.pod,
-        decision = reply.decision.as_str(),
+        decision = reply.answer.decision.as_str(),
     );
     let _entered = span.enter();
     if let Some(key) = &path.ignored_key {
         tracing::warn!(key = %key, "webhook path has a key without a value; ignored");
     }
-    let response = &reply.response;
-    match &reply.decision {
+    let response = &reply.answer.response;
+    match &reply.answer.decision {
         Decision::Ignored => tracing::info!(
             kind = %request.kind.kind,
             operation = %request.operation,
@@ -293,29 +292,9 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
 #[derive(Debug)]
 pub struct Reply {
     /// The answer, with an empty uid.
-    response: AdmissionResponse,
-    decision: Decision,
+    answer: review::Answer,
     namespace: String,
     pod: String,
-}
-
-impl Reply {
-    /// True unless the answer names the pod's token volume (see [`replica_memo`]): then it is
-    /// this replica's alone. Decoding the patch costs a few µs, once per workload.
-    fn same_for_every_replica(&self) -> bool {
-        let names_token = |text: &[u8]| {
-            memchr::memmem::find(text, replica_memo::TOKEN_VOLUME_PREFIX.as_bytes()).is_some()
-        };
-        let patch = self.response.patch.as_deref().map(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap_or_default()
-        });
-        let message = self.response.status.as_ref().map(|s| s.message.as_bytes());
-        !matches!(self.decision, Decision::Ignored)
-            && !patch.is_some_and(|p| p.is_empty() || names_token(&p))
-            && !message.is_some_and(names_token)
-    }
 }
 
 /// Decodes the pod and asks the engine (everything the replica memo saves).
@@ -324,27 +303,36 @@ fn decide(
     proxy_env: Vec<(String, String)>,
     config: &Config,
 ) -> Reply {
-    let (pod, response, decision) = match request.parse_object() {
+    let (pod, answer) = match request.parse_object() {
         Ok(pod) => {
-            let (response, decision) = review::respond(request, pod.as_ref(), proxy_env, config);
-            (pod, response, decision)
+            let answer = review::respond(request, pod.as_ref(), proxy_env, config);
+            (pod, answer)
         }
         // The review's decoding checked the text; only a pod nested deeper than the
         // parser's limit of 128 gets here.
         Err(e) => (
             None,
-            AdmissionResponse::deny("", 400, format!("sidecar injector: the pod: {e}")),
-            Decision::Failed("decode"),
+            review::Answer {
+                response: AdmissionResponse::deny(
+                    "",
+                    400,
+                    format!("sidecar injector: the pod: {e}"),
+                ),
+                decision: Decision::Failed("decode"),
+                replica_safe: false,
+            },
         ),
     };
     Reply {
         namespace: review::pod_namespace(request, pod.as_ref()).to_owned(),
         pod: review::pod_name(request, pod.as_ref()).to_owned(),
-        response: AdmissionResponse {
-            uid: String::new(),
-            ..response
+        answer: review::Answer {
+            response: AdmissionResponse {
+                uid: String::new(),
+                ..answer.response
+            },
+            ..answer
         },
-        decision,
     }
 }
 

@@ -29,6 +29,7 @@ use self::config_reload::ConfigStore;
 use self::metrics::{Metrics, Reload};
 use self::selfsigned::ServiceNames;
 use self::tls::{CertPaths, ReloadingResolver};
+use crate::error_chain;
 
 /// Default HTTPS address in development.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9443";
@@ -240,16 +241,4 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })
-}
-
-/// `error: cause: cause` for log lines.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

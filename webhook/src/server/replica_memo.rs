@@ -9,13 +9,21 @@
 //! same for every replica); a pod with more than one such name is never looked up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use foldhash::fast::RandomState;
+use memchr::memmem::Finder;
 
 /// The name the ServiceAccount admission plugin gives the token volume, before its random part.
 pub const TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
 const MASK: u8 = b'*';
+static TOKEN_VOLUME: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(TOKEN_VOLUME_PREFIX.as_bytes()));
+
+/// Whether `text` (an answer, as JSON) names a token volume: then it belongs to one replica.
+pub fn names_token_volume(text: &[u8]) -> bool {
+    TOKEN_VOLUME.find(text).is_some()
+}
 
 /// A request's key: the caller's context (configuration, namespace, path parameters) and the
 /// object's JSON text with the token volume name's random part masked.
@@ -31,10 +39,9 @@ impl Key {
         bytes.push(0);
         let start = bytes.len();
         bytes.extend_from_slice(object);
-        let finder = memchr::memmem::Finder::new(TOKEN_VOLUME_PREFIX.as_bytes());
         let mut name: Option<Vec<u8>> = None;
         let mut from = start;
-        while let Some(at) = finder.find(&bytes[from..]) {
+        while let Some(at) = TOKEN_VOLUME.find(&bytes[from..]) {
             let suffix = from + at + TOKEN_VOLUME_PREFIX.len();
             let end = bytes[suffix..]
                 .iter()
@@ -72,7 +79,7 @@ impl<T> ReplicaMemo<T> {
     }
 
     /// Keeps `answer` for `key`. The caller checks that the answer does not name the token
-    /// volume (then it would belong to one replica only).
+    /// volume ([`names_token_volume`]): then it would belong to one replica only.
     pub fn insert(&self, key: Key, answer: Arc<T>) {
         let Ok(mut answers) = self.answers.lock() else {
             return;

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::admission::{AdmissionRequest, AdmissionResponse};
+use super::replica_memo;
 use crate::inject::patch::json_patch;
 use crate::inject::{Config, InjectRequest, Outcome, inject};
 
@@ -55,23 +56,46 @@ pub fn pod_namespace<'r>(request: &'r AdmissionRequest<'_>, pod: Option<&'r Valu
         .unwrap_or_default()
 }
 
+/// The answer to one request.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: AdmissionResponse,
+    pub decision: Decision,
+    /// Whether every replica of this pod may be given the same answer (see
+    /// [`replica_memo`]): it is about a pod and does not name its token volume.
+    pub replica_safe: bool,
+}
+
+impl Answer {
+    fn new(response: AdmissionResponse, decision: Decision, replica_safe: bool) -> Self {
+        Answer {
+            response,
+            decision,
+            replica_safe,
+        }
+    }
+
+    fn deny(uid: &str, message: String, reason: &'static str) -> Self {
+        let replica_safe = !replica_memo::names_token_volume(message.as_bytes());
+        let response = AdmissionResponse::deny(uid, DENY_CODE, message);
+        Answer::new(response, Decision::Failed(reason), replica_safe)
+    }
+}
+
 /// Decide the response for one request.
 pub fn respond(
     request: &AdmissionRequest<'_>,
     pod: Option<&Value>,
     proxy_env: Vec<(String, String)>,
     config: &Config,
-) -> (AdmissionResponse, Decision) {
+) -> Answer {
     let uid = request.uid.as_ref();
     if !request.is_pod_create() {
-        return (AdmissionResponse::allow(uid), Decision::Ignored);
+        return Answer::new(AdmissionResponse::allow(uid), Decision::Ignored, false);
     }
     let Some(pod) = pod.filter(|o| o.is_object()) else {
         let msg = "pod CREATE request carries no pod object";
-        return (
-            AdmissionResponse::deny(uid, DENY_CODE, msg),
-            Decision::Failed("no_object"),
-        );
+        return Answer::deny(uid, msg.to_owned(), "no_object");
     };
     let inject_request = InjectRequest {
         namespace: pod_namespace(request, Some(pod)).to_owned(),
@@ -81,32 +105,31 @@ pub fn respond(
     match inject(pod, &inject_request, config) {
         Ok(Outcome::Skipped(reason)) => {
             tracing::debug!(reason = reason.label, message = %reason.message, "not injected");
-            (
-                AdmissionResponse::allow(uid),
-                Decision::Skipped(reason.label),
-            )
+            let response = AdmissionResponse::allow(uid);
+            Answer::new(response, Decision::Skipped(reason.label), true)
         }
         Ok(Outcome::Injected {
             pod: injected,
             templates,
         }) => {
             tracing::debug!(?templates, "injected");
-            let patch = json_patch(pod, &injected);
-            match AdmissionResponse::patch(uid, &patch) {
-                Ok(response) => (response, Decision::Injected),
-                Err(e) => (
-                    AdmissionResponse::deny(
-                        uid,
-                        DENY_CODE,
-                        format!("cannot encode the injection patch: {e}"),
-                    ),
-                    Decision::Failed("encode_patch"),
+            match serde_json::to_vec(&json_patch(pod, &injected)) {
+                Ok(patch) => Answer::new(
+                    AdmissionResponse::patch_json(uid, &patch),
+                    Decision::Injected,
+                    !replica_memo::names_token_volume(&patch),
+                ),
+                Err(e) => Answer::deny(
+                    uid,
+                    format!("cannot encode the injection patch: {e}"),
+                    "encode_patch",
                 ),
             }
         }
-        Err(error) => (
-            AdmissionResponse::deny(uid, DENY_CODE, format!("sidecar injection failed: {error}")),
-            Decision::Failed(error.label()),
+        Err(error) => Answer::deny(
+            uid,
+            format!("sidecar injection failed: {error}"),
+            error.label(),
         ),
     }
 }
