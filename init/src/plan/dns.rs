@@ -79,12 +79,7 @@ pub(super) fn redirect(ctx: &Context<'_>, rules: &mut RuleSet) {
 /// proxy. Keeps the two UDP flows from colliding in conntrack.
 fn conntrack_zones(ctx: &Context<'_>, rules: &mut RuleSet) {
     let cfg = ctx.cfg;
-    let owners = cfg
-        .proxy_uids
-        .iter()
-        .map(|uid| ("--uid-owner", uid))
-        .chain(cfg.proxy_gids.iter().map(|gid| ("--gid-owner", gid)));
-    for (owner_flag, id) in owners {
+    for (owner_flag, id) in ctx.proxy_owners() {
         rules.append(
             Table::Raw,
             ISTIO_OUTPUT_DNS,

@@ -53,12 +53,7 @@ pub(super) fn marks(ctx: &Context<'_>, rules: &mut RuleSet) {
             "RETURN"
         ],
     );
-    let owners = cfg
-        .proxy_uids
-        .iter()
-        .map(|uid| ("--uid-owner", uid))
-        .chain(cfg.proxy_gids.iter().map(|gid| ("--gid-owner", gid)));
-    for (owner_flag, id) in owners {
+    for (owner_flag, id) in ctx.proxy_owners() {
         rules.append_per_family(Table::Mangle, OUTPUT, &ctx.loopback_v4, LOOPBACK_V6, |lo| {
             spec![
                 "!",

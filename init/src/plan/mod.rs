@@ -77,6 +77,15 @@ struct FamilyRanges {
 }
 
 impl<'a> Context<'a> {
+    /// `--uid-owner` with each proxy UID, then `--gid-owner` with each proxy GID.
+    fn proxy_owners(&self) -> impl Iterator<Item = (&'static str, &'a u32)> + use<'a> {
+        let cfg = self.cfg;
+        cfg.proxy_uids
+            .iter()
+            .map(|uid| ("--uid-owner", uid))
+            .chain(cfg.proxy_gids.iter().map(|gid| ("--gid-owner", gid)))
+    }
+
     fn new(cfg: &'a CaptureConfig, host: &'a HostInfo) -> Self {
         let has_servers = !host.dns_servers_v4.is_empty() || !host.dns_servers_v6.is_empty();
         let redirect_dns = cfg.redirect_dns && (cfg.capture_all_dns || has_servers);

@@ -47,10 +47,17 @@ pub(crate) enum Answer {
 
 impl Question {
     fn ask(&self, pod: &Value) -> Answer {
-        let Some(v) = walk(pod, &self.path) else {
+        Answer::of(walk(pod, &self.path), self.enumerate)
+    }
+}
+
+impl Answer {
+    /// The answer of the value `found` at a question's path.
+    fn of(found: Option<&Value>, enumerate: bool) -> Answer {
+        let Some(v) = found else {
             return Answer::Missing;
         };
-        match (v, self.enumerate) {
+        match (v, enumerate) {
             (Value::Object(m), true) => Answer::Keys(m.keys().cloned().collect()),
             (Value::Array(l), true) => Answer::Len(l.len()),
             (Value::Object(_), false) => Answer::Map,
@@ -97,21 +104,23 @@ impl TrackedPod {
         walk(&self.pod, &self.path)
     }
 
-    fn record(&self, path: Vec<Step>, enumerate: bool) {
+    /// Logs the question (`path`, `enumerate`) the first time it is asked, with the answer
+    /// given by `found`, the value at `path`.
+    fn record(&self, path: Vec<Step>, enumerate: bool, found: Option<&Value>) {
         let q = Question { path, enumerate };
         // A poisoned log only means another render panicked; this one's reads are still its own.
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         if reads.asked.insert(q.clone()) {
-            let answer = q.ask(&self.pod);
-            reads.log.push((q, answer));
+            reads.log.push((q, Answer::of(found, enumerate)));
         }
     }
 
     fn child(&self, step: Step) -> Option<JValue> {
         let mut path = self.path.clone();
         path.push(step);
-        self.record(path.clone(), false);
-        match walk(&self.pod, &path)? {
+        let found = walk(&self.pod, &path);
+        self.record(path.clone(), false, found);
+        match found? {
             Value::Object(_) | Value::Array(_) => Some(JValue::from_object(TrackedPod {
                 pod: self.pod.clone(),
                 path,
@@ -139,8 +148,9 @@ impl Object for TrackedPod {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        self.record(self.path.clone(), true);
-        match self.node() {
+        let node = self.node();
+        self.record(self.path.clone(), true, node);
+        match node {
             Some(Value::Object(m)) => {
                 Enumerator::Values(m.keys().map(|k| JValue::from(k.as_str())).collect())
             }
