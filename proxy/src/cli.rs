@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::duration::parse_duration;
+use outrigger_api::duration::parse_duration;
 use crate::relay::RelayMode;
 
 /// Transparent TCP sidecar proxy for traffic captured by outrigger-iptables.

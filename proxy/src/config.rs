@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use crate::cli::{Ipv6Mode, LogFormat, RunArgs};
-use crate::duration::{DurationError, parse_duration};
+use outrigger_api::duration::{DurationError, parse_duration};
 use crate::names::{self, env};
 use crate::relay::RelayMode;
 use crate::status::merge_metrics::{ScrapeConfig, ScrapeConfigError};

@@ -9,7 +9,6 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod drain;
-pub mod duration;
 pub mod forward;
 pub mod inbound;
 pub mod listener;
