@@ -20,6 +20,8 @@ pub struct RepairLabels {
 pub struct Metrics {
     registry: Arc<Registry>,
     pub chain_insertions: Counter,
+    /// Passes of the installer's reconcile loop (each reads the configuration directory).
+    pub reconcile_passes: Counter,
     pub repairs: Family<RepairLabels, Counter>,
 }
 
@@ -38,6 +40,12 @@ impl Metrics {
             "Times our entry was (re-)inserted into the primary network configuration",
             chain_insertions.clone(),
         );
+        let reconcile_passes = Counter::default();
+        registry.register(
+            "install_reconciles",
+            "Passes of the node installer over the CNI configuration directory",
+            reconcile_passes.clone(),
+        );
         let repairs = Family::<RepairLabels, Counter>::default();
         registry.register(
             "pod_repairs",
@@ -47,6 +55,7 @@ impl Metrics {
         Self {
             registry: Arc::new(registry),
             chain_insertions,
+            reconcile_passes,
             repairs,
         }
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use outrigger_api::duration::parse_duration;
 use crate::relay::RelayMode;
+use outrigger_api::duration::parse_duration;
 
 /// Transparent TCP sidecar proxy for traffic captured by outrigger-iptables.
 #[derive(Debug, Parser)]

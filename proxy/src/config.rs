@@ -11,11 +11,11 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use crate::cli::{Ipv6Mode, LogFormat, RunArgs};
-use outrigger_api::duration::{DurationError, parse_duration};
 use crate::names::{self, env};
 use crate::relay::RelayMode;
 use crate::status::merge_metrics::{ScrapeConfig, ScrapeConfigError};
 use crate::status::probes::{ProbeConfigError, Probers};
+use outrigger_api::duration::{DurationError, parse_duration};
 
 /// Environment variables, as a map the caller built (from the process, or in a test).
 #[derive(Debug, Clone, Default)]

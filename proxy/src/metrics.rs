@@ -152,6 +152,13 @@ pub struct Metrics {
     received_bytes: Family<TcpLabels, Counter>,
     active: Family<DirectionLabels, Gauge>,
     connect_errors: Family<ConnectErrorLabels, Counter>,
+    refused_admin: Family<PathLabels, Counter>,
+}
+
+/// Labels of a refused status-port request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: &'static str,
 }
 
 impl Default for Metrics {
@@ -169,6 +176,7 @@ impl Metrics {
         let received_bytes = Family::<TcpLabels, Counter>::default();
         let active = Family::<DirectionLabels, Gauge>::default();
         let connect_errors = Family::<ConnectErrorLabels, Counter>::default();
+        let refused_admin = Family::<PathLabels, Counter>::default();
         registry.register(
             "istio_tcp_connections_opened",
             "Total TCP connections opened",
@@ -199,6 +207,11 @@ impl Metrics {
             "Redirected connections that could not be forwarded, by reason",
             connect_errors.clone(),
         );
+        registry.register(
+            "outrigger_proxy_admin_requests_refused",
+            "Lifecycle requests (/quitquitquit, /drain) refused because they did not come from loopback",
+            refused_admin.clone(),
+        );
         Metrics {
             registry,
             opened,
@@ -207,6 +220,7 @@ impl Metrics {
             received_bytes,
             active,
             connect_errors,
+            refused_admin,
         }
     }
 
@@ -231,6 +245,11 @@ impl Metrics {
                 reason: error.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a lifecycle request refused for coming from a remote address.
+    pub fn refused_admin_request(&self, path: &'static str) {
+        self.refused_admin.get_or_create(&PathLabels { path }).inc();
     }
 
     fn active_gauge(&self, direction: Direction) -> Gauge {

@@ -126,7 +126,8 @@ impl BoundProxy {
             for listener in listeners {
                 let router = router.clone();
                 servers.spawn(async move {
-                    if let Err(error) = axum::serve(listener, router).await {
+                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                    if let Err(error) = axum::serve(listener, service).await {
                         tracing::error!(%error, "status server failed");
                     }
                 });

@@ -253,6 +253,19 @@ impl Topology {
         self.node.run(|| crate::http::request(addr, method, path))?
     }
 
+    /// An HTTP call from inside `pod` (like the app container next to the proxy).
+    pub fn from_pod(
+        &self,
+        pod: &str,
+        addr: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<(u16, String)> {
+        self.pod(pod)
+            .ns
+            .run(|| crate::http::request(addr, method, path))?
+    }
+
     /// The proxy metrics of `pod` (its 15090), scraped from the node.
     pub fn metrics(&self, pod: &str) -> Result<String> {
         let (status, body) =

@@ -210,6 +210,7 @@ impl Installer {
 
     /// One pass of everything; errors are logged and reflected in readiness, never fatal.
     fn reconcile_all(&self, metrics: &Metrics) {
+        metrics.reconcile_passes.inc();
         if let Err(err) = self.sync_kubeconfig() {
             tracing::warn!(error = %crate::cni::error::error_chain(&err), "kubeconfig not written");
         }
@@ -250,7 +251,7 @@ impl Installer {
         };
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|event| changes_content(&event.kind)) {
                     // A full channel already holds a pending wake-up; one pass covers both.
                     let _ = tx.try_send(());
                 }
@@ -274,6 +275,20 @@ impl Installer {
         drop(watcher);
         tracing::info!("shutting down: removing our entry, kubeconfig and binary");
         self.uninstall()
+    }
+}
+
+/// Whether a watch event can change what a pass would find: a file created, written, removed or
+/// renamed. Reads (access/open/close-nowrite) and metadata-only changes cannot; waking on them
+/// made every pass, which reads the directory, wake the next one: a busy loop.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
     }
 }
 

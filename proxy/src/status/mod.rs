@@ -7,14 +7,15 @@ pub mod merge_metrics;
 mod probe_tests;
 pub mod probes;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 
 use crate::drain::{Lifecycle, Request};
 use crate::metrics::Metrics;
@@ -50,7 +51,8 @@ pub fn stats_router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Port 15020.
+/// Port 15020. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+/// lifecycle endpoints read the peer address and refuse any that is not loopback.
 pub fn status_router(state: StatusState) -> Router {
     let ready = health_router(state.lifecycle.clone());
     Router::new()
@@ -111,14 +113,61 @@ async fn run_recorded(state: &StatusState, path: &str) -> Response {
     (result.status, format!("{}\n", result.detail)).into_response()
 }
 
-async fn quit(State(state): State<StatusState>) -> (StatusCode, &'static str) {
-    state.lifecycle.request(Request::Quit);
+/// Whether a lifecycle request may stop or drain this proxy: only from loopback, as Istio's
+/// pilot-agent (`isRequestFromLocalhost` in pilot/cmd/pilot-agent/status/server.go). The status
+/// port listens on every address for the kubelet, so any pod could otherwise stop this one and
+/// black-hole its captured traffic. A request without a known peer is refused too.
+fn from_loopback(peer: Option<&ConnectInfo<SocketAddr>>) -> bool {
+    peer.is_some_and(|ConnectInfo(addr)| match addr.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    })
+}
+
+fn lifecycle_request(
+    state: &StatusState,
+    peer: Option<ConnectInfo<SocketAddr>>,
+    path: &'static str,
+    request: Request,
+) -> (StatusCode, &'static str) {
+    if !from_loopback(peer.as_ref()) {
+        let peer = peer.map(|ConnectInfo(addr)| addr.to_string());
+        tracing::warn!(
+            path,
+            peer = peer.as_deref().unwrap_or("unknown"),
+            "refused a lifecycle request from a non-loopback address"
+        );
+        state.metrics.refused_admin_request(path);
+        return (StatusCode::FORBIDDEN, "only accepted from localhost\n");
+    }
+    state.lifecycle.request(request);
     (StatusCode::OK, "OK\n")
 }
 
-async fn drain(State(state): State<StatusState>) -> (StatusCode, &'static str) {
-    state.lifecycle.request(Request::Drain);
-    (StatusCode::OK, "OK\n")
+async fn quit(
+    State(state): State<StatusState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> (StatusCode, &'static str) {
+    lifecycle_request(
+        &state,
+        peer.map(|Extension(peer)| peer),
+        paths::QUIT,
+        Request::Quit,
+    )
+}
+
+async fn drain(
+    State(state): State<StatusState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> (StatusCode, &'static str) {
+    lifecycle_request(
+        &state,
+        peer.map(|Extension(peer)| peer),
+        paths::DRAIN,
+        Request::Drain,
+    )
 }
 
 #[cfg(test)]
@@ -141,12 +190,26 @@ mod tests {
         (state, requests)
     }
 
+    const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+
     async fn call(router: Router, method: &str, uri: &str) -> (StatusCode, String) {
-        let request = http::Request::builder()
+        call_from(router, Some(LOOPBACK), method, uri).await
+    }
+
+    async fn call_from(
+        router: Router,
+        peer: Option<SocketAddr>,
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, String) {
+        let mut request = http::Request::builder()
             .method(method)
             .uri(uri)
             .body(Body::empty())
             .unwrap();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
         let response = router.oneshot(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -215,6 +278,47 @@ mod tests {
         );
         assert_eq!(requests.try_next(), Some(Request::Drain));
         assert_eq!(requests.try_next(), Some(Request::Quit));
+    }
+
+    #[tokio::test]
+    async fn quit_and_drain_from_another_address_are_refused_and_counted() {
+        let (state, mut requests) = state("{}");
+        let metrics = state.metrics.clone();
+        let router = status_router(state);
+        let remote: SocketAddr = "10.1.2.3:51000".parse().unwrap();
+        let pod_v6: SocketAddr = "[fd00::5]:51000".parse().unwrap();
+        for (peer, path) in [
+            (Some(remote), "/quitquitquit"),
+            (Some(pod_v6), "/drain"),
+            (None, "/quitquitquit"),
+        ] {
+            let (status, body) = call_from(router.clone(), peer, "POST", path).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} from {peer:?}");
+            assert!(body.contains("localhost"), "{body}");
+        }
+        assert_eq!(requests.try_next(), None, "nothing reached the coordinator");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"outrigger_proxy_admin_requests_refused_total{path="/quitquitquit"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"outrigger_proxy_admin_requests_refused_total{path="/drain"} 1"#),
+            "{text}"
+        );
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:40000".parse().unwrap();
+        for peer in [mapped, v6] {
+            assert_eq!(
+                call_from(router.clone(), Some(peer), "POST", "/drain")
+                    .await
+                    .0,
+                StatusCode::OK
+            );
+        }
+        assert_eq!(requests.try_next(), Some(Request::Drain));
     }
 
     #[tokio::test]

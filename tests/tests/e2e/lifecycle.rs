@@ -1,4 +1,4 @@
-//! `/quitquitquit` ends the proxy; SIGTERM drains: not ready at once, open connections keep
+//! `/quitquitquit` ends the proxy, but only when asked from inside the pod; SIGTERM drains: not ready at once, open connections keep
 //! working, new ones are accepted until the drain duration, then refused, and open connections
 //! are closed at the termination grace; the exit code is 0.
 
@@ -16,9 +16,25 @@ fn quitquitquit_ends_the_proxy_with_exit_0() {
     let topology = Topology::new(&["a"], Path::new(APP)).expect("topology");
     topology.capture("a", INIT_ARGS).expect("capture rules");
     let mut proxy = topology.start_proxy("a", &[], &[]).expect("proxy");
+    let status_port = topology.pod("a").addr(15020);
+    for path in ["/quitquitquit", "/drain"] {
+        let (status, body) = topology
+            .from_node(&status_port, "POST", path)
+            .expect("lifecycle request from the node");
+        assert_eq!(status, 403, "{path} from another address: {body}");
+    }
     let (status, _) = topology
-        .from_node(&topology.pod("a").addr(15020), "POST", "/quitquitquit")
-        .expect("quitquitquit");
+        .from_node(&topology.pod("a").addr(15021), "GET", "/healthz/ready")
+        .expect("readiness");
+    assert_eq!(status, 200, "still serving after the refused requests");
+    let metrics = topology.metrics("a").expect("metrics");
+    assert!(
+        metrics.contains(r#"outrigger_proxy_admin_requests_refused_total{path="/quitquitquit"} 1"#),
+        "{metrics}"
+    );
+    let (status, _) = topology
+        .from_pod("a", "127.0.0.1:15020", "POST", "/quitquitquit")
+        .expect("quitquitquit from the pod's loopback");
     assert_eq!(status, 200);
     let exit = proxy
         .process

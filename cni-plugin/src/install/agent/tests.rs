@@ -13,6 +13,10 @@ struct Host {
 }
 
 fn host() -> Host {
+    host_with_resync(Duration::from_millis(200))
+}
+
+fn host_with_resync(resync: Duration) -> Host {
     let root = tempfile::tempdir().unwrap();
     let conf_dir = root.path().join("etc/cni/net.d");
     let bin_dir = root.path().join("opt/cni/bin");
@@ -38,7 +42,7 @@ fn host() -> Host {
         log_level: "info".into(),
         log_file: None,
         installer_pods: InstallerPods::default(),
-        resync: Duration::from_millis(200),
+        resync,
     };
     Host {
         installer: Installer::new(settings),
@@ -237,4 +241,41 @@ async fn agent_waits_repairs_rotates_and_cleans_up() {
     );
     assert!(!kubeconfig.exists());
     assert!(!h.bin_dir.join("outrigger-cni").exists());
+}
+
+#[tokio::test]
+async fn idle_agent_does_not_wake_on_its_own_reads() {
+    let h = host_with_resync(Duration::from_secs(3600));
+    fs::write(h.conf_dir.join("10-calico.conflist"), CALICO).unwrap();
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let installer = Arc::new(h.installer);
+    let agent = {
+        let (installer, ready, metrics) = (installer.clone(), ready.clone(), metrics.clone());
+        tokio::spawn(async move {
+            installer
+                .run(ready, metrics, async { stopped.await.unwrap_or(()) })
+                .await
+        })
+    };
+    wait_for("ready", || ready.load(Ordering::SeqCst)).await;
+    // Let the events of the insertion itself settle, then watch an idle second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = metrics.reconcile_passes.get();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = metrics.reconcile_passes.get() - before;
+    assert_eq!(
+        idle, 0,
+        "passes in one idle second (each pass reads the directory)"
+    );
+
+    // A real change still wakes it.
+    fs::write(h.conf_dir.join("10-calico.conflist"), CALICO).unwrap();
+    wait_for("a pass after a write", || {
+        metrics.reconcile_passes.get() > before
+    })
+    .await;
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
 }
