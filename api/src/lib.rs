@@ -1,5 +1,9 @@
 //! The Istio contract shared by every Outrigger crate: the names and numbers of docs/DESIGN.md,
-//! one parser per Istio value type, and the formats the injector writes and the other parts read.
-//! Pure: no I/O, no async, cheap to depend on.
+//! one parser per Istio value type, the capture settings every capture path plans from, and the
+//! formats the injector writes and the other parts read. Pure: no I/O, no async, cheap to depend on.
 
+pub mod capture;
 pub mod duration;
+pub mod iptables;
+pub mod names;
+pub mod values;

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use outrigger_api::capture::{InboundPorts, InterceptionMode as InitMode, OutboundRanges};
 use outrigger_init::CaptureConfig;
 use outrigger_init::apply::{self, ApplyOptions, ApplyOutcome};
-use outrigger_init::config::{InboundPorts, InterceptionMode as InitMode, OutboundRanges};
 use outrigger_init::host::{HostOptions, detect_host_info};
 
 use crate::cni::{CniError, ErrorCode};

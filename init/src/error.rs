@@ -4,31 +4,7 @@ use std::path::PathBuf;
 
 use crate::rule::Family;
 
-/// A configuration value that cannot be used. Names the flag (or env variable), the value and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid value {value:?} for {flag}: {reason}")]
-pub struct ConfigError {
-    /// The flag or environment variable, e.g. `-b/--istio-inbound-ports`.
-    pub flag: &'static str,
-    /// The value as given.
-    pub value: String,
-    /// Why it was refused.
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(
-        flag: &'static str,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        Self {
-            flag,
-            value: value.into(),
-            reason: reason.into(),
-        }
-    }
-}
+pub use outrigger_api::capture::ConfigError;
 
 /// Reading the host-derived inputs (interface addresses, resolv.conf) failed.
 #[derive(Debug, thiserror::Error)]

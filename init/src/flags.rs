@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::apply::{ApplyOptions, BackendChoice};
-use crate::config::{self, CaptureConfig, ProbeSettings};
-use crate::error::ConfigError;
-use crate::names::{env, flag};
+use outrigger_api::capture::ConfigError;
+use outrigger_api::capture::{self as config, CaptureConfig, ProbeSettings};
+use outrigger_api::iptables::{env, flag};
 
 /// Default resolver configuration read for `--redirect-dns`.
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -386,7 +386,7 @@ fn env_bool(env_map: &HashMap<String, String>, name: &'static str) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{InboundPorts, InterceptionMode, OutboundRanges, OwnerGroups};
+    use outrigger_api::capture::{InboundPorts, InterceptionMode, OutboundRanges, OwnerGroups};
 
     fn parse_ok(args: &[&str], env: &[(&str, &str)]) -> Invocation {
         let env = env
@@ -416,7 +416,7 @@ mod tests {
 
     #[test]
     fn the_sidecar_command_line() {
-        let inv = parse_ok(crate::config::SIDECAR_ARGS, &[]);
+        let inv = parse_ok(outrigger_api::capture::SIDECAR_ARGS, &[]);
         assert_eq!(inv.capture, CaptureConfig::sidecar_default());
         assert!(!inv.dry_run && !inv.run_validation && !inv.apply.reconcile);
         assert_eq!(inv.resolv_conf, PathBuf::from("/etc/resolv.conf"));

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Gid, Uid};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::config::CaptureConfig;
 use crate::error::ValidationError;
+use outrigger_api::capture::CaptureConfig;
 
 /// Where the probe connects: the inbound passthrough address, never listened on.
 pub const PROBE_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);

@@ -117,7 +117,12 @@ mod tests {
     fn formats_parse_by_name() {
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
-        assert!("yaml".parse::<LogFormat>().unwrap_err().contains("text or json"));
+        assert!(
+            "yaml"
+                .parse::<LogFormat>()
+                .unwrap_err()
+                .contains("text or json")
+        );
     }
 
     #[test]

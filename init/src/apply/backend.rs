@@ -1,8 +1,8 @@
 //! Which iptables binaries to run: legacy, nft, or the plain `iptables` alternative.
 
-use crate::error::ConfigError;
-use crate::names::flag;
 use crate::rule::Family;
+use outrigger_api::capture::ConfigError;
+use outrigger_api::iptables::flag;
 
 /// Legacy (x_tables) IPv4 tables in use in the current network namespace.
 const LEGACY_TABLES: &str = "/proc/thread-self/net/ip_tables_names";

@@ -14,11 +14,11 @@ pub use backend::{Backend, BackendChoice, Tool};
 pub use routes::{RouteCommand, ensure_routes, route_commands};
 pub use state::{SavedState, SavedTable, is_ours, jump_target};
 
-use crate::config::CaptureConfig;
 use crate::error::ApplyError;
 use crate::plan::Plan;
 use crate::render::{declared_chains, render_rules};
 use crate::rule::{Family, Rule, Table, is_builtin};
+use outrigger_api::capture::CaptureConfig;
 
 /// How to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,10 +1,10 @@
 //! Routing pieces of capture: TPROXY policy routing and the IPv6 passthrough address on lo.
 //! Every step is idempotent, so a re-run neither fails nor duplicates anything.
 
-use crate::config::{CaptureConfig, InterceptionMode};
 use crate::error::ApplyError;
 use crate::names::{INBOUND_PASSTHROUGH_V6, LOOPBACK_IFACE};
 use crate::rule::spec;
+use outrigger_api::capture::{CaptureConfig, InterceptionMode};
 
 use super::exec;
 

@@ -1,12 +1,12 @@
 //! Inbound capture: the shared nat chains and `-b`/`-d` (REDIRECT in nat or TPROXY in mangle).
 
 use super::{Context, RuleSet};
-use crate::config::{InboundPorts, InterceptionMode};
 use crate::names::{
     ISTIO_DIVERT, ISTIO_IN_REDIRECT, ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_TPROXY, LOOPBACK_V6,
     PREROUTING,
 };
 use crate::rule::{Table, spec};
+use outrigger_api::capture::{InboundPorts, InterceptionMode};
 
 /// The tunnel-port exemption and the two REDIRECT chains, always present in nat.
 pub(super) fn base_chains(ctx: &Context<'_>, rules: &mut RuleSet) {

@@ -1,9 +1,9 @@
 //! Interface short-circuits: `-c` excluded NICs and `-k` virtual interfaces.
 
 use super::{Context, RuleSet};
-use crate::config::InterceptionMode;
 use crate::names::{OUTPUT, PREROUTING};
 use crate::rule::{Table, spec};
+use outrigger_api::capture::InterceptionMode;
 
 /// `-c`: traffic in or out of these NICs is never captured (nat, and mangle in TPROXY mode).
 pub(super) fn exclude_interfaces(ctx: &Context<'_>, rules: &mut RuleSet) {

@@ -10,9 +10,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::config::{CaptureConfig, InterceptionMode, OutboundRanges};
 use crate::host::HostInfo;
 use crate::rule::{Family, Position, Rule, Table};
+use outrigger_api::capture::{CaptureConfig, InterceptionMode, OutboundRanges};
 
 /// The rules to install: IPv4 always, IPv6 when the host has IPv6 enabled.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! Outbound capture in nat ISTIO_OUTPUT: owner (UID/GID/group) rules, then destination rules.
 
 use super::{Context, RuleSet};
-use crate::config::OwnerGroups;
 use crate::names::{
     DNS_PORT, INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6, ISTIO_IN_REDIRECT, ISTIO_OUTPUT,
     ISTIO_REDIRECT, LOOPBACK_IFACE, LOOPBACK_V6, OUTPUT, PREROUTING,
 };
 use crate::rule::{Family, Table, spec};
+use outrigger_api::capture::OwnerGroups;
 
 /// The OUTPUT jump, `-o` port exclusions, the passthrough source, one rule trio per UID and per
 /// GID, and the owner-group filter.

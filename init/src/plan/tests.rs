@@ -1,7 +1,7 @@
 //! Unit tests of the planner: structure and the option effects, without rendering.
 
 use super::*;
-use crate::config::{InboundPorts, InterceptionMode, OwnerGroups};
+use outrigger_api::capture::{InboundPorts, InterceptionMode, OwnerGroups};
 
 fn lines(rules: &[Rule], table: Table) -> Vec<String> {
     rules

@@ -1,12 +1,42 @@
-//! The capture configuration: every istio-iptables option as a typed field, the parsers that turn
-//! Istio's string forms into it, and `validate()`.
+//! The capture settings every capture path shares: every `istio-iptables` option as a typed
+//! field, `validate()`, and the parsers that turn Istio's string forms into it (over the one
+//! grammar of [`crate::values`]). outrigger-iptables fills it from flags; the CNI plugin fills it
+//! from the pod's annotations; both plan the same rules from it.
 
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::error::ConfigError;
-use crate::names::{self, flag};
+use crate::iptables::{self as names, flag};
+use crate::values::{self, Selection, ValueError};
+
+/// A configuration value that cannot be used. Names the flag, env variable or annotation, the
+/// value and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {value:?} for {flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag, environment variable or annotation, e.g. `-b/--istio-inbound-ports`.
+    pub flag: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(flag: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            flag,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Frames a grammar refusal with what was read.
+    pub fn from_value(flag: &'static str, value: &str, error: ValueError) -> Self {
+        Self::new(flag, value, error.0)
+    }
+}
 
 /// How inbound connections reach the proxy (`-m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,23 +48,13 @@ pub enum InterceptionMode {
     Tproxy,
 }
 
-/// Which inbound ports are captured (`-b`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InboundPorts {
-    /// `*`: every port except `-d`.
-    All,
-    /// These ports only; empty means no inbound capture at all.
-    Only(Vec<u16>),
-}
+/// Which inbound ports are captured (`-b`): `*` (every port except `-d`) or these only (empty:
+/// no inbound capture at all).
+pub type InboundPorts = Selection<u16>;
 
-/// Which outbound destinations are captured (`-i`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutboundRanges {
-    /// `*`: every destination except `-x`.
-    All,
-    /// These CIDRs only (IPv4 and IPv6 mixed); empty means no outbound capture by address.
-    Only(Vec<IpNet>),
-}
+/// Which outbound destinations are captured (`-i`): `*` (every destination except `-x`) or these
+/// CIDRs only (IPv4 and IPv6 mixed; empty: no outbound capture by address).
+pub type OutboundRanges = Selection<IpNet>;
 
 /// Owner groups whose outbound traffic is captured (`ISTIO_OUTBOUND_OWNER_GROUPS[_EXCLUDE]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,29 +273,8 @@ fn check_port(name: &'static str, port: u16) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Linux interface names: 1–15 bytes, not `.`/`..`, no `/`, `:`, whitespace or NUL.
-/// A trailing `+` is iptables' wildcard and allowed.
 fn check_interface(name: &'static str, iface: &str) -> Result<(), ConfigError> {
-    let reason = if iface.is_empty() {
-        Some("an interface name cannot be empty")
-    } else if iface.len() > 15 {
-        Some("an interface name has at most 15 characters")
-    } else if iface == "." || iface == ".." {
-        Some("`.` and `..` are not interface names")
-    } else if iface
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Some("an interface name cannot contain '/', ':', whitespace or control characters")
-    } else if iface.strip_suffix('+').unwrap_or(iface).contains('+') {
-        Some("'+' is only allowed as the last character (iptables wildcard)")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(ConfigError::new(name, iface, reason)),
-        None => Ok(()),
-    }
+    values::check_interface_name(iface).map_err(|e| ConfigError::from_value(name, iface, e))
 }
 
 fn check_group(name: &'static str, group: &str) -> Result<(), ConfigError> {
@@ -304,63 +303,28 @@ fn check_loopback(net: &Ipv4Net) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Splits Istio's comma lists: entries are trimmed, empty entries dropped.
-pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty())
-}
+pub use crate::values::split_list;
 
 /// Parses one port (1–65535).
 pub fn parse_port(name: &'static str, value: &str) -> Result<u16, ConfigError> {
-    match value.trim().parse::<u16>() {
-        Ok(0) | Err(_) => Err(ConfigError::new(
-            name,
-            value,
-            "not a port number in 1-65535",
-        )),
-        Ok(port) => Ok(port),
-    }
+    values::parse_port(value).map_err(|e| ConfigError::from_value(name, value, e))
 }
 
 /// Parses a comma list of ports; an empty string is an empty list.
 pub fn parse_port_list(name: &'static str, value: &str) -> Result<Vec<u16>, ConfigError> {
-    split_list(value)
-        .map(|p| {
-            parse_port(name, p).map_err(|e| ConfigError {
-                value: value.to_owned(),
-                ..e
-            })
-        })
-        .collect()
+    values::parse_port_list(value).map_err(|e| ConfigError::from_value(name, value, e))
 }
 
 /// Parses `-b`: `*` or a port list.
 pub fn parse_inbound_ports(value: &str) -> Result<InboundPorts, ConfigError> {
-    if value.trim() == "*" {
-        return Ok(InboundPorts::All);
-    }
-    parse_port_list(flag::INBOUND_PORTS, value).map(InboundPorts::Only)
-}
-
-fn parse_cidrs(name: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigError> {
-    split_list(value)
-        .map(|cidr| {
-            cidr.parse::<IpNet>().map_err(|_| {
-                ConfigError::new(
-                    name,
-                    value,
-                    format!("{cidr:?} is not a CIDR (address/prefix-length)"),
-                )
-            })
-        })
-        .collect()
+    values::parse_port_selection(value)
+        .map_err(|e| ConfigError::from_value(flag::INBOUND_PORTS, value, e))
 }
 
 /// Parses `-i`: `*` or a CIDR list.
 pub fn parse_outbound_ranges(value: &str) -> Result<OutboundRanges, ConfigError> {
-    if value.trim() == "*" {
-        return Ok(OutboundRanges::All);
-    }
-    parse_cidrs(flag::OUTBOUND_RANGES, value).map(OutboundRanges::Only)
+    values::parse_cidr_selection(value)
+        .map_err(|e| ConfigError::from_value(flag::OUTBOUND_RANGES, value, e))
 }
 
 /// Parses `-x`: a CIDR list (the wildcard is refused: it would disable all outbound capture).
@@ -372,7 +336,8 @@ pub fn parse_outbound_ranges_exclude(value: &str) -> Result<Vec<IpNet>, ConfigEr
             "the wildcard '*' is not allowed; to capture no outbound traffic use -i \"\"",
         ));
     }
-    parse_cidrs(flag::OUTBOUND_RANGES_EXCLUDE, value)
+    values::parse_cidr_list(value)
+        .map_err(|e| ConfigError::from_value(flag::OUTBOUND_RANGES_EXCLUDE, value, e))
 }
 
 /// Parses a non-empty comma list of numeric UIDs or GIDs.
@@ -395,9 +360,7 @@ pub fn parse_ids(name: &'static str, value: &str) -> Result<Vec<u32>, ConfigErro
 
 /// Parses a comma list of interface names.
 pub fn parse_interfaces(name: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
-    split_list(value)
-        .map(|i| check_interface(name, i).map(|()| i.to_owned()))
-        .collect()
+    values::parse_interface_list(value).map_err(|e| ConfigError::from_value(name, value, e))
 }
 
 /// Parses `-m`: `REDIRECT` (also empty) or `TPROXY`.
@@ -449,37 +412,15 @@ pub fn parse_owner_groups(include: &str, exclude: &str) -> Result<OwnerGroups, C
     Ok(check.owner_groups)
 }
 
-/// Parses a Go-style duration: `5s`, `500ms`, `1m30s`, `2h`.
+/// Parses a Go-style duration: `5s`, `500ms`, `1m30s`, `2h`, `0`.
 pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::new(name, value, "not a duration like 5s, 500ms or 1m30s");
-    let text = value.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| bad())?;
-    }
-    Ok(total)
+    crate::duration::parse_duration(value).map_err(|e| {
+        ConfigError::new(
+            name,
+            value,
+            format!("not a duration like 5s, 500ms or 1m30s ({e})"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -529,6 +470,7 @@ mod tests {
         assert_eq!(parse_outbound_ranges("*").unwrap(), OutboundRanges::All);
         let err = parse_outbound_ranges("10.0.0.0/33").unwrap_err();
         assert!(err.reason.contains("10.0.0.0/33"), "{err}");
+        assert_eq!(err.flag, flag::OUTBOUND_RANGES);
         assert!(parse_outbound_ranges("10.0.0.1").is_err());
         assert!(parse_outbound_ranges("10.0.0.0/8,fd00::/8").is_ok());
     }

@@ -1,0 +1,142 @@
+//! Every name and number Outrigger shares with Istio users and between its own parts (the table
+//! "Names and numbers" of docs/DESIGN.md): container names, ports, annotation and label keys,
+//! and the env variables the injector writes on `istio-proxy` for the proxy and the CNI plugin.
+
+/// Container names the injector writes and the CNI plugin and proxy look for.
+pub mod container {
+    pub const PROXY: &str = "istio-proxy";
+    pub const INIT: &str = "istio-init";
+    /// The init container that only checks the CNI plugin's rules.
+    pub const VALIDATION: &str = "istio-validation";
+}
+
+/// Ports of the data plane.
+pub mod port {
+    /// Outbound capture (`istio-iptables -p`).
+    pub const OUTBOUND_CAPTURE: u16 = 15001;
+    /// Inbound capture (`istio-iptables -z`).
+    pub const INBOUND_CAPTURE: u16 = 15006;
+    /// Tunnel port, never captured (`istio-iptables -e`).
+    pub const INBOUND_TUNNEL: u16 = 15008;
+    /// Validation probe target (`--iptables-probe-port`).
+    pub const VALIDATION_PROBE: u16 = 15002;
+    /// Status port: app-health probes, merged metrics, `/quitquitquit`.
+    pub const STATUS: u16 = 15020;
+    /// `/healthz/ready`.
+    pub const HEALTH: u16 = 15021;
+    /// The proxy's own `/stats/prometheus`.
+    pub const PROXY_METRICS: u16 = 15090;
+    /// The agent's DNS proxy.
+    pub const DNS_CAPTURE: u16 = 15053;
+    /// Admin port (loopback only).
+    pub const ADMIN: u16 = 15000;
+    /// Ports the proxy owns: an application may not claim them for scraping.
+    pub const RESERVED: [u16; 7] = [
+        OUTBOUND_CAPTURE,
+        INBOUND_CAPTURE,
+        INBOUND_TUNNEL,
+        STATUS,
+        HEALTH,
+        DNS_CAPTURE,
+        PROXY_METRICS,
+    ];
+}
+
+/// The proxy's identity, exempt from capture.
+pub const DEFAULT_PROXY_UID: u32 = 1337;
+
+/// Namespaces never injected and left alone by the CNI plugin by default.
+pub const IGNORED_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
+
+/// Pod annotation keys (and the labels that share a key).
+pub mod annotation {
+    pub const INJECT: &str = "sidecar.istio.io/inject";
+    pub const STATUS: &str = "sidecar.istio.io/status";
+    pub const TEMPLATES: &str = "inject.istio.io/templates";
+    pub const REVISION: &str = "istio.io/rev";
+    pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+    pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
+    pub const STATUS_PORT: &str = "status.sidecar.istio.io/port";
+    pub const READINESS_INITIAL_DELAY: &str =
+        "readiness.status.sidecar.istio.io/initialDelaySeconds";
+    pub const READINESS_PERIOD: &str = "readiness.status.sidecar.istio.io/periodSeconds";
+    pub const READINESS_FAILURE_THRESHOLD: &str =
+        "readiness.status.sidecar.istio.io/failureThreshold";
+    pub const INCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
+    pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
+    pub const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+    pub const EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+    pub const INCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeOutboundPorts";
+    pub const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+    pub const KUBEVIRT_INTERFACES: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
+    pub const REROUTE_VIRTUAL_INTERFACES: &str = "istio.io/reroute-virtual-interfaces";
+    pub const EXCLUDE_INTERFACES: &str = "traffic.sidecar.istio.io/excludeInterfaces";
+    pub const PROXY_CPU: &str = "sidecar.istio.io/proxyCPU";
+    pub const PROXY_MEMORY: &str = "sidecar.istio.io/proxyMemory";
+    pub const PROXY_CPU_LIMIT: &str = "sidecar.istio.io/proxyCPULimit";
+    pub const PROXY_MEMORY_LIMIT: &str = "sidecar.istio.io/proxyMemoryLimit";
+    pub const USER_VOLUME: &str = "sidecar.istio.io/userVolume";
+    pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
+    pub const REWRITE_PROBES: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+    pub const NATIVE_SIDECAR: &str = "sidecar.istio.io/nativeSidecar";
+    pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+    pub const DEFAULT_LOGS_CONTAINER: &str = "kubectl.kubernetes.io/default-logs-container";
+    pub const PROMETHEUS_MERGE: &str = "prometheus.istio.io/merge-metrics";
+    pub const PROMETHEUS_SCRAPE_TARGETS: &str = "prometheus.istio.io/scrape-targets";
+    /// Prefix of `prometheus.io/scrape|port|path` (also spelled `prometheus.io.scrape`).
+    pub const PROMETHEUS_PREFIX: &str = "prometheus.io";
+}
+
+/// Labels.
+pub mod label {
+    pub const INJECTION: &str = "istio-injection";
+    pub const TLS_MODE: &str = "security.istio.io/tlsMode";
+    pub const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+    pub const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+    pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+    /// Put by the CNI repair loop on pods that raced the plugin.
+    pub const CNI_UNINITIALIZED: &str = "cni.istio.io/uninitialized";
+}
+
+/// Env variables of `istio-proxy`: written by the injector's template, read by the proxy and
+/// (from the node) by the CNI plugin.
+pub mod env {
+    /// Original probes recorded by the probe rewrite ([`crate::proxy_env::AppProbers`]).
+    pub const APP_PROBERS: &str = "ISTIO_KUBE_APP_PROBERS";
+    /// The app's Prometheus scrape settings ([`crate::proxy_env::PrometheusScrape`]).
+    pub const PROMETHEUS_ANNOTATIONS: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    pub const INSTANCE_IP: &str = "INSTANCE_IP";
+    pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+    pub const HOST_IP: &str = "HOST_IP";
+    pub const WORKLOAD_NAME: &str = "ISTIO_META_WORKLOAD_NAME";
+    pub const INTERCEPTION_MODE: &str = "ISTIO_META_INTERCEPTION_MODE";
+    pub const APP_CONTAINERS: &str = "ISTIO_META_APP_CONTAINERS";
+    pub const CLUSTER_ID: &str = "ISTIO_META_CLUSTER_ID";
+    pub const NETWORK: &str = "ISTIO_META_NETWORK";
+    /// Redirect DNS to the proxy and capture all DNS (read by the CNI plugin).
+    pub const DNS_CAPTURE: &str = "ISTIO_META_DNS_CAPTURE";
+    pub const DISABLE_ENVOY: &str = "DISABLE_ENVOY";
+    pub const INVALID_DROP: &str = "INVALID_DROP";
+    pub const DUAL_STACK: &str = "ISTIO_DUAL_STACK";
+}
+
+/// HTTP paths of the proxy's status servers.
+pub mod path {
+    pub const READY: &str = "/healthz/ready";
+    pub const STATS: &str = "/stats/prometheus";
+    pub const QUIT: &str = "/quitquitquit";
+    pub const DRAIN: &str = "/drain";
+    /// Prefixes of rewritten probes and lifecycle hooks.
+    pub const APP_HEALTH_PREFIX: &str = "/app-health";
+    pub const APP_LIFECYCLE_PREFIX: &str = "/app-lifecycle";
+}
+
+/// Exit code of `istio-validation` / `--run-validation` when traffic is not captured.
+pub const VALIDATION_FAILED_EXIT_CODE: u8 = 126;
