@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, clippy, and all unit, CLI,
-# network-namespace and end-to-end tests. Run as root (CI does) so the namespace tests can
-# run; as root it first installs the system packages the tests need.
+# network-namespace and end-to-end tests. Run as root (CI does): the tests that need root are
+# marked `#[ignore = "needs root: ..."]` so a plain `cargo test` passes as any user, and this
+# script runs them too (`--include-ignored`); as root it first installs the system packages they
+# need. As a non-root user it refuses, loudly, rather than skip them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +33,10 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (binaries used by the end-to-end tests)" >&2
 cargo build --workspace --bins --locked
-echo "== cargo test" >&2
-cargo test --workspace --locked -- "$@"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: the network-namespace and end-to-end tests need root; run: sudo ./scripts/test.sh" >&2
+  echo "test.sh: (a plain 'cargo test --workspace' runs everything else as any user)" >&2
+  exit 1
+fi
+echo "== cargo test (every test, including the root-only ones)" >&2
+cargo test --workspace --locked -- --include-ignored "$@"

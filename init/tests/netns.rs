@@ -90,6 +90,7 @@ fn snapshot(ns: &Netns) -> (Vec<String>, Vec<String>) {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn applies_the_default_rules() {
     let ns = Netns::new("apply");
     assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
@@ -137,6 +138,7 @@ fn applies_the_default_rules() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn rerun_is_a_no_op_for_every_table() {
     let resolv = format!(
         "--resolv-conf={}/tests/golden/resolv.conf",
@@ -183,6 +185,7 @@ fn rerun_is_a_no_op_for_every_table() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn cleanup_only_removes_ours_and_nothing_else() {
     let ns = Netns::new("cleanup");
     ns.exec_ok(
@@ -233,6 +236,7 @@ fn cleanup_only_removes_ours_and_nothing_else() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn stale_state_needs_reconcile() {
     let ns = Netns::new("reconcile");
     assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
@@ -282,6 +286,7 @@ fn stale_state_needs_reconcile() {
 
 /// Restores fail on a group that does not exist; the previous rules must be back afterwards.
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn failing_restore_changes_nothing() {
     for backend in ["nft", "legacy"] {
         let ns = Netns::new("rollback");
@@ -317,6 +322,7 @@ fn failing_restore_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn route_failure_rolls_back_the_rules() {
     let ns = Netns::new("routefail");
     // With IPv6 disabled, adding ::6/128 to lo fails after the rules are in.
@@ -334,6 +340,7 @@ fn route_failure_rolls_back_the_rules() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn tproxy_routes_and_ipv6_passthrough_address() {
     let ns = Netns::new("tproxy");
     let args = [
@@ -372,6 +379,7 @@ fn tproxy_routes_and_ipv6_passthrough_address() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn bad_input_applies_nothing() {
     let ns = Netns::new("badinput");
     let before = ns.save("iptables-save");
@@ -459,6 +467,7 @@ fn redirected(
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
     let pair = Pair::new();
     assert_ok(&pair.pod.outrigger(&sidecar(), &[]), "apply");
@@ -470,6 +479,7 @@ fn inbound_traffic_arrives_at_15006_with_its_original_destination() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn outbound_traffic_arrives_at_15001_with_its_original_destination() {
     let pair = Pair::new();
     assert_ok(&pair.pod.outrigger(&sidecar(), &[]), "apply");
@@ -480,6 +490,7 @@ fn outbound_traffic_arrives_at_15001_with_its_original_destination() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn the_proxy_uid_is_not_captured() {
     let pair = Pair::new();
     assert_ok(&pair.pod.outrigger(&sidecar(), &[]), "apply");
@@ -516,6 +527,7 @@ fn the_proxy_uid_is_not_captured() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn validation_passes_with_rules_and_exits_126_without() {
     let ns = Netns::new("validate");
     let without = ns.outrigger(
@@ -552,6 +564,7 @@ fn validation_passes_with_rules_and_exits_126_without() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn ipv6_rules_are_applied_with_ip6tables() {
     let ns = Netns::new("ipv6");
     let mut args: Vec<&str> = sidecar()
@@ -579,6 +592,7 @@ fn ipv6_rules_are_applied_with_ip6tables() {
 
 /// The fast path commits mangle before nat fails: the committed block must be undone.
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn failing_rule_in_a_fresh_namespace_leaves_it_empty() {
     let ns = Netns::new("freshfail");
     let before = snapshot(&ns);
@@ -593,6 +607,7 @@ fn failing_rule_in_a_fresh_namespace_leaves_it_empty() {
 /// Changing the configuration over existing rules is stale state: refused, nothing changed
 /// (the mangle block a TPROXY restore commits before nat fails is undone).
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn changed_configuration_is_refused_without_reconcile() {
     let ns = Netns::new("changed");
     assert_ok(&ns.outrigger(&sidecar(), &[]), "apply REDIRECT");
@@ -632,6 +647,7 @@ fn changed_configuration_is_refused_without_reconcile() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn force_apply_replaces_current_and_stale_rules() {
     let ns = Netns::new("force");
     assert_ok(&ns.outrigger(&sidecar(), &[]), "apply");
@@ -662,6 +678,7 @@ fn force_apply_replaces_current_and_stale_rules() {
 /// TPROXY keeps the original destination as the accepted socket's local address, and the
 /// policy route delivers the packets locally.
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn tproxy_inbound_traffic_arrives_with_its_destination_intact() {
     let pair = Pair::new();
     let args = [
@@ -723,6 +740,7 @@ fn tproxy_inbound_traffic_arrives_with_its_destination_intact() {
 
 /// With --redirect-dns, UDP and TCP queries to the resolv.conf server reach the agent on 15053.
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn dns_to_the_resolv_conf_server_is_redirected_to_15053() {
     let pair = Pair::new();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -783,6 +801,7 @@ fn dns_to_the_resolv_conf_server_is_redirected_to_15053() {
 
 /// A CNI runtime may hand the plugin a PATH without /usr/sbin; the tools are still found.
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn applies_without_sbin_on_path() {
     let ns = Netns::new("nopath");
     assert_ok(

@@ -13,7 +13,7 @@ pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the network-namespace tests need root (CI runs them as root); run them with sudo: \
-         `sudo -E cargo test -p outrigger-init --test netns`"
+         `sudo ./scripts/test.sh` (or `sudo -E cargo test -p outrigger-init --test netns -- --include-ignored`)"
     );
 }
 

@@ -10,6 +10,7 @@ const PROMETHEUS: &str = r#"{"scrape":"true","path":"/metrics","port":"8080"}"#;
 const OPENED: &str = "istio_tcp_connections_opened_total";
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn http_request_crosses_both_proxies_and_probes_reflect_readiness() {
     let (topology, proxy_a, proxy_b) = two_pods(
         &[

@@ -12,6 +12,7 @@ use outrigger_e2e::topology::{INIT_ARGS, Topology};
 use crate::{APP, stdout, two_pods};
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn quitquitquit_ends_the_proxy_with_exit_0() {
     let topology = Topology::new(&["a"], Path::new(APP)).expect("topology");
     topology.capture("a", INIT_ARGS).expect("capture rules");
@@ -44,6 +45,7 @@ fn quitquitquit_ends_the_proxy_with_exit_0() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn sigterm_drains_with_a_long_lived_connection_open() {
     let (topology, mut proxy_a, _proxy_b) = two_pods(
         &[],

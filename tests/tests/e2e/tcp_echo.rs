@@ -7,11 +7,13 @@ use outrigger_e2e::topology::metric_sum;
 use crate::{stdout, two_pods};
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn tcp_echo_with_half_close_through_both_proxies() {
     echo_through_both_proxies("copy");
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn tcp_echo_with_half_close_through_both_proxies_with_splice() {
     echo_through_both_proxies("splice");
 }
