@@ -239,6 +239,20 @@ impl CaptureConfig {
             list.iter().try_for_each(|i| check_interface(name, i))?;
         }
         check_loopback(&self.loopback_v4)?;
+        if self.tproxy_mark == 0 {
+            return Err(ConfigError::new(
+                flag::TPROXY_MARK,
+                "0",
+                "a mark of 0 matches every unmarked packet and would route all traffic to lo",
+            ));
+        }
+        if names::RESERVED_ROUTE_TABLES.contains(&self.tproxy_route_table) {
+            return Err(ConfigError::new(
+                flag::TPROXY_ROUTE_TABLE,
+                self.tproxy_route_table.to_string(),
+                "tables 0 (unspec), 253 (default), 254 (main) and 255 (local) are the kernel's; pick another (Istio's default is 133)",
+            ));
+        }
         let (name, groups) = match &self.owner_groups {
             OwnerGroups::Only(groups) => (flag::OWNER_GROUPS_INCLUDE, groups),
             OwnerGroups::AllExcept(groups) => (flag::OWNER_GROUPS_EXCLUDE, groups),
@@ -539,6 +553,31 @@ mod tests {
         );
         assert!(parse_duration("x", "5").is_err());
         assert!(parse_duration("x", "").is_err());
+    }
+
+    #[test]
+    fn validate_rejects_the_zero_mark_and_the_kernels_route_tables() {
+        let cfg = CaptureConfig {
+            tproxy_mark: 0,
+            ..CaptureConfig::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().flag, flag::TPROXY_MARK);
+        for table in [0, 253, 254, 255] {
+            let cfg = CaptureConfig {
+                tproxy_route_table: table,
+                ..CaptureConfig::default()
+            };
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.flag, flag::TPROXY_ROUTE_TABLE, "{table}");
+            assert!(err.reason.contains("main"), "{err}");
+        }
+        for table in [1, 133, 252, 256] {
+            let cfg = CaptureConfig {
+                tproxy_route_table: table,
+                ..CaptureConfig::default()
+            };
+            cfg.validate().unwrap();
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub const DEFAULT_PROXY_UID: u32 = crate::names::DEFAULT_PROXY_UID;
 pub const DEFAULT_TPROXY_MARK: u32 = 1337;
 /// Default TPROXY route table (`-r`).
 pub const DEFAULT_TPROXY_ROUTE_TABLE: u32 = 133;
+/// Route tables the kernel owns (`unspec`, `default`, `main`, `local`): never ours for `-r`.
+pub const RESERVED_ROUTE_TABLES: [u32; 4] = [0, 253, 254, 255];
 /// Most owner groups `ISTIO_OUTBOUND_OWNER_GROUPS` may list (one combined rule).
 pub const MAX_OWNER_GROUPS_INCLUDE: usize = 64;
 

@@ -172,6 +172,22 @@ fn loopback_cidr_must_be_ipv4_loopback() {
 #[test]
 fn other_bad_values() {
     assert_rejected(
+        &["--dry-run", "-m", "TPROXY", "-t", "0"],
+        &[],
+        "-t/--istio-inbound-tproxy-mark",
+        "0",
+        "every unmarked packet",
+    );
+    for table in ["0", "253", "254", "255"] {
+        assert_rejected(
+            &["--dry-run", "-m", "TPROXY", "-r", table],
+            &[],
+            "-r/--istio-inbound-tproxy-route-table",
+            table,
+            "kernel's",
+        );
+    }
+    assert_rejected(
         &["--dry-run", "-m", "NAT"],
         &[],
         "-m/--istio-inbound-interception-mode",

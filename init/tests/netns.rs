@@ -380,6 +380,44 @@ fn tproxy_routes_and_ipv6_passthrough_address() {
 
 #[test]
 #[ignore = "needs root: sudo ./scripts/test.sh runs it"]
+fn a_default_route_we_did_not_create_is_never_replaced() {
+    let ns = Netns::new("foreignroute");
+    ns.exec_ok(
+        "ip",
+        &[
+            "-4",
+            "route",
+            "add",
+            "unreachable",
+            "default",
+            "table",
+            "150",
+        ],
+    );
+    let args = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6=false",
+        "-r",
+        "150",
+    ];
+    let out = ns.outrigger(&args, &[]);
+    assert!(!out.status.success(), "applied over a foreign route");
+    let routes = ns.exec_ok("ip", &["-4", "route", "show", "table", "150"]);
+    assert!(routes.contains("unreachable default"), "{routes}");
+    assert!(!routes.contains("local default"), "{routes}");
+    assert!(
+        !ns.save("iptables-save").contains("ISTIO_"),
+        "the failed run left rules behind"
+    );
+}
+
+#[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn bad_input_applies_nothing() {
     let ns = Netns::new("badinput");
     let before = ns.save("iptables-save");

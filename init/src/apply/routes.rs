@@ -43,11 +43,13 @@ pub fn route_commands(cfg: &CaptureConfig, ipv6: bool) -> Vec<RouteCommand> {
                     family, "rule", "show", "fwmark", mark, "lookup", table
                 ]),
             });
+            // `add`, not `replace`: a default route someone else put in that table is theirs, and
+            // `ip` refuses with "File exists" (as Istio's `ip route add` does) instead of losing it.
             commands.push(RouteCommand {
                 args: spec![
                     family,
                     "route",
-                    "replace",
+                    "add",
                     "local",
                     "default",
                     "dev",
@@ -55,7 +57,17 @@ pub fn route_commands(cfg: &CaptureConfig, ipv6: bool) -> Vec<RouteCommand> {
                     "table",
                     table
                 ],
-                skip_if_listed: None,
+                skip_if_listed: Some(spec![
+                    family,
+                    "route",
+                    "show",
+                    "table",
+                    table,
+                    "type",
+                    "local",
+                    "dev",
+                    LOOPBACK_IFACE
+                ]),
             });
         }
     }
@@ -80,7 +92,9 @@ pub fn ensure_routes(cfg: &CaptureConfig, ipv6: bool) -> Result<(), ApplyError> 
 fn run_command(command: &RouteCommand) -> Result<(), ApplyError> {
     if let Some(query) = &command.skip_if_listed {
         let query: Vec<&str> = query.iter().map(String::as_str).collect();
-        if !exec::run("ip", &query, None)?.trim().is_empty() {
+        // A query can fail where there is nothing to list (`ip route show table 140` before the
+        // table exists): then the command runs, and reports any real problem itself.
+        if exec::run("ip", &query, None).is_ok_and(|listed| !listed.trim().is_empty()) {
             return Ok(());
         }
     }
@@ -107,9 +121,9 @@ mod tests {
             [
                 "-6 addr replace ::6/128 dev lo",
                 "-4 rule add fwmark 1337 lookup 133",
-                "-4 route replace local default dev lo table 133",
+                "-4 route add local default dev lo table 133",
                 "-6 rule add fwmark 1337 lookup 133",
-                "-6 route replace local default dev lo table 133",
+                "-6 route add local default dev lo table 133",
             ]
         );
         let rule = &route_commands(&cfg, false)[0];
