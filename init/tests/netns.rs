@@ -642,6 +642,59 @@ fn failing_rule_in_a_fresh_namespace_leaves_it_empty() {
     assert_eq!(snapshot(&ns), before);
 }
 
+/// iptables-restore killed (or wrapped) after committing one table, with no line number in its
+/// message: every table is put back as it was, the real failure is reported, and a plain retry
+/// applies (no --reconcile needed).
+#[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
+fn a_restore_killed_midway_leaves_nothing_and_says_why() {
+    let ns = Netns::new("killed");
+    let before = snapshot(&ns);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wrapper = dir.path().join("iptables-nft-restore");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\n\
+         # Our apply payload: commit its first table only, then die without a line number.\n\
+         input=$(cat)\n\
+         case \"$*:$input\" in\n\
+         *--noflush*'-N ISTIO_'*)\n\
+           printf '%s\\n' \"$input\" | awk '{print} /^COMMIT$/ {exit}' | /usr/sbin/iptables-nft-restore \"$@\" || exit 3\n\
+           echo 'Killed' >&2; exit 137;;\n\
+         *) printf '%s\\n' \"$input\" | exec /usr/sbin/iptables-nft-restore \"$@\";;\n\
+         esac\n",
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the wrapper");
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let args = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6=false",
+        "--force-iptables-binary",
+        "nft",
+    ];
+    let out = ns.outrigger(&args, &[("PATH", path.as_str())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Killed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("restored"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--reconcile"), "{}", stderr(&out));
+    assert_eq!(snapshot(&ns), before, "a table stayed committed");
+    assert_ok(&ns.outrigger(&args, &[]), "a plain retry");
+}
+
 /// Changing the configuration over existing rules is stale state: refused, nothing changed
 /// (the mangle block a TPROXY restore commits before nat fails is undone).
 #[test]

@@ -1,10 +1,9 @@
 //! The one side-effecting applier: reads the current rules, decides (absent, up to date,
 //! stale), runs one `iptables-restore --noflush` per family, sets up TPROXY routes and the IPv6
-//! passthrough address, and restores the previous rules when any step fails.
+//! passthrough address, and restores the saved tables when any step fails.
 
 mod backend;
 mod exec;
-mod fast;
 mod routes;
 mod state;
 
@@ -63,8 +62,10 @@ struct Snapshot<'a> {
 }
 
 /// Installs the plan. Idempotent: up-to-date rules are left alone. Stale state is an error
-/// unless `reconcile` (remove ours, re-apply) or `force_apply`. On any failure the tables the
-/// plan touches are restored to what they were.
+/// unless `reconcile` (remove ours, re-apply) or `force_apply`. Every family's tables are saved
+/// first, and on any failure, whatever it was (a rule the kernel refuses, iptables-restore killed
+/// without a line number, a commit-time error nft already rolled back, a route step), every
+/// saved table is restored and the failure itself is reported.
 pub fn apply(
     cfg: &CaptureConfig,
     plan: &Plan,
@@ -73,23 +74,32 @@ pub fn apply(
     let backend = Backend::detect(opts.backend);
     let ipv6 = plan.ipv6.is_some();
     tracing::info!(?backend, ipv6, "applying capture rules");
-    if !opts.force_apply && fast::try_fresh(backend, plan)? == fast::Fast::Applied {
-        if let Err(error) = ensure_routes(cfg, ipv6) {
-            return Err(undo_fresh(backend, plan, error));
-        }
-        return Ok(ApplyOutcome::Applied);
-    }
     let mut snapshots = Vec::new();
     for (family, rules) in plan.families() {
         let saved = SavedState::parse(&exec::run(&backend.program(family, Tool::Save), &[], None)?);
-        let state = compare(backend, family, rules, &saved)?;
-        tracing::debug!(%family, ?state, "current rules");
         snapshots.push(Snapshot {
             family,
             rules,
             saved,
-            state,
+            state: FamilyState::Absent,
         });
+    }
+    if !opts.force_apply && snapshots.iter().all(|s| !s.saved.has_ours()) {
+        // A namespace without our chains (the usual case): no comparison needed.
+        for (done, snapshot) in snapshots.iter().enumerate() {
+            let payload = render_rules(snapshot.rules);
+            if let Err(error) = restore(backend, snapshot.family, &payload) {
+                return Err(rollback(backend, &snapshots[..=done], error));
+            }
+        }
+        if let Err(error) = ensure_routes(cfg, ipv6) {
+            return Err(rollback(backend, &snapshots, error));
+        }
+        return Ok(ApplyOutcome::Applied);
+    }
+    for snapshot in &mut snapshots {
+        snapshot.state = compare(backend, snapshot.family, snapshot.rules, &snapshot.saved)?;
+        tracing::debug!(family = %snapshot.family, state = ?snapshot.state, "current rules");
     }
     if !opts.force_apply && snapshots.iter().all(|s| s.state == FamilyState::UpToDate) {
         tracing::info!("the expected rules are already installed; nothing to do");
@@ -171,16 +181,6 @@ fn rollback(backend: Backend, snapshots: &[Snapshot<'_>], error: ApplyError) -> 
             failures.push(e);
         }
     }
-    rollback_result(error, failures)
-}
-
-/// After a fast-path apply whose route setup failed: removes everything the apply added.
-fn undo_fresh(backend: Backend, plan: &Plan, error: ApplyError) -> ApplyError {
-    tracing::error!(error = %crate::error::error_chain(&error), "route setup failed; removing the rules just installed");
-    let failures: Vec<ApplyError> = plan
-        .families()
-        .filter_map(|(family, rules)| fast::undo(backend, family, rules, &Table::ALL).err())
-        .collect();
     rollback_result(error, failures)
 }
 
