@@ -85,7 +85,7 @@ fn run(inv: &Invocation) -> Result<(), Failure> {
         return Ok(());
     }
     if inv.cleanup_only {
-        apply::cleanup(&plan, &inv.apply).context("removing the capture rules")?;
+        apply::cleanup(cfg, &plan, &inv.apply).context("removing the capture rules")?;
         tracing::info!("capture rules removed");
         return Ok(());
     }

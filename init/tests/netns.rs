@@ -235,6 +235,53 @@ fn cleanup_only_removes_ours_and_nothing_else() {
     assert_eq!(snapshot(&ns), before, "foreign state changed");
 }
 
+/// Cleanup with IPv6 off still removes the IPv6 rules of an earlier run with IPv6 on, and the
+/// TPROXY policy routing of both families.
+#[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
+fn cleanup_with_ipv6_off_removes_ipv6_rules_and_routes_too() {
+    let ns = Netns::new("cleanupv6");
+    let apply = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6=true",
+        "-r",
+        "141",
+    ];
+    assert_ok(&ns.outrigger(&apply, &[]), "apply with IPv6");
+    assert!(ns.save("ip6tables-save").contains("ISTIO_"));
+    let cleanup = [
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6=false",
+        "-r",
+        "141",
+        "--cleanup-only",
+    ];
+    assert_ok(&ns.outrigger(&cleanup, &[]), "cleanup with IPv6 off");
+    for save in ["iptables-save", "ip6tables-save"] {
+        let text = ns.save(save);
+        assert!(!text.contains("ISTIO_"), "{save} still holds ours:\n{text}");
+    }
+    for family in ["-4", "-6"] {
+        let rules = ns.exec_ok("ip", &[family, "rule", "show"]);
+        assert!(!rules.contains("lookup 141"), "{family}: {rules}");
+    }
+    let routes = ns.exec("ip", &["-4", "route", "show", "table", "141"]);
+    assert!(
+        String::from_utf8_lossy(&routes.stdout).trim().is_empty(),
+        "{routes:?}"
+    );
+}
+
 #[test]
 #[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn stale_state_needs_reconcile() {

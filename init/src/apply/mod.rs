@@ -10,7 +10,7 @@ mod state;
 use std::process::{Child, Stdio};
 
 pub use backend::{Backend, BackendChoice, Tool};
-pub use routes::{RouteCommand, ensure_routes, route_commands};
+pub use routes::{RouteCommand, ensure_routes, remove_routes, route_commands};
 pub use state::{SavedState, SavedTable, is_ours, jump_target};
 
 use crate::error::ApplyError;
@@ -292,17 +292,35 @@ fn rules_present(
         .collect()
 }
 
-/// Removes our jumps, our other built-in-chain rules and our chains (`--cleanup-only`); nothing
-/// else. Every family is attempted; the failures are returned together.
-pub fn cleanup(plan: &Plan, opts: &ApplyOptions) -> Result<(), ApplyError> {
+/// Removes our jumps, our other built-in-chain rules, our chains and our TPROXY routing
+/// (`--cleanup-only`); nothing else. Both families are cleaned even when this run has IPv6 off:
+/// an earlier run with IPv6 on may have left IPv6 rules (a host without IPv6 tables has none to
+/// remove). Every step is attempted; the failures are returned together.
+pub fn cleanup(cfg: &CaptureConfig, plan: &Plan, opts: &ApplyOptions) -> Result<(), ApplyError> {
     let backend = Backend::detect(opts.backend);
     let mut errors = Vec::new();
-    for (family, rules) in plan.families() {
-        let result = exec::run(&backend.program(family, Tool::Save), &[], None)
-            .and_then(|text| cleanup_family(backend, family, rules, &SavedState::parse(&text)));
-        if let Err(e) = result {
+    let mut families: Vec<(Family, &[Rule])> = plan.families().collect();
+    if plan.ipv6.is_none() {
+        families.push((Family::V6, &[]));
+    }
+    for (family, rules) in families {
+        let saved = match exec::run(&backend.program(family, Tool::Save), &[], None) {
+            Ok(text) => SavedState::parse(&text),
+            Err(error) if family == Family::V6 && plan.ipv6.is_none() => {
+                tracing::debug!(error = %crate::error::error_chain(&error), "no IPv6 tables to clean");
+                continue;
+            }
+            Err(error) => {
+                errors.push(error);
+                continue;
+            }
+        };
+        if let Err(e) = cleanup_family(backend, family, rules, &saved) {
             errors.push(e);
         }
+    }
+    if let Err(e) = remove_routes(cfg) {
+        errors.push(e);
     }
     match errors.len() {
         0 => Ok(()),

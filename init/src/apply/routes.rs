@@ -74,6 +74,70 @@ pub fn route_commands(cfg: &CaptureConfig, ipv6: bool) -> Vec<RouteCommand> {
     commands
 }
 
+/// What undoes [`route_commands`]' TPROXY routing for `cfg`'s mark and table, in both
+/// families: `(delete, the query that lists it)`. The `::6` address on lo stays (harmless, and
+/// the app may still be using it).
+fn removals(cfg: &CaptureConfig) -> Vec<(Vec<String>, Vec<String>)> {
+    let (mark, table) = (cfg.tproxy_mark, cfg.tproxy_route_table);
+    let mut removals = Vec::new();
+    for family in ["-4", "-6"] {
+        removals.push((
+            spec![family, "rule", "del", "fwmark", mark, "lookup", table],
+            spec![family, "rule", "show", "fwmark", mark, "lookup", table],
+        ));
+        removals.push((
+            spec![
+                family,
+                "route",
+                "del",
+                "local",
+                "default",
+                "dev",
+                LOOPBACK_IFACE,
+                "table",
+                table
+            ],
+            spec![
+                family,
+                "route",
+                "show",
+                "table",
+                table,
+                "type",
+                "local",
+                "dev",
+                LOOPBACK_IFACE
+            ],
+        ));
+    }
+    removals
+}
+
+/// Removes our TPROXY routing (`--cleanup-only`): every rule and route of ours that its query
+/// lists is deleted (rules while listed: older runs may have added one twice); a family or table
+/// that does not exist has nothing to remove.
+pub fn remove_routes(cfg: &CaptureConfig) -> Result<(), ApplyError> {
+    let mut errors = Vec::new();
+    for (delete, query) in removals(cfg) {
+        let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
+        let query: Vec<&str> = query.iter().map(String::as_str).collect();
+        for _ in 0..16 {
+            if !exec::run("ip", &query, None).is_ok_and(|out| !out.trim().is_empty()) {
+                break;
+            }
+            if let Err(e) = exec::run("ip", &delete, None) {
+                errors.push(e);
+                break;
+            }
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(ApplyError::Several(errors)),
+    }
+}
+
 /// Runs the route commands. Every command runs; the failures are returned together.
 pub fn ensure_routes(cfg: &CaptureConfig, ipv6: bool) -> Result<(), ApplyError> {
     let mut errors = Vec::new();
