@@ -59,17 +59,7 @@ fn join_errors(errors: &[ApplyError]) -> String {
         .join("; ")
 }
 
-/// Renders an error and all its sources on one line, `a: b: c`.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+use outrigger_runtime::error_chain;
 
 /// The validation probe could not run or did not see captured traffic.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use outrigger_init::apply::{self, ApplyOutcome};
-use outrigger_init::error::error_chain;
+use outrigger_runtime::error_chain;
+use outrigger_runtime::logging::{self, LogFormat, Logging};
 use outrigger_init::flags::{self, FlagsError, Invocation};
 use outrigger_init::host::{self, HostOptions};
 use outrigger_init::names::VALIDATION_EXIT_CODE;
@@ -31,7 +32,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(invocation.log_as_json);
+    // Logs go to stderr (stdout is for `--dry-run`), filtered by `RUST_LOG` (default `info`).
+    logging::init(Logging {
+        format: if invocation.log_as_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        directives: env.get(logging::FILTER_ENV).map(String::as_str),
+        default: "info",
+        file: None,
+    });
     match run(&invocation) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::NotCaptured(err)) => {
@@ -42,21 +53,6 @@ fn main() -> ExitCode {
             eprintln!("outrigger-iptables: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr (stdout is for `--dry-run`), filtered by `RUST_LOG` (default `info`).
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    if json {
-        logs.json().init();
-    } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
     }
 }
 

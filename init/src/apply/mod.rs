@@ -161,7 +161,7 @@ pub fn restore(backend: Backend, family: Family, payload: &str) -> Result<(), Ap
 
 /// Puts back the saved tables the plan touches (tables that did not exist are emptied).
 fn rollback(backend: Backend, snapshots: &[Snapshot<'_>], error: ApplyError) -> ApplyError {
-    tracing::error!(error = %crate::error::error_chain(&error), "apply failed; restoring the previous rules");
+    tracing::error!(error = %outrigger_runtime::error_chain(&error), "apply failed; restoring the previous rules");
     let mut failures = Vec::new();
     for snapshot in snapshots {
         let mut text = String::new();
@@ -307,7 +307,7 @@ pub fn cleanup(cfg: &CaptureConfig, plan: &Plan, opts: &ApplyOptions) -> Result<
         let saved = match exec::run(&backend.program(family, Tool::Save), &[], None) {
             Ok(text) => SavedState::parse(&text),
             Err(error) if family == Family::V6 && plan.ipv6.is_none() => {
-                tracing::debug!(error = %crate::error::error_chain(&error), "no IPv6 tables to clean");
+                tracing::debug!(error = %outrigger_runtime::error_chain(&error), "no IPv6 tables to clean");
                 continue;
             }
             Err(error) => {
