@@ -208,16 +208,6 @@ fn check_wiring(docs: &[Value]) {
             w["name"]
         );
     }
-    let role = find(docs, "ClusterRole", "outrigger-injector");
-    assert_eq!(
-        role["rules"][0]["resourceNames"],
-        serde_json::json!(["outrigger-injector"])
-    );
-    let binding = find(docs, "ClusterRoleBinding", "outrigger-injector");
-    assert_eq!(
-        binding["subjects"][0]["name"],
-        deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    );
 
     let security = &container(docs)["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -253,6 +243,14 @@ fn default_install_uses_cert_manager_and_validates() {
         args(&docs)
             .iter()
             .any(|a| a == "--tls-cert=/etc/outrigger/certs/tls.crt")
+    );
+
+    // cert-manager keeps the caBundle: the injector itself gets no API permissions at all.
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "the cert-manager install grants the injector nothing"
     );
 
     // cert-manager objects: kubernetes-validate has no schema for them, so check their wiring.
@@ -295,6 +293,20 @@ fn default_install_uses_cert_manager_and_validates() {
 #[test]
 fn self_managed_overlay_validates_and_keeps_the_ca_bundle() {
     let docs = build(&manifests().join("overlays/self-managed"));
+    let role = find(&docs, "ClusterRole", "outrigger-injector");
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!(["outrigger-injector"])
+    );
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "list", "watch", "patch"])
+    );
+    let binding = find(&docs, "ClusterRoleBinding", "outrigger-injector");
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        find(&docs, "Deployment", "outrigger-injector")["spec"]["template"]["spec"]["serviceAccountName"]
+    );
     let custom = validate("self-managed", &docs);
     assert!(
         custom.is_empty(),
