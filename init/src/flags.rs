@@ -180,11 +180,8 @@ impl Source<'_> {
 
 /// Go's strconv.ParseBool, which istio-iptables uses for bool flags and env variables.
 pub fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim() {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(ConfigError::new(name, value, "must be true or false")),
-    }
+    outrigger_api::values::parse_bool(value.trim())
+        .map_err(|e| ConfigError::from_value(name, value, e))
 }
 
 /// Parses argv (including the program name) and the environment into an `Invocation`.
