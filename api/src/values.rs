@@ -127,7 +127,7 @@ pub fn parse_bool(value: &str) -> Result<bool, ValueError> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => refuse("expected a boolean (true/false, 1/0, t/f)"),
+        _ => refuse("must be true or false (also 1/0, t/f, TRUE/FALSE)"),
     }
 }
 
