@@ -40,3 +40,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "== cargo test (every test, including the root-only ones)" >&2
 cargo test --workspace --locked -- --include-ignored "$@"
+echo "== fuzz (every target briefly; scripts/fuzz.sh SECONDS for a longer run)" >&2
+./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
