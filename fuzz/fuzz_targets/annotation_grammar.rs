@@ -7,12 +7,20 @@ use outrigger_api::{capture, duration, values};
 
 fuzz_target!(|text: &str| {
     if let Ok(ports) = values::parse_port_list(text) {
-        let again = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let again = ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(values::parse_port_list(&again), Ok(ports));
     }
     let _ = values::parse_port_selection(text);
     if let Ok(nets) = values::parse_cidr_list(text) {
-        let again = nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let again = nets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(values::parse_cidr_list(&again), Ok(nets));
     }
     let _ = values::parse_cidr_selection(text);
