@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::capture_rules;
 use crate::cni::{CniError, ErrorCode};
 use crate::config::PluginConfig;
 use crate::k8s::{self, FetchError};
 use crate::plugin::Node;
-use crate::pod::CaptureSettings;
-use crate::rules;
+use outrigger_api::capture::CaptureConfig;
 
 /// The node as the container runtime runs us on it.
 #[derive(Debug, Default)]
@@ -48,8 +48,8 @@ impl Node for RealNode {
         })
     }
 
-    fn install_rules(&self, netns: &Path, settings: &CaptureSettings) -> Result<(), CniError> {
-        let outcome = rules::install(netns, settings)?;
+    fn install_rules(&self, netns: &Path, config: &CaptureConfig) -> Result<(), CniError> {
+        let outcome = capture_rules::install(netns, config)?;
         tracing::debug!(?outcome, "apply finished");
         Ok(())
     }
