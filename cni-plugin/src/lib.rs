@@ -3,7 +3,7 @@
 pub mod capture_rules;
 pub mod cni;
 pub mod config;
-pub mod install;
+pub mod installer;
 pub mod k8s;
 pub mod metrics;
 pub mod names;

@@ -90,7 +90,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         let text =
-            crate::install::kubeconfig::render("t", b"CA", "https://127.0.0.1:6443").unwrap();
+            crate::installer::kubeconfig::render("t", b"CA", "https://127.0.0.1:6443").unwrap();
         std::fs::write(&path, text).unwrap();
         RealNode
             .check_ready(&config(&format!(r#","kubeconfig":"{}""#, path.display())))
