@@ -272,57 +272,27 @@ pub(crate) mod tests {
     #[test]
     fn invalid_settings_name_the_annotation() {
         let cases = [
-            (
-                json!({"sidecar.istio.io/interceptionMode": "MAGIC"}),
-                json!([]),
-                key::INTERCEPTION_MODE,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeInboundPorts": "80,http"}),
-                json!([]),
-                key::EXCLUDE_INBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/includeInboundPorts": "70000"}),
-                json!([]),
-                key::INCLUDE_INBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeOutboundPorts": "0"}),
-                json!([]),
-                key::EXCLUDE_OUTBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/includeOutboundPorts": "*"}),
-                json!([]),
-                key::INCLUDE_OUTBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/33"}),
-                json!([]),
-                key::INCLUDE_OUTBOUND_IP_RANGES,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeOutboundIPRanges": "*"}),
-                json!([]),
-                key::EXCLUDE_OUTBOUND_IP_RANGES,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeInterfaces": "a/b"}),
-                json!([]),
-                key::EXCLUDE_INTERFACES,
-            ),
-            (
-                json!({}),
-                json!([{"name": "ISTIO_META_DNS_CAPTURE", "value": "yes"}]),
-                env::DNS_CAPTURE,
-            ),
+            (key::INTERCEPTION_MODE, "MAGIC"),
+            (key::EXCLUDE_INBOUND_PORTS, "80,http"),
+            (key::INCLUDE_INBOUND_PORTS, "70000"),
+            (key::EXCLUDE_OUTBOUND_PORTS, "0"),
+            (key::INCLUDE_OUTBOUND_PORTS, "*"),
+            (key::INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/33"),
+            (key::EXCLUDE_OUTBOUND_IP_RANGES, "*"),
+            (key::EXCLUDE_INTERFACES, "a/b"),
         ];
-        for (annotations, env, key) in cases {
-            let err = capture_config(&with(annotations.clone(), env)).unwrap_err();
-            assert_eq!(err.flag, key, "{annotations}");
+        for (key, value) in cases {
+            let err = capture_config(&with(json!({ key: value }), json!([]))).unwrap_err();
+            assert_eq!((err.flag, err.value.as_str()), (key, value));
             assert!(err.to_string().contains(key), "{err}");
         }
+        let pod = with(
+            json!({}),
+            json!([{"name": "ISTIO_META_DNS_CAPTURE", "value": "yes"}]),
+        );
+        let err = capture_config(&pod).unwrap_err();
+        assert_eq!(err.flag, env::DNS_CAPTURE);
+        assert!(err.to_string().contains("ISTIO_META_DNS_CAPTURE"), "{err}");
     }
 
     #[test]
