@@ -1,10 +1,10 @@
 //! The outrigger-cni chained plugin and the outrigger-install-cni node installer.
 
+pub mod capture_rules;
 pub mod cni;
 pub mod config;
-pub mod install;
+pub mod installer;
 pub mod k8s;
-pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod netns;
@@ -12,4 +12,3 @@ pub mod node;
 pub mod plugin;
 pub mod pod;
 pub mod repair;
-pub mod rules;

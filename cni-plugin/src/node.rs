@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::capture_rules;
 use crate::cni::{CniError, ErrorCode};
 use crate::config::PluginConfig;
 use crate::k8s::{self, FetchError};
 use crate::plugin::Node;
-use crate::pod::CaptureSettings;
-use crate::rules;
+use outrigger_api::capture::CaptureConfig;
 
 /// The node as the container runtime runs us on it.
 #[derive(Debug, Default)]
@@ -48,8 +48,8 @@ impl Node for RealNode {
         })
     }
 
-    fn install_rules(&self, netns: &Path, settings: &CaptureSettings) -> Result<(), CniError> {
-        let outcome = rules::install(netns, settings)?;
+    fn install_rules(&self, netns: &Path, config: &CaptureConfig) -> Result<(), CniError> {
+        let outcome = capture_rules::install(netns, config)?;
         tracing::debug!(?outcome, "apply finished");
         Ok(())
     }
@@ -90,7 +90,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         let text =
-            crate::install::kubeconfig::render("t", b"CA", "https://127.0.0.1:6443").unwrap();
+            crate::installer::kubeconfig::render("t", b"CA", "https://127.0.0.1:6443").unwrap();
         std::fs::write(&path, text).unwrap();
         RealNode
             .check_ready(&config(&format!(r#","kubeconfig":"{}""#, path.display())))

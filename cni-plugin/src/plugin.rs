@@ -4,12 +4,14 @@ use std::future::Future;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
+use outrigger_api::capture::CaptureConfig;
 use serde_json::Value;
 
-use crate::cni::version::{reencode_result, version_reply};
+use crate::cni::result::reencode_result;
+use crate::cni::version::version_reply;
 use crate::cni::{CniError, Command, ErrorCode, Invocation};
 use crate::config::PluginConfig;
-use crate::pod::CaptureSettings;
+use crate::pod::capture_config;
 use crate::pod::decision::{self, Decision};
 
 /// What the plugin needs from the node; tests replace it.
@@ -23,7 +25,7 @@ pub trait Node {
     ) -> impl Future<Output = Result<Pod, CniError>> + Send;
 
     /// Installs the capture rules inside the network namespace at `netns`.
-    fn install_rules(&self, netns: &Path, settings: &CaptureSettings) -> Result<(), CniError>;
+    fn install_rules(&self, netns: &Path, config: &CaptureConfig) -> Result<(), CniError>;
 
     /// STATUS: whether ADD could work now (the kubeconfig is readable).
     fn check_ready(&self, config: &PluginConfig) -> Result<(), CniError>;
@@ -77,7 +79,7 @@ pub async fn add(
         tracing::info!(%namespace, pod = %name, %reason, "passing through");
         return Ok((result, AddOutcome::Skipped(reason)));
     }
-    let settings = CaptureSettings::from_pod(&pod).map_err(|err| {
+    let capture = capture_config(&pod).map_err(|err| {
         CniError::new(
             ErrorCode::InvalidPodSettings,
             format!("pod {namespace}/{name}: {err}"),
@@ -87,7 +89,7 @@ pub async fn add(
         .netns
         .as_deref()
         .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is not set"))?;
-    node.install_rules(netns, &settings)?;
+    node.install_rules(netns, &capture)?;
     tracing::info!(%namespace, pod = %name, netns = %netns.display(), "capture rules installed");
     Ok((result, AddOutcome::Captured))
 }
@@ -105,7 +107,7 @@ mod tests {
     struct FakeNode {
         pod: Option<Pod>,
         fetches: Mutex<Vec<(String, String)>>,
-        installs: Mutex<Vec<(PathBuf, CaptureSettings)>>,
+        installs: Mutex<Vec<(PathBuf, CaptureConfig)>>,
         install_error: Option<CniError>,
     }
 
@@ -124,14 +126,14 @@ mod tests {
                 .clone()
                 .ok_or_else(|| CniError::new(ErrorCode::TryAgainLater, "no API server"))
         }
-        fn install_rules(&self, netns: &Path, settings: &CaptureSettings) -> Result<(), CniError> {
+        fn install_rules(&self, netns: &Path, config: &CaptureConfig) -> Result<(), CniError> {
             if let Some(err) = &self.install_error {
                 return Err(err.clone());
             }
             self.installs
                 .lock()
                 .unwrap()
-                .push((netns.into(), settings.clone()));
+                .push((netns.into(), config.clone()));
             Ok(())
         }
         fn check_ready(&self, _: &PluginConfig) -> Result<(), CniError> {
@@ -173,10 +175,7 @@ mod tests {
         let installs = node.installs.lock().unwrap();
         assert_eq!(installs.len(), 1);
         assert_eq!(installs[0].0, PathBuf::from("/var/run/netns/p"));
-        assert_eq!(
-            installs[0].1,
-            CaptureSettings::from_pod(&injected_pod()).unwrap()
-        );
+        assert_eq!(installs[0].1, capture_config(&injected_pod()).unwrap());
         assert_eq!(
             *node.fetches.lock().unwrap(),
             vec![("shop".into(), "web-7d9c5b6f4-x2kqp".into())]

@@ -5,7 +5,19 @@ use std::process::ExitCode;
 
 use outrigger_cni::cni::{CniError, Command, ErrorCode};
 use outrigger_cni::config::PluginConfig;
-use outrigger_cni::{logging, node::RealNode, plugin};
+use outrigger_cni::{node::RealNode, plugin};
+use outrigger_runtime::logging::{self, LogFormat, Logging};
+
+/// Logs go to stderr (and the configuration's `log_file`), never to stdout: stdout carries the
+/// CNI reply. A `log_level` that is not a valid filter falls back to `info` with a warning.
+fn init_logging(level: Option<&str>, file: Option<&std::path::Path>) {
+    logging::init(Logging {
+        format: LogFormat::Text,
+        directives: level,
+        default: "info",
+        file,
+    });
+}
 
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
@@ -19,16 +31,16 @@ fn main() -> ExitCode {
     let command = match Command::parse(|key| std::env::var(key).ok(), &stdin) {
         Ok(command) => command,
         Err(err) => {
-            logging::init("info", None, false);
+            init_logging(None, None);
             tracing::error!(error = %err, "invalid invocation");
             return reply(Err(err), version);
         }
     };
     let version = command.version();
     if let Command::Add(inv) | Command::Del(inv) | Command::Check(inv) = &command {
-        logging::init(&inv.config.log_level, inv.config.log_file.as_deref(), false);
+        init_logging(Some(&inv.config.log_level), inv.config.log_file.as_deref());
     } else if let Command::Status(config) | Command::Gc(config) = &command {
-        logging::init(&config.log_level, config.log_file.as_deref(), false);
+        init_logging(Some(&config.log_level), config.log_file.as_deref());
     }
     reply(run(command), version)
 }

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use outrigger_api::names::env;
 use outrigger_cni::config::InstallerPods;
-use outrigger_cni::install::kubeconfig::{KubeconfigSource, server_url};
-use outrigger_cni::install::{Installer, InstallerSettings, server};
+use outrigger_cni::installer::kubeconfig::{KubeconfigSource, server_url};
+use outrigger_cni::installer::{Installer, InstallerSettings, server};
 use outrigger_cni::metrics::Metrics;
+use outrigger_cni::names;
 use outrigger_cni::repair::{self, RepairMode};
-use outrigger_cni::{logging, names};
+use outrigger_runtime::logging::{self, FILTER_ENV, LogFormat, Logging};
+use outrigger_runtime::{error_chain, shutdown_signal};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Repair {
@@ -47,7 +50,7 @@ struct Args {
     )]
     plugin_binary: PathBuf,
     /// Namespaces whose pods the plugin passes through (comma-separated).
-    #[arg(long, env = "EXCLUDE_NAMESPACES", value_delimiter = ',', default_values_t = names::DEFAULT_EXCLUDED_NAMESPACES.iter().map(|s| s.to_string()))]
+    #[arg(long, env = "EXCLUDE_NAMESPACES", value_delimiter = ',', default_values_t = outrigger_api::names::IGNORED_NAMESPACES.iter().map(|s| s.to_string()))]
     exclude_namespaces: Vec<String>,
     /// The plugin's log level.
     #[arg(long, env = "PLUGIN_LOG_LEVEL", default_value = "info")]
@@ -56,7 +59,7 @@ struct Args {
     #[arg(long, env = "PLUGIN_LOG_FILE")]
     plugin_log_file: Option<PathBuf>,
     /// This DaemonSet's namespace (its pods are passed through by the plugin).
-    #[arg(long, env = names::ENV_POD_NAMESPACE, default_value = names::DEFAULT_INSTALLER_NAMESPACE)]
+    #[arg(long, env = env::POD_NAMESPACE, default_value = names::DEFAULT_INSTALLER_NAMESPACE)]
     pod_namespace: String,
     /// Name prefix of this DaemonSet's pods.
     #[arg(long, env = "INSTALLER_POD_PREFIX", default_value = names::DEFAULT_INSTALLER_POD_PREFIX)]
@@ -81,21 +84,36 @@ struct Args {
     /// This node's name (downward API), for the repair loop's pod watch.
     #[arg(long, env = names::ENV_NODE_NAME)]
     node_name: Option<String>,
-    /// Log level of the installer itself.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    /// JSON log lines.
+    /// Log filter of the installer itself (a level or `RUST_LOG` directives); default: `RUST_LOG`,
+    /// else `info`. An invalid filter falls back to `info` with a warning.
+    #[arg(long, env = "LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Log line format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// JSON log lines (same as `--log-format json`; kept for existing manifests).
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    logging::init(&args.log_level, None, args.log_json);
+    let rust_log = std::env::var(FILTER_ENV).ok();
+    logging::init(Logging {
+        format: if args.log_json {
+            LogFormat::Json
+        } else {
+            args.log_format
+        },
+        directives: args.log_level.as_deref().or(rust_log.as_deref()),
+        default: "info",
+        file: None,
+    });
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "outrigger-install-cni failed");
+            let error = error_chain(err.as_ref());
+            tracing::error!(%error, "outrigger-install-cni failed");
             ExitCode::FAILURE
         }
     }
@@ -155,7 +173,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("building the in-cluster API client")?;
         let metrics = metrics.clone();
-        let instance = std::env::var("POD_NAME").ok();
+        let instance = std::env::var(env::POD_NAME).ok();
         tokio::spawn(async move {
             repair::controller::run(client, &node, mode, metrics, instance).await
         });
@@ -165,30 +183,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let result = installer.run(ready, metrics, shutdown_signal()).await;
     http.abort();
     result.context("installer")
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown signal received");
 }

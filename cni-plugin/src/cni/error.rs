@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::version::CniVersion;
+use super::version::{CniVersion, UnsupportedVersion, supported_list};
 
 /// Error codes: 1–99 are the spec's, 100 and above are ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl CniError {
         msg: impl Into<String>,
         err: &dyn std::error::Error,
     ) -> Self {
-        Self::new(code, msg).with_details(error_chain(err))
+        Self::new(code, msg).with_details(outrigger_runtime::error_chain(err))
     }
 
     /// The error JSON the spec asks for, in the configuration's version (the newest we speak
@@ -117,16 +117,11 @@ impl CniError {
     }
 }
 
-/// "outer: inner: innermost" for an error and its sources.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
+impl From<UnsupportedVersion> for CniError {
+    fn from(err: UnsupportedVersion) -> Self {
+        Self::new(ErrorCode::IncompatibleVersion, err.to_string())
+            .with_details(format!("supported versions: {}", supported_list()))
     }
-    text
 }
 
 #[cfg(test)]

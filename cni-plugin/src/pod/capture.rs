@@ -1,129 +1,113 @@
-//! Maps an injected pod to capture settings exactly like Istio's CNI plugin does.
+//! Maps an injected pod straight to the shared capture settings
+//! ([`outrigger_api::capture::CaptureConfig`]) the way Istio's CNI plugin does
+//! (cni/pkg/plugin/redirect.go, `NewRedirect`): the sidecar defaults, the pod's
+//! `traffic.sidecar.istio.io/*` annotations, and the proxy container's identity and env. Every
+//! value is read with the one grammar of [`outrigger_api::values`]; a refusal names the
+//! annotation or env variable.
 
-use std::net::IpAddr;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use outrigger_api::capture::{
+    self, CaptureConfig, ConfigError, InboundPorts, InterceptionMode, OutboundRanges,
+};
+use outrigger_api::names::{DEFAULT_PROXY_UID, annotation as key, env, port};
+use outrigger_api::values::{self, ValueError};
 
-use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
+use super::fields::{annotation, env_value, proxy_container};
 
-use super::fields::{annotation, env_value, parse_bool, proxy_container};
-use crate::names;
+/// The capture configuration of a pod that passed the skip rules. What the pod does not set
+/// keeps Istio's CNI defaults: capture every inbound port and every destination, exclude the
+/// status port (15020) from inbound and outbound capture, and always exclude 15020, 15021 and
+/// 15090 from inbound capture. DNS capture (`ISTIO_META_DNS_CAPTURE`) means redirect plus
+/// capture-all, so no resolver configuration is read.
+pub fn capture_config(pod: &Pod) -> Result<CaptureConfig, ConfigError> {
+    let proxy = proxy_container(pod);
+    let security = proxy.and_then(|c| c.security_context.as_ref());
 
-/// How redirected traffic reaches the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InterceptionMode {
-    Redirect,
-    Tproxy,
+    let mut inbound_ports_exclude = read(pod, key::EXCLUDE_INBOUND_PORTS, values::parse_port_list)?
+        .unwrap_or_else(|| vec![port::STATUS]);
+    inbound_ports_exclude.extend([port::STATUS, port::HEALTH, port::PROXY_METRICS]);
+
+    // Istio: the newer `istio.io/reroute-virtual-interfaces` wins over `kubevirtInterfaces`.
+    let virtual_interfaces_key = if annotation(pod, key::REROUTE_VIRTUAL_INTERFACES).is_some() {
+        key::REROUTE_VIRTUAL_INTERFACES
+    } else {
+        key::KUBEVIRT_INTERFACES
+    };
+    let dns_capture = proxy_flag(proxy, env::DNS_CAPTURE)?;
+
+    Ok(CaptureConfig {
+        proxy_uids: vec![id_or_default(security.and_then(|s| s.run_as_user))],
+        proxy_gids: vec![id_or_default(security.and_then(|s| s.run_as_group))],
+        mode: interception_mode(pod)?,
+        inbound_ports: read(
+            pod,
+            key::INCLUDE_INBOUND_PORTS,
+            values::parse_port_selection,
+        )?
+        .unwrap_or(InboundPorts::All),
+        inbound_ports_exclude: dedup(inbound_ports_exclude),
+        outbound_ranges: read(
+            pod,
+            key::INCLUDE_OUTBOUND_IP_RANGES,
+            values::parse_cidr_selection,
+        )?
+        .unwrap_or(OutboundRanges::All),
+        outbound_ranges_exclude: read(
+            pod,
+            key::EXCLUDE_OUTBOUND_IP_RANGES,
+            values::parse_cidr_list,
+        )?
+        .unwrap_or_default(),
+        outbound_ports_include: read(pod, key::INCLUDE_OUTBOUND_PORTS, values::parse_port_list)?
+            .unwrap_or_default(),
+        outbound_ports_exclude: dedup(
+            read(pod, key::EXCLUDE_OUTBOUND_PORTS, values::parse_port_list)?
+                .unwrap_or_else(|| vec![port::STATUS]),
+        ),
+        reroute_virtual_interfaces: read(
+            pod,
+            virtual_interfaces_key,
+            values::parse_interface_list,
+        )?
+        .unwrap_or_default(),
+        exclude_interfaces: read(pod, key::EXCLUDE_INTERFACES, values::parse_interface_list)?
+            .unwrap_or_default(),
+        redirect_dns: dns_capture,
+        capture_all_dns: dns_capture,
+        drop_invalid: proxy_flag(proxy, env::INVALID_DROP)?,
+        dual_stack: proxy_flag(proxy, env::DUAL_STACK)?,
+        ..CaptureConfig::default()
+    })
 }
 
-/// A port list that may be the wildcard `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortSelection {
-    All,
-    Ports(Vec<u16>),
+/// Parses annotation `key` when the pod sets it; a refusal names the annotation.
+fn read<T>(
+    pod: &Pod,
+    key: &'static str,
+    parse: impl Fn(&str) -> Result<T, ValueError>,
+) -> Result<Option<T>, ConfigError> {
+    annotation(pod, key)
+        .map(|value| parse(value).map_err(|err| ConfigError::from_value(key, value, err)))
+        .transpose()
 }
 
-/// An IP range list that may be the wildcard `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RangeSelection {
-    All,
-    Ranges(Vec<IpNet>),
+/// A boolean env variable of the proxy container (Go's `ParseBool`); unset means false.
+fn proxy_flag(proxy: Option<&Container>, name: &'static str) -> Result<bool, ConfigError> {
+    proxy
+        .and_then(|c| env_value(c, name))
+        .map(|value| values::parse_bool(value).map_err(|e| ConfigError::from_value(name, value, e)))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
-/// Everything the rules depend on that comes from the pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaptureSettings {
-    pub interception_mode: InterceptionMode,
-    pub include_outbound_ip_ranges: RangeSelection,
-    pub exclude_outbound_ip_ranges: Vec<IpNet>,
-    pub include_inbound_ports: PortSelection,
-    pub exclude_inbound_ports: Vec<u16>,
-    pub include_outbound_ports: Vec<u16>,
-    pub exclude_outbound_ports: Vec<u16>,
-    pub virtual_interfaces: Vec<String>,
-    pub exclude_interfaces: Vec<String>,
-    pub proxy_uid: u32,
-    pub proxy_gid: u32,
-    /// `ISTIO_META_DNS_CAPTURE`: redirect DNS to the proxy and capture all DNS.
-    pub dns_capture: bool,
-    /// `INVALID_DROP`: drop packets conntrack considers invalid.
-    pub drop_invalid: bool,
-    /// `ISTIO_DUAL_STACK`.
-    pub dual_stack: bool,
-}
-
-/// A pod setting we cannot turn into rules; `key` names the annotation or env variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {key} value {value:?}: {reason}")]
-pub struct PodSettingsError {
-    pub key: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> PodSettingsError {
-    PodSettingsError {
-        key,
-        value: value.into(),
-        reason: reason.into(),
-    }
-}
-
-impl CaptureSettings {
-    /// Reads the settings from a pod that passed the skip rules.
-    pub fn from_pod(pod: &Pod) -> Result<Self, PodSettingsError> {
-        let proxy = proxy_container(pod);
-        let security = proxy.and_then(|c| c.security_context.as_ref());
-        let proxy_uid = id_or_default(security.and_then(|s| s.run_as_user));
-        let proxy_gid = id_or_default(security.and_then(|s| s.run_as_group));
-        let env = |key: &'static str| -> Result<bool, PodSettingsError> {
-            match proxy.and_then(|c| env_value(c, key)) {
-                None => Ok(false),
-                Some(text) => parse_bool(text).ok_or_else(|| invalid(key, text, "not a boolean")),
-            }
-        };
-
-        let mut exclude_inbound_ports = port_list(pod, names::ANNOTATION_EXCLUDE_INBOUND_PORTS)?
-            .unwrap_or_else(|| vec![names::STATUS_PORT]);
-        exclude_inbound_ports.extend([
-            names::STATUS_PORT,
-            names::HEALTH_PORT,
-            names::PROXY_METRICS_PORT,
-        ]);
-
-        let virtual_interfaces = match annotation(pod, names::ANNOTATION_REROUTE_VIRTUAL_INTERFACES)
-        {
-            Some(_) => interface_list(pod, names::ANNOTATION_REROUTE_VIRTUAL_INTERFACES)?,
-            None => interface_list(pod, names::ANNOTATION_KUBEVIRT_INTERFACES)?,
-        };
-
-        Ok(Self {
-            interception_mode: interception_mode(pod)?,
-            include_outbound_ip_ranges: range_selection(
-                pod,
-                names::ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES,
-            )?
-            .unwrap_or(RangeSelection::All),
-            exclude_outbound_ip_ranges: range_list(
-                pod,
-                names::ANNOTATION_EXCLUDE_OUTBOUND_IP_RANGES,
-            )?,
-            include_inbound_ports: port_selection(pod, names::ANNOTATION_INCLUDE_INBOUND_PORTS)?
-                .unwrap_or(PortSelection::All),
-            exclude_inbound_ports: dedup(exclude_inbound_ports),
-            include_outbound_ports: port_list(pod, names::ANNOTATION_INCLUDE_OUTBOUND_PORTS)?
-                .unwrap_or_default(),
-            exclude_outbound_ports: dedup(
-                port_list(pod, names::ANNOTATION_EXCLUDE_OUTBOUND_PORTS)?
-                    .unwrap_or_else(|| vec![names::STATUS_PORT]),
-            ),
-            virtual_interfaces,
-            exclude_interfaces: interface_list(pod, names::ANNOTATION_EXCLUDE_INTERFACES)?,
-            proxy_uid,
-            proxy_gid,
-            dns_capture: env(names::ENV_DNS_CAPTURE)?,
-            drop_invalid: env(names::ENV_INVALID_DROP)?,
-            dual_stack: env(names::ENV_DUAL_STACK)?,
-        })
+/// `sidecar.istio.io/interceptionMode`: REDIRECT (the default) or TPROXY.
+fn interception_mode(pod: &Pod) -> Result<InterceptionMode, ConfigError> {
+    match annotation(pod, key::INTERCEPTION_MODE) {
+        None => Ok(InterceptionMode::Redirect),
+        Some(value) => capture::parse_mode(value).map_err(|err| ConfigError {
+            flag: key::INTERCEPTION_MODE,
+            ..err
+        }),
     }
 }
 
@@ -131,7 +115,7 @@ impl CaptureSettings {
 fn id_or_default(id: Option<i64>) -> u32 {
     id.and_then(|id| u32::try_from(id).ok())
         .filter(|id| *id != 0)
-        .unwrap_or(names::DEFAULT_PROXY_UID)
+        .unwrap_or(DEFAULT_PROXY_UID)
 }
 
 /// Keeps the first occurrence of each port, in order.
@@ -140,102 +124,10 @@ pub fn dedup(ports: Vec<u16>) -> Vec<u16> {
     ports.into_iter().filter(|p| seen.insert(*p)).collect()
 }
 
-fn interception_mode(pod: &Pod) -> Result<InterceptionMode, PodSettingsError> {
-    let key = names::ANNOTATION_INTERCEPTION_MODE;
-    match annotation(pod, key) {
-        None | Some("REDIRECT") => Ok(InterceptionMode::Redirect),
-        Some("TPROXY") => Ok(InterceptionMode::Tproxy),
-        Some(other) => Err(invalid(key, other, "must be REDIRECT or TPROXY")),
-    }
-}
-
-/// Comma-separated items with surrounding spaces and empty items dropped.
-fn items(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn parse_ports(key: &'static str, text: &str) -> Result<Vec<u16>, PodSettingsError> {
-    items(text)
-        .map(|item| match item.parse::<u16>() {
-            Ok(port) if port != 0 => Ok(port),
-            _ => Err(invalid(
-                key,
-                text,
-                format!("{item:?} is not a port number (1-65535)"),
-            )),
-        })
-        .collect()
-}
-
-fn port_list(pod: &Pod, key: &'static str) -> Result<Option<Vec<u16>>, PodSettingsError> {
-    annotation(pod, key)
-        .map(|text| parse_ports(key, text))
-        .transpose()
-}
-
-fn port_selection(pod: &Pod, key: &'static str) -> Result<Option<PortSelection>, PodSettingsError> {
-    annotation(pod, key)
-        .map(|text| match text.trim() {
-            "*" => Ok(PortSelection::All),
-            _ => parse_ports(key, text).map(PortSelection::Ports),
-        })
-        .transpose()
-}
-
-fn parse_ranges(key: &'static str, text: &str) -> Result<Vec<IpNet>, PodSettingsError> {
-    items(text)
-        .map(|item| {
-            item.parse::<IpNet>()
-                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map(|net| net.trunc())
-                .map_err(|_| invalid(key, text, format!("{item:?} is not a CIDR")))
-        })
-        .collect()
-}
-
-fn range_list(pod: &Pod, key: &'static str) -> Result<Vec<IpNet>, PodSettingsError> {
-    Ok(annotation(pod, key)
-        .map(|text| parse_ranges(key, text))
-        .transpose()?
-        .unwrap_or_default())
-}
-
-fn range_selection(
-    pod: &Pod,
-    key: &'static str,
-) -> Result<Option<RangeSelection>, PodSettingsError> {
-    annotation(pod, key)
-        .map(|text| match text.trim() {
-            "*" => Ok(RangeSelection::All),
-            _ => parse_ranges(key, text).map(RangeSelection::Ranges),
-        })
-        .transpose()
-}
-
-fn interface_list(pod: &Pod, key: &'static str) -> Result<Vec<String>, PodSettingsError> {
-    let Some(text) = annotation(pod, key) else {
-        return Ok(Vec::new());
-    };
-    items(text)
-        .map(|name| {
-            let valid =
-                name.len() < 16 && !name.contains(['/', ' ', ':']) && name != "." && name != "..";
-            if valid {
-                Ok(name.to_string())
-            } else {
-                Err(invalid(
-                    key,
-                    text,
-                    format!("{name:?} is not an interface name"),
-                ))
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use ipnet::IpNet;
     use serde_json::{Value, json};
 
     pub(crate) fn injected_pod() -> Pod {
@@ -257,28 +149,24 @@ pub(crate) mod tests {
         serde_json::from_value(pod).unwrap()
     }
 
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
     #[test]
-    fn defaults_match_istio() {
-        let settings = CaptureSettings::from_pod(&injected_pod()).unwrap();
+    fn defaults_match_istio_and_the_sidecar_defaults() {
+        let config = capture_config(&injected_pod()).unwrap();
+        let expected = CaptureConfig {
+            inbound_ports_exclude: vec![15020, 15021, 15090],
+            outbound_ports_exclude: vec![15020],
+            ..CaptureConfig::sidecar_default()
+        };
+        assert_eq!(config, expected);
         assert_eq!(
-            settings,
-            CaptureSettings {
-                interception_mode: InterceptionMode::Redirect,
-                include_outbound_ip_ranges: RangeSelection::All,
-                exclude_outbound_ip_ranges: vec![],
-                include_inbound_ports: PortSelection::All,
-                exclude_inbound_ports: vec![15020, 15021, 15090],
-                include_outbound_ports: vec![],
-                exclude_outbound_ports: vec![15020],
-                virtual_interfaces: vec![],
-                exclude_interfaces: vec![],
-                proxy_uid: 1337,
-                proxy_gid: 1337,
-                dns_capture: false,
-                drop_invalid: false,
-                dual_stack: false,
-            }
+            (config.proxy_uids, config.proxy_gids),
+            (vec![1337], vec![1337])
         );
+        expected.validate().unwrap();
     }
 
     #[test]
@@ -287,13 +175,13 @@ pub(crate) mod tests {
             json!({
                 "sidecar.istio.io/interceptionMode": "TPROXY",
                 "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8, 172.16.0.0/12",
-                "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.10/32,fd00::1",
+                "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.10/32,fd00::1/128",
                 "traffic.sidecar.istio.io/includeInboundPorts": "8080,9090",
                 "traffic.sidecar.istio.io/excludeInboundPorts": "9100",
                 "traffic.sidecar.istio.io/includeOutboundPorts": "443",
                 "traffic.sidecar.istio.io/excludeOutboundPorts": "5432,5432,6379",
                 "traffic.sidecar.istio.io/kubevirtInterfaces": "net1,net2",
-                "traffic.sidecar.istio.io/excludeInterfaces": "eth1"
+                "traffic.sidecar.istio.io/excludeInterfaces": "eth1,veth+"
             }),
             json!([
                 {"name": "ISTIO_META_DNS_CAPTURE", "value": "true"},
@@ -301,32 +189,25 @@ pub(crate) mod tests {
                 {"name": "ISTIO_DUAL_STACK", "value": "True"}
             ]),
         );
-        let s = CaptureSettings::from_pod(&pod).unwrap();
-        assert_eq!(s.interception_mode, InterceptionMode::Tproxy);
+        let c = capture_config(&pod).unwrap();
+        assert_eq!(c.mode, InterceptionMode::Tproxy);
         assert_eq!(
-            s.include_outbound_ip_ranges,
-            RangeSelection::Ranges(vec![
-                "10.0.0.0/8".parse().unwrap(),
-                "172.16.0.0/12".parse().unwrap()
-            ])
+            c.outbound_ranges,
+            OutboundRanges::Only(nets(&["10.0.0.0/8", "172.16.0.0/12"]))
         );
         assert_eq!(
-            s.exclude_outbound_ip_ranges,
-            vec![
-                "10.96.0.10/32".parse::<IpNet>().unwrap(),
-                "fd00::1/128".parse().unwrap()
-            ]
+            c.outbound_ranges_exclude,
+            nets(&["10.96.0.10/32", "fd00::1/128"])
         );
-        assert_eq!(
-            s.include_inbound_ports,
-            PortSelection::Ports(vec![8080, 9090])
-        );
-        assert_eq!(s.exclude_inbound_ports, vec![9100, 15020, 15021, 15090]);
-        assert_eq!(s.include_outbound_ports, vec![443]);
-        assert_eq!(s.exclude_outbound_ports, vec![5432, 6379]);
-        assert_eq!(s.virtual_interfaces, vec!["net1", "net2"]);
-        assert_eq!(s.exclude_interfaces, vec!["eth1"]);
-        assert!(s.dns_capture && s.drop_invalid && s.dual_stack);
+        assert_eq!(c.inbound_ports, InboundPorts::Only(vec![8080, 9090]));
+        assert_eq!(c.inbound_ports_exclude, vec![9100, 15020, 15021, 15090]);
+        assert_eq!(c.outbound_ports_include, vec![443]);
+        assert_eq!(c.outbound_ports_exclude, vec![5432, 6379]);
+        assert_eq!(c.reroute_virtual_interfaces, vec!["net1", "net2"]);
+        assert_eq!(c.exclude_interfaces, vec!["eth1", "veth+"]);
+        assert!(c.redirect_dns && c.capture_all_dns && c.drop_invalid && c.dual_stack);
+        assert_eq!(c.proxy_port, CaptureConfig::default().proxy_port);
+        c.validate().unwrap();
     }
 
     #[test]
@@ -336,9 +217,7 @@ pub(crate) mod tests {
             json!([]),
         );
         assert_eq!(
-            CaptureSettings::from_pod(&pod)
-                .unwrap()
-                .exclude_inbound_ports,
+            capture_config(&pod).unwrap().inbound_ports_exclude,
             vec![15090, 8081, 15020, 15021]
         );
         assert_eq!(dedup(vec![3, 1, 3, 2, 1]), vec![3, 1, 2]);
@@ -354,10 +233,10 @@ pub(crate) mod tests {
             }),
             json!([]),
         );
-        let s = CaptureSettings::from_pod(&pod).unwrap();
-        assert_eq!(s.include_inbound_ports, PortSelection::Ports(vec![]));
-        assert_eq!(s.include_outbound_ip_ranges, RangeSelection::All);
-        assert_eq!(s.exclude_outbound_ports, Vec::<u16>::new());
+        let c = capture_config(&pod).unwrap();
+        assert_eq!(c.inbound_ports, InboundPorts::Only(vec![]));
+        assert_eq!(c.outbound_ranges, OutboundRanges::All);
+        assert_eq!(c.outbound_ports_exclude, Vec::<u16>::new());
     }
 
     #[test]
@@ -367,7 +246,7 @@ pub(crate) mod tests {
             json!([]),
         );
         assert_eq!(
-            CaptureSettings::from_pod(&pod).unwrap().virtual_interfaces,
+            capture_config(&pod).unwrap().reroute_virtual_interfaces,
             vec!["tap0"]
         );
     }
@@ -377,69 +256,77 @@ pub(crate) mod tests {
         let mut pod = serde_json::to_value(injected_pod()).unwrap();
         pod["spec"]["containers"][1]["securityContext"]["runAsUser"] = json!(2000);
         pod["spec"]["containers"][1]["securityContext"]["runAsGroup"] = json!(0);
-        let s = CaptureSettings::from_pod(&serde_json::from_value(pod.clone()).unwrap()).unwrap();
-        assert_eq!((s.proxy_uid, s.proxy_gid), (2000, 1337));
+        let c = capture_config(&serde_json::from_value(pod.clone()).unwrap()).unwrap();
+        assert_eq!((c.proxy_uids, c.proxy_gids), (vec![2000], vec![1337]));
+        pod["spec"]["containers"][1]["securityContext"]["runAsGroup"] = json!(3000);
+        let c = capture_config(&serde_json::from_value(pod.clone()).unwrap()).unwrap();
+        assert_eq!((c.proxy_uids, c.proxy_gids), (vec![2000], vec![3000]));
         pod["spec"]["containers"][1]
             .as_object_mut()
             .unwrap()
             .remove("securityContext");
-        let s = CaptureSettings::from_pod(&serde_json::from_value(pod).unwrap()).unwrap();
-        assert_eq!((s.proxy_uid, s.proxy_gid), (1337, 1337));
+        let c = capture_config(&serde_json::from_value(pod).unwrap()).unwrap();
+        assert_eq!((c.proxy_uids, c.proxy_gids), (vec![1337], vec![1337]));
     }
 
     #[test]
     fn invalid_settings_name_the_annotation() {
         let cases = [
-            (
-                json!({"sidecar.istio.io/interceptionMode": "MAGIC"}),
-                json!([]),
-                names::ANNOTATION_INTERCEPTION_MODE,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeInboundPorts": "80,http"}),
-                json!([]),
-                names::ANNOTATION_EXCLUDE_INBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/includeInboundPorts": "70000"}),
-                json!([]),
-                names::ANNOTATION_INCLUDE_INBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeOutboundPorts": "0"}),
-                json!([]),
-                names::ANNOTATION_EXCLUDE_OUTBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/includeOutboundPorts": "*"}),
-                json!([]),
-                names::ANNOTATION_INCLUDE_OUTBOUND_PORTS,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/33"}),
-                json!([]),
-                names::ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeOutboundIPRanges": "*"}),
-                json!([]),
-                names::ANNOTATION_EXCLUDE_OUTBOUND_IP_RANGES,
-            ),
-            (
-                json!({"traffic.sidecar.istio.io/excludeInterfaces": "a/b"}),
-                json!([]),
-                names::ANNOTATION_EXCLUDE_INTERFACES,
-            ),
-            (
-                json!({}),
-                json!([{"name": "ISTIO_META_DNS_CAPTURE", "value": "yes"}]),
-                names::ENV_DNS_CAPTURE,
-            ),
+            (key::INTERCEPTION_MODE, "MAGIC"),
+            (key::EXCLUDE_INBOUND_PORTS, "80,http"),
+            (key::INCLUDE_INBOUND_PORTS, "70000"),
+            (key::EXCLUDE_OUTBOUND_PORTS, "0"),
+            (key::INCLUDE_OUTBOUND_PORTS, "*"),
+            (key::INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/33"),
+            (key::EXCLUDE_OUTBOUND_IP_RANGES, "*"),
+            (key::EXCLUDE_INTERFACES, "a/b"),
         ];
-        for (annotations, env, key) in cases {
-            let err = CaptureSettings::from_pod(&with(annotations.clone(), env)).unwrap_err();
-            assert_eq!(err.key, key, "{annotations}");
+        for (key, value) in cases {
+            let err = capture_config(&with(json!({ key: value }), json!([]))).unwrap_err();
+            assert_eq!((err.flag, err.value.as_str()), (key, value));
             assert!(err.to_string().contains(key), "{err}");
+        }
+        let pod = with(
+            json!({}),
+            json!([{"name": "ISTIO_META_DNS_CAPTURE", "value": "yes"}]),
+        );
+        let err = capture_config(&pod).unwrap_err();
+        assert_eq!(err.flag, env::DNS_CAPTURE);
+        assert!(err.to_string().contains("ISTIO_META_DNS_CAPTURE"), "{err}");
+    }
+
+    #[test]
+    fn grammar_changes_where_the_old_cni_rules_disagreed_with_istio() {
+        // A bare address in an IP-range annotation: the CNI used to read `fd00::1` as
+        // `fd00::1/128`; Istio (validateCIDRList, netip.ParsePrefix), the webhook and init
+        // refuse it, so now the CNI does too, with the one message of outrigger_api::values.
+        for value in ["fd00::1", "10.96.0.10"] {
+            let pod = with(
+                json!({"traffic.sidecar.istio.io/excludeOutboundIPRanges": value}),
+                json!([]),
+            );
+            let err = capture_config(&pod).unwrap_err();
+            assert_eq!(err.flag, key::EXCLUDE_OUTBOUND_IP_RANGES);
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid value {value:?} for traffic.sidecar.istio.io/excludeOutboundIPRanges: \
+                     '{value}' is not a CIDR (e.g. 10.0.0.0/8)"
+                )
+            );
+        }
+        // Interface names follow the kernel (dev_valid_name): whitespace and a `+` that is not
+        // last are refused; a trailing `+` (iptables wildcard) is accepted.
+        for bad in ["a\tb", "e+th", "this-name-is-too-long"] {
+            let pod = with(
+                json!({"traffic.sidecar.istio.io/excludeInterfaces": bad}),
+                json!([]),
+            );
+            assert_eq!(
+                capture_config(&pod).unwrap_err().flag,
+                key::EXCLUDE_INTERFACES,
+                "{bad:?}"
+            );
         }
     }
 }

@@ -4,12 +4,12 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::fields::{
-    annotation, env_value, has_init_container, label, parse_bool, proxy_container,
-};
+use outrigger_api::names::{annotation as key, container, env};
+use outrigger_api::values::{parse_bool, parse_inject_switch};
+
+use super::fields::{annotation, env_value, has_init_container, label, proxy_container};
 use crate::cni::CniArgs;
 use crate::config::PluginConfig;
-use crate::names;
 
 /// Why a sandbox is passed through without rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum SkipReason {
     NoProxy,
     /// `DISABLE_ENVOY=true` on the proxy.
     EnvoyDisabled,
-    /// `sidecar.istio.io/inject: "false"` (label, else annotation).
+    /// `sidecar.istio.io/inject` says no (label, else annotation; Istio's injector grammar).
     InjectionDisabled,
     /// No `sidecar.istio.io/status` annotation: the injector did not process the pod.
     NotInjected,
@@ -69,23 +69,31 @@ pub fn before_lookup<'a>(args: &'a CniArgs, config: &PluginConfig) -> Decision<'
     Decision::Lookup(namespace, name)
 }
 
+/// `sidecar.istio.io/inject` read as Istio's injector reads it (`injectRequired`,
+/// pkg/kube/inject/webhook.go): the label, when present, wins over the annotation; `y`, `yes`,
+/// `true`, `on` (any case) mean inject, any other non-empty value means do not, empty is unset.
+fn injection_disabled(pod: &Pod) -> bool {
+    label(pod, key::INJECT)
+        .or_else(|| annotation(pod, key::INJECT))
+        .and_then(parse_inject_switch)
+        == Some(false)
+}
+
 /// Decides from the pod object: `None` means its traffic is to be captured.
 pub fn skip_reason(pod: &Pod) -> Option<SkipReason> {
-    if has_init_container(pod, names::INIT_CONTAINER) {
+    if has_init_container(pod, container::INIT) {
         return Some(SkipReason::HasInitContainer);
     }
     let Some(proxy) = proxy_container(pod) else {
         return Some(SkipReason::NoProxy);
     };
-    if env_value(proxy, names::ENV_DISABLE_ENVOY).and_then(parse_bool) == Some(true) {
+    if env_value(proxy, env::DISABLE_ENVOY).and_then(|v| parse_bool(v).ok()) == Some(true) {
         return Some(SkipReason::EnvoyDisabled);
     }
-    let inject =
-        label(pod, names::ANNOTATION_INJECT).or_else(|| annotation(pod, names::ANNOTATION_INJECT));
-    if inject.and_then(parse_bool) == Some(false) {
+    if injection_disabled(pod) {
         return Some(SkipReason::InjectionDisabled);
     }
-    if annotation(pod, names::ANNOTATION_STATUS).is_none() {
+    if annotation(pod, key::STATUS).is_none() {
         return Some(SkipReason::NotInjected);
     }
     None
@@ -223,5 +231,37 @@ mod tests {
                 .push(json!({"name": "DISABLE_ENVOY", "value": "false"}))
         });
         assert_eq!(skip_reason(&pod), None);
+    }
+
+    #[test]
+    fn inject_values_follow_istios_injector() {
+        // Istio (`injectRequired`): only y/yes/true/on, in any case, mean inject; every other
+        // non-empty value means "do not". Before, the CNI read Go booleans: "no" and "off" did
+        // not skip, "0" did; now all three skip, and so does "1" (not an Istio "yes").
+        for (value, skipped) in [
+            ("true", false),
+            ("Yes", false),
+            ("y", false),
+            ("ON", false),
+            ("", false),
+            ("false", true),
+            ("no", true),
+            ("off", true),
+            ("0", true),
+            ("1", true),
+            ("enabled", true),
+        ] {
+            for place in ["labels", "annotations"] {
+                let pod = edit(|p| p["metadata"][place]["sidecar.istio.io/inject"] = json!(value));
+                let expected = skipped.then_some(SkipReason::InjectionDisabled);
+                assert_eq!(skip_reason(&pod), expected, "{place}: {value:?}");
+            }
+        }
+        // A present label wins even when the annotation says otherwise, as in Istio.
+        let pod = edit(|p| {
+            p["metadata"]["labels"]["sidecar.istio.io/inject"] = json!("no");
+            p["metadata"]["annotations"]["sidecar.istio.io/inject"] = json!("yes");
+        });
+        assert_eq!(skip_reason(&pod), Some(SkipReason::InjectionDisabled));
     }
 }

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::names;
+use outrigger_api::names::container;
 
 /// The `istio-proxy` container, in `containers` or (native sidecar) in `initContainers`.
 pub fn proxy_container(pod: &Pod) -> Option<&Container> {
@@ -10,7 +10,7 @@ pub fn proxy_container(pod: &Pod) -> Option<&Container> {
     spec.containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == names::PROXY_CONTAINER)
+        .find(|c| c.name == container::PROXY)
 }
 
 pub fn has_init_container(pod: &Pod, name: &str) -> bool {
@@ -40,13 +40,4 @@ pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 
 pub fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-/// Go's `strconv.ParseBool`, which Istio uses for these flags.
-pub fn parse_bool(text: &str) -> Option<bool> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
 }

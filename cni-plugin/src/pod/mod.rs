@@ -4,7 +4,5 @@ pub mod capture;
 pub mod decision;
 mod fields;
 
-pub use capture::{
-    CaptureSettings, InterceptionMode, PodSettingsError, PortSelection, RangeSelection,
-};
+pub use capture::capture_config;
 pub use decision::{Decision, SkipReason};

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{DeleteParams, Preconditions};
 use serde_json::{Value, json};
 
-use crate::names;
+use outrigger_api::names::{VALIDATION_FAILED_EXIT_CODE, container, label};
 
 /// What to do with a broken pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ fn exited_with_validation_failure(status: &ContainerStatus) -> bool {
         code(status.state.as_ref()),
         code(status.last_state.as_ref()),
     ]
-    .contains(&Some(names::VALIDATION_FAILED_EXIT_CODE))
+    .contains(&Some(i32::from(VALIDATION_FAILED_EXIT_CODE)))
 }
 
 /// Decides whether `pod` needs repair under `mode`; `None` for healthy, deleted or already
@@ -59,7 +59,7 @@ pub fn broken_pod(pod: &Pod, mode: RepairMode) -> Option<BrokenPod> {
         && meta
             .labels
             .as_ref()
-            .and_then(|l| l.get(names::LABEL_UNINITIALIZED))
+            .and_then(|l| l.get(label::CNI_UNINITIALIZED))
             .map(String::as_str)
             == Some("true")
     {
@@ -68,7 +68,7 @@ pub fn broken_pod(pod: &Pod, mode: RepairMode) -> Option<BrokenPod> {
     let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
     statuses
         .iter()
-        .filter(|s| s.name == names::VALIDATION_CONTAINER)
+        .filter(|s| s.name == container::VALIDATION)
         .any(exited_with_validation_failure)
         .then(|| BrokenPod {
             namespace: meta.namespace.clone().unwrap_or_default(),
@@ -91,7 +91,7 @@ pub fn guarded_delete(pod: &BrokenPod) -> DeleteParams {
 
 /// JSON merge patch labelling the pod, with the UID as a precondition the server checks.
 pub fn label_patch(pod: &BrokenPod) -> Value {
-    json!({"metadata": {"uid": pod.uid, "labels": {names::LABEL_UNINITIALIZED: "true"}}})
+    json!({"metadata": {"uid": pod.uid, "labels": {label::CNI_UNINITIALIZED: "true"}}})
 }
 
 #[cfg(test)]
@@ -169,7 +169,7 @@ mod tests {
             .labels
             .as_mut()
             .unwrap()
-            .insert(names::LABEL_UNINITIALIZED.into(), "true".into());
+            .insert(label::CNI_UNINITIALIZED.into(), "true".into());
         assert_eq!(broken_pod(&pod, RepairMode::Label), None);
         assert!(broken_pod(&pod, RepairMode::Delete).is_some());
         pod.metadata.deletion_timestamp =

@@ -118,6 +118,7 @@ fn assert_untouched(ns: &NetNs) {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn add_installs_rules_and_passes_the_result_through_for_every_version() {
     let api = FakeApiServer::start();
     for version in ["0.3.1", "0.4.0", "1.0.0"] {
@@ -169,6 +170,7 @@ fn add_installs_rules_and_passes_the_result_through_for_every_version() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn every_skip_case_leaves_the_namespace_without_rules() {
     let api = FakeApiServer::start();
     let annotations_removed = |p: &mut Value| {
@@ -252,6 +254,7 @@ fn every_skip_case_leaves_the_namespace_without_rules() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn api_server_errors_are_retried_until_it_answers() {
     let api = FakeApiServer::start();
     let pod = unique_pod(|_| {});
@@ -277,6 +280,7 @@ fn api_server_errors_are_retried_until_it_answers() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn dual_stack_pod_gets_ipv6_rules_detected_inside_its_namespace() {
     let api = FakeApiServer::start();
     let pod = unique_pod(|p| {
@@ -311,6 +315,7 @@ fn dual_stack_pod_gets_ipv6_rules_detected_inside_its_namespace() {
 }
 
 #[test]
+#[ignore = "needs root: sudo ./scripts/test.sh runs it"]
 fn ipv4_only_pod_gets_no_ipv6_rules() {
     let api = FakeApiServer::start();
     let pod = unique_pod(|_| {});

@@ -156,3 +156,54 @@ fn installs_keeps_the_chain_and_uninstalls_on_sigterm() {
     assert!(!bin.join("outrigger-cni").exists());
     assert!(!conf.join("outrigger-cni-kubeconfig").exists());
 }
+
+/// Runs the installer with only `args` and no cluster env: it sets up logging, then stops at
+/// the missing API server address. (success, stdout, stderr)
+fn installer_without_cluster(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(INSTALLER)
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("installer runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_log_filter_is_reported_and_logs_stay_off_stdout() {
+    for (args, env) in [
+        (vec!["--log-level", "info,[=bad"], vec![]),
+        (vec![], vec![("RUST_LOG", "info,[=bad")]),
+    ] {
+        let (ok, stdout, stderr) = installer_without_cluster(&args, &env);
+        assert!(!ok, "no API server address: must fail");
+        assert!(stdout.is_empty(), "logs on stdout: {stdout}");
+        assert!(
+            stderr.contains("ignoring an invalid log filter") && stderr.contains("[=bad"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("KUBERNETES_SERVICE_HOST"), "{stderr}");
+    }
+}
+
+#[test]
+fn log_format_json_and_the_old_log_json_switch_give_json_lines() {
+    for (args, env) in [
+        (vec!["--log-format", "json"], vec![]),
+        (vec!["--log-json"], vec![]),
+        (vec![], vec![("LOG_FORMAT", "json")]),
+    ] {
+        let (ok, stdout, stderr) = installer_without_cluster(&args, &env);
+        assert!(!ok && stdout.is_empty(), "{args:?}: {stdout}");
+        let line = stderr.lines().last().unwrap_or_default();
+        let json: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{args:?}: not a JSON line: {line:?}: {e}"));
+        assert_eq!(json["level"], "ERROR", "{line}");
+    }
+    let (ok, _, stderr) = installer_without_cluster(&["--log-format", "yaml"], &[]);
+    assert!(!ok && stderr.contains("text or json"), "{stderr}");
+}

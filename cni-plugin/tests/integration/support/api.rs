@@ -157,7 +157,7 @@ impl FakeApiServer {
 
     /// Writes a kubeconfig trusting this server's CA, as the installer would.
     pub fn write_kubeconfig(&self, path: &Path) {
-        let text = outrigger_cni::install::kubeconfig::render(
+        let text = outrigger_cni::installer::kubeconfig::render(
             "test-token",
             self.ca_pem.as_bytes(),
             &self.url(),

@@ -179,14 +179,19 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-#[tokio::test]
-async fn agent_waits_repairs_rotates_and_cleans_up() {
-    let h = host();
+type Running = (
+    Arc<AtomicBool>,
+    Metrics,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), InstallError>>,
+);
+
+/// Starts the agent: its readiness flag and metrics, the sender that stops it, and its task.
+fn start(installer: &Arc<Installer>) -> Running {
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let installer = Arc::new(h.installer);
-    let agent = {
+    let task = {
         let (installer, ready, metrics) = (installer.clone(), ready.clone(), metrics.clone());
         tokio::spawn(async move {
             installer
@@ -194,6 +199,14 @@ async fn agent_waits_repairs_rotates_and_cleans_up() {
                 .await
         })
     };
+    (ready, metrics, stop, task)
+}
+
+#[tokio::test]
+async fn agent_waits_repairs_rotates_and_cleans_up() {
+    let h = host();
+    let installer = Arc::new(h.installer);
+    let (ready, metrics, stop, agent) = start(&installer);
     let path = h.conf_dir.join("10-calico.conflist");
     let kubeconfig = h.conf_dir.join("outrigger-cni-kubeconfig");
     wait_for("binary and kubeconfig", || {
@@ -247,18 +260,8 @@ async fn agent_waits_repairs_rotates_and_cleans_up() {
 async fn idle_agent_does_not_wake_on_its_own_reads() {
     let h = host_with_resync(Duration::from_secs(3600));
     fs::write(h.conf_dir.join("10-calico.conflist"), CALICO).unwrap();
-    let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Metrics::new();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let installer = Arc::new(h.installer);
-    let agent = {
-        let (installer, ready, metrics) = (installer.clone(), ready.clone(), metrics.clone());
-        tokio::spawn(async move {
-            installer
-                .run(ready, metrics, async { stopped.await.unwrap_or(()) })
-                .await
-        })
-    };
+    let (ready, metrics, stop, agent) = start(&installer);
     wait_for("ready", || ready.load(Ordering::SeqCst)).await;
     // Let the events of the insertion itself settle, then watch an idle second.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -124,14 +124,19 @@ mod tests {
         assert!(text.contains("token: tok-123"), "{text}");
     }
 
+    /// A source reading `token` and `ca.crt` in `dir`.
+    fn source_in(dir: &Path, server: &str) -> KubeconfigSource {
+        KubeconfigSource {
+            token_path: dir.join("token"),
+            ca_path: dir.join("ca.crt"),
+            server: server.into(),
+        }
+    }
+
     #[test]
     fn sync_rewrites_only_when_the_token_rotates() {
         let dir = tempfile::tempdir().unwrap();
-        let source = KubeconfigSource {
-            token_path: dir.path().join("token"),
-            ca_path: dir.path().join("ca.crt"),
-            server: "https://10.96.0.1:443".into(),
-        };
+        let source = source_in(dir.path(), "https://10.96.0.1:443");
         let dest = dir.path().join("outrigger-cni-kubeconfig");
         std::fs::write(&source.token_path, "first\n").unwrap();
         std::fs::write(&source.ca_path, "CA").unwrap();
@@ -150,11 +155,7 @@ mod tests {
     #[test]
     fn missing_or_empty_token_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let source = KubeconfigSource {
-            token_path: dir.path().join("token"),
-            ca_path: dir.path().join("ca.crt"),
-            server: "https://x:1".into(),
-        };
+        let source = source_in(dir.path(), "https://x:1");
         assert!(matches!(
             source.load().unwrap_err(),
             KubeconfigError::Missing { .. }

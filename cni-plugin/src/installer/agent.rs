@@ -55,7 +55,7 @@ pub enum InstallError {
         #[source]
         source: notify::Error,
     },
-    #[error("uninstall left {} problem(s): {}", .0.len(), .0.iter().map(|e| crate::cni::error::error_chain(e)).collect::<Vec<_>>().join("; "))]
+    #[error("uninstall left {} problem(s): {}", .0.len(), .0.iter().map(|e| outrigger_runtime::error_chain(e)).collect::<Vec<_>>().join("; "))]
     Uninstall(Vec<InstallError>),
 }
 
@@ -212,12 +212,12 @@ impl Installer {
     fn reconcile_all(&self, metrics: &Metrics) {
         metrics.reconcile_passes.inc();
         if let Err(err) = self.sync_kubeconfig() {
-            tracing::warn!(error = %crate::cni::error::error_chain(&err), "kubeconfig not written");
+            tracing::warn!(error = %outrigger_runtime::error_chain(&err), "kubeconfig not written");
         }
         if !self.binary_path().is_file()
             && let Err(err) = self.install_binary()
         {
-            tracing::warn!(error = %crate::cni::error::error_chain(&err), "plugin binary not installed");
+            tracing::warn!(error = %outrigger_runtime::error_chain(&err), "plugin binary not installed");
         }
         match self.reconcile_chain() {
             Ok(ChainState::Inserted(_)) => {
@@ -228,7 +228,7 @@ impl Installer {
             }
             Ok(ChainState::Correct(_)) => {}
             Err(err) => {
-                tracing::warn!(error = %crate::cni::error::error_chain(&err), "chain not repaired")
+                tracing::warn!(error = %outrigger_runtime::error_chain(&err), "chain not repaired")
             }
         }
     }
