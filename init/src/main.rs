@@ -5,12 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use outrigger_init::apply::{self, ApplyOutcome};
-use outrigger_runtime::error_chain;
-use outrigger_runtime::logging::{self, LogFormat, Logging};
 use outrigger_init::flags::{self, FlagsError, Invocation};
 use outrigger_init::host::{self, HostOptions};
 use outrigger_init::names::VALIDATION_EXIT_CODE;
 use outrigger_init::{plan, render, validation};
+use outrigger_runtime::error_chain;
+use outrigger_runtime::logging::{self, LogFormat, Logging};
 
 fn main() -> ExitCode {
     // Variables that are not UTF-8 cannot be ours; skip them instead of panicking.

@@ -91,3 +91,27 @@ fn daemonset_runs_everywhere_critical_and_without_capabilities() {
         Some(outrigger_cni::names::DEFAULT_INSTALLER_NAMESPACE)
     );
 }
+
+/// On the host network a wildcard address would open the port on every interface of every
+/// node: the installer listens on the node's loopback, and the kubelet probes it there.
+#[test]
+fn daemonset_listens_on_the_nodes_loopback_only() {
+    let text = std::fs::read_to_string(manifests_dir().join("daemonset.yaml"))
+        .expect("daemonset.yaml readable");
+    let ds: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    let container = &pod["containers"][0];
+    let listen = container["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("LISTEN"))
+        .and_then(|e| e["value"].as_str())
+        .expect("LISTEN is set");
+    let addr: std::net::SocketAddr = listen.parse().expect("LISTEN is ip:port");
+    assert!(addr.ip().is_loopback(), "LISTEN={listen}");
+    let probe = &container["readinessProbe"]["httpGet"];
+    assert_eq!(probe["host"].as_str(), Some("127.0.0.1"));
+    assert_eq!(probe["port"].as_u64(), Some(u64::from(addr.port())));
+}
