@@ -347,13 +347,13 @@ fn the_validator_rejects_a_broken_object() {
 fn configmap_matches_the_embedded_configuration() {
     let docs = read_docs(&manifests().join("base/configmap.yaml"));
     let data = &find(&docs, "ConfigMap", "outrigger-injector-config")["data"];
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../inject/config");
     for file in ["config.yaml", "values.yaml", "mesh.yaml"] {
         let embedded = std::fs::read_to_string(config.join(file)).expect("embedded config file");
         assert_eq!(
             data[file].as_str(),
             Some(embedded.as_str()),
-            "manifests/webhook/base/configmap.yaml {file} differs from webhook/config/{file}"
+            "manifests/webhook/base/configmap.yaml {file} differs from inject/config/{file}"
         );
     }
     // And the server accepts it.
@@ -361,7 +361,7 @@ fn configmap_matches_the_embedded_configuration() {
     for file in ["config.yaml", "values.yaml", "mesh.yaml"] {
         std::fs::write(dir.path().join(file), data[file].as_str().expect("text")).expect("write");
     }
-    outrigger_webhook::config_source::load_config_dir(dir.path()).expect("ConfigMap loads");
+    outrigger_inject::config_source::load_config_dir(dir.path()).expect("ConfigMap loads");
 }
 
 /// The container's arguments are accepted by the real binary's parser.

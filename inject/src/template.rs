@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::ConfigError;
 use super::memo::{Memo, Reads, TrackedPod};
-use crate::error_chain;
+use outrigger_runtime::error_chain;
 
 /// The compiled templates of one configuration.
 #[derive(Debug)]

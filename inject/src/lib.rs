@@ -1,11 +1,13 @@
 //! The injection engine: decides whether a pod gets a sidecar and, if so, returns the injected pod.
 //!
-//! Pure: no HTTP, no files, no global state. The webhook and kube-inject both call [`inject`].
+//! Pure: no HTTP, no async, no global state; only [`config_source`] reads files (the
+//! configuration directory). The webhook (`outrigger-webhook`) and kube-inject both call [`inject`].
 //! Steps: validate annotations, decide (policy), undo an earlier injection, render the templates
 //! and strategic-merge them onto the pod, then post-process in Rust (probes, prometheus, labels,
 //! status annotation, container order).
 
 mod config;
+pub mod config_source;
 mod labels;
 pub mod manifest;
 mod memo;

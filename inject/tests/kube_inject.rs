@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use outrigger_webhook::inject::manifest::split_documents;
+use outrigger_inject::manifest::split_documents;
 use serde_json::Value;
 
 fn samples() -> PathBuf {

@@ -23,14 +23,12 @@ use super::ConfigError;
 use super::template::Templates;
 
 /// The embedded default files, used when a file is absent.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/config.yaml");
-pub const DEFAULT_VALUES_YAML: &str = include_str!("../../config/values.yaml");
-pub const DEFAULT_MESH_YAML: &str = include_str!("../../config/mesh.yaml");
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/config.yaml");
+pub const DEFAULT_VALUES_YAML: &str = include_str!("../config/values.yaml");
+pub const DEFAULT_MESH_YAML: &str = include_str!("../config/mesh.yaml");
 /// The shipped templates, used when `config.yaml` has no `templates` key.
-pub const SHIPPED_TEMPLATES: [(&str, &str); 1] = [(
-    "sidecar",
-    include_str!("../../config/templates/sidecar.yaml"),
-)];
+pub const SHIPPED_TEMPLATES: [(&str, &str); 1] =
+    [("sidecar", include_str!("../config/templates/sidecar.yaml"))];
 
 /// File names, used in error messages and by the directory loader.
 pub const CONFIG_FILE: &str = "config.yaml";

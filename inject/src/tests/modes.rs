@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::inject::names::*;
-use crate::inject::*;
+use crate::names::*;
+use crate::*;
 
 #[test]
 fn classic_injection_has_istio_shape() {

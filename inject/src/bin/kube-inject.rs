@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use outrigger_webhook::config_source::{ConfigPaths, load_config};
-use outrigger_webhook::inject::manifest::{self, Options};
+use outrigger_inject::config_source::{ConfigPaths, load_config};
+use outrigger_inject::manifest::{self, Options};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,7 +113,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn prepare(common: &Common) -> Result<(String, outrigger_webhook::inject::Config, Options)> {
+fn prepare(common: &Common) -> Result<(String, outrigger_inject::Config, Options)> {
     if common.files.is_empty() {
         bail!("no input: give one or more manifests with -f FILE (or -f - for stdin)");
     }

@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::inject::names::*;
-use crate::inject::*;
+use crate::names::*;
+use crate::*;
 
 #[test]
 fn patch_applied_to_original_gives_injected() {
