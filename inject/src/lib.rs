@@ -12,7 +12,6 @@ mod labels;
 pub mod manifest;
 mod memo;
 mod merge;
-pub mod names;
 pub mod patch;
 mod pipeline;
 mod policy;
@@ -25,6 +24,7 @@ mod template;
 mod tests;
 mod validate;
 
+use outrigger_api::names::annotation::TEMPLATES;
 use serde_json::{Map, Value};
 
 pub use config::{
@@ -32,8 +32,6 @@ pub use config::{
     VALUES_FILE,
 };
 pub use policy::Decision;
-
-use names::*;
 
 /// Why a pod was left alone; `label()` is the low-cardinality metric label.
 #[derive(Debug, Clone, PartialEq, Eq)]

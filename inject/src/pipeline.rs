@@ -2,12 +2,18 @@
 //! render and merge the templates, then post-process in Rust (probes, prometheus, labels,
 //! annotations, status, container order).
 
+use outrigger_api::names::{
+    annotation::{
+        INTERCEPTION_MODE, NATIVE_SIDECAR, PROXY_CONFIG, REVISION, REWRITE_PROBES, STATUS,
+        STATUS_PORT,
+    },
+    container, env, port,
+};
 use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
 
 use super::config::{self, Config, ProxyConfig};
-use super::names::*;
 use super::status::{self, Status};
 use super::{
     InjectError, InjectRequest, annotation, annotations_mut, labels, merge, probes, prometheus,
@@ -75,7 +81,7 @@ fn settings<'c>(
         .and_then(|p| p.parse().ok())
         .or(typed.status_port)
         .or(Some(c.values.global.proxy.status_port).filter(|p| *p != 0))
-        .unwrap_or(DEFAULT_STATUS_PORT);
+        .unwrap_or(port::STATUS);
     let native = req
         .native_sidecars
         .or_else(|| annotation(pod, NATIVE_SIDECAR).map(|v| v == "true"))
@@ -118,7 +124,7 @@ pub(super) fn apply(
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| c["name"] != PROXY_CONTAINER)
+        .filter(|c| c["name"] != container::PROXY)
         .collect();
     let app_containers = apps
         .iter()
@@ -197,7 +203,7 @@ fn post_process(
         let probers = probes::rewrite(pod, s.status_port).map_err(InjectError::Other)?;
         if !probers.is_empty() {
             env.push((
-                ENV_APP_PROBERS.to_owned(),
+                env::APP_PROBERS.to_owned(),
                 Value::Object(probers).to_string(),
             ));
         }
@@ -215,7 +221,7 @@ fn post_process(
         && let Some(v) = prometheus::merge(anns, s.status_port, c.mesh.enable_prometheus_merge)
             .map_err(|e| InjectError::InvalidAnnotations(vec![e]))?
     {
-        env.push((ENV_PROMETHEUS_ANNOTATIONS.to_owned(), v));
+        env.push((env::PROMETHEUS_ANNOTATIONS.to_owned(), v));
     }
     for (k, v) in &c.injector.injected_annotations {
         anns.insert(k.clone(), json!(v));
@@ -260,7 +266,7 @@ fn proxy(pod: &Value) -> Option<&Value> {
         .iter()
         .filter_map(|list| pod["spec"][list].as_array())
         .flatten()
-        .find(|c| c["name"] == PROXY_CONTAINER)
+        .find(|c| c["name"] == container::PROXY)
 }
 
 /// The proxy container's env list (created if the container has none).
@@ -271,7 +277,7 @@ fn proxy_env(pod: &mut Value) -> Option<&mut Vec<Value>> {
         .filter(|(k, _)| *k == "containers" || *k == "initContainers")
         .filter_map(|(_, v)| v.as_array_mut())
         .flatten()
-        .find(|c| c["name"] == PROXY_CONTAINER)?
+        .find(|c| c["name"] == container::PROXY)?
         .as_object_mut()?;
     let env = proxy.entry("env").or_insert_with(|| json!([]));
     if env.is_null() {

@@ -2,11 +2,11 @@
 //! `sidecar.istio.io/inject` label (wins) or annotation, neverInjectSelector,
 //! alwaysInjectSelector, then the configured policy.
 
+use outrigger_api::names::{IGNORED_NAMESPACES, annotation::INJECT};
 use serde_json::Value;
 use tracing::warn;
 
 use super::config::{InjectorConfig, Policy};
-use super::names::{IGNORED_NAMESPACES, INJECT};
 use super::selector;
 
 /// A decision with its reason; `label` is the low-cardinality metric label.

@@ -2,12 +2,12 @@
 //! `ISTIO_PROMETHEUS_ANNOTATIONS` env and the pod is pointed at the proxy's merged metrics
 //! endpoint on the status port. Also the inverse, used when re-injecting an injected pod.
 
+use outrigger_api::names::{
+    annotation::{PROMETHEUS_MERGE, PROMETHEUS_PREFIX, PROMETHEUS_SCRAPE_TARGETS},
+    path, port,
+};
 use serde_json::{Map, Value, json};
 
-use super::names::{
-    MERGED_METRICS_PATH, PROMETHEUS_MERGE, PROMETHEUS_PREFIX, PROMETHEUS_SCRAPE_TARGETS,
-    RESERVED_PORTS,
-};
 use super::validate;
 
 const FIELDS: [&str; 3] = ["scrape", "port", "path"];
@@ -48,7 +48,7 @@ pub(crate) fn merge(
         let invalid =
             |reason: String| format!("invalid value '{p}' for annotation '{key}': {reason}");
         let n = validate::port(p).map_err(invalid)?;
-        if RESERVED_PORTS.contains(&n) {
+        if port::RESERVED.contains(&n) {
             return Err(invalid(
                 "the port is reserved by the proxy; serve the app's metrics on another port"
                     .to_owned(),
@@ -71,7 +71,7 @@ pub(crate) fn merge(
     anns.retain(|k, _| field_of(k).is_none());
     anns.insert(canonical("scrape"), json!("true"));
     anns.insert(canonical("port"), json!(status_port.to_string()));
-    anns.insert(canonical("path"), json!(MERGED_METRICS_PATH));
+    anns.insert(canonical("path"), json!(path::STATS));
     Ok((!env.is_empty()).then(|| Value::Object(env).to_string()))
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn restore(anns: &mut Map<String, Value>, recorded: Option<&str>, sta
     let ours = [
         ("scrape", "true".to_owned()),
         ("port", status_port.to_string()),
-        ("path", MERGED_METRICS_PATH.to_owned()),
+        ("path", path::STATS.to_owned()),
     ];
     let injected = ours
         .iter()

@@ -1,13 +1,19 @@
 //! Validation of the pod's traffic, probe and resource annotations, before anything else runs.
 //! Every problem is reported, each as `invalid value '<v>' for annotation '<name>': <reason>`.
 
+use outrigger_api::names::annotation::{
+    EXCLUDE_INBOUND_PORTS, EXCLUDE_INTERFACES, EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS,
+    INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES, INCLUDE_OUTBOUND_PORTS, INTERCEPTION_MODE,
+    KUBEVIRT_INTERFACES, NATIVE_SIDECAR, PROMETHEUS_MERGE, PROMETHEUS_SCRAPE_TARGETS, PROXY_CONFIG,
+    PROXY_CPU, PROXY_CPU_LIMIT, PROXY_MEMORY, PROXY_MEMORY_LIMIT, READINESS_FAILURE_THRESHOLD,
+    READINESS_INITIAL_DELAY, READINESS_PERIOD, REROUTE_VIRTUAL_INTERFACES, REWRITE_PROBES,
+    STATUS_PORT, USER_VOLUME, USER_VOLUME_MOUNT,
+};
 use std::sync::LazyLock;
 
 use ipnet::IpNet;
 use regex::Regex;
 use serde_json::{Map, Value};
-
-use super::names::*;
 
 static INTERFACE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[a-zA-Z][a-zA-Z0-9_.\-]*$").expect("interface name pattern is a valid regex")

@@ -1,9 +1,15 @@
 //! Patch round trip, errors, skips, switches, templates and configuration errors.
 
+use outrigger_api::names::{
+    annotation::{
+        EXCLUDE_INBOUND_PORTS, INJECT, INTERCEPTION_MODE, NATIVE_SIDECAR, REVISION, REWRITE_PROBES,
+        STATUS, TEMPLATES,
+    },
+    env,
+};
 use serde_json::json;
 
 use super::*;
-use crate::names::*;
 use crate::*;
 
 #[test]
@@ -82,7 +88,7 @@ fn probe_rewrite_can_be_switched_off() {
         web()["spec"]["containers"][0]["readinessProbe"]
     );
     assert_eq!(
-        env(find(&pod, "containers", "istio-proxy"), ENV_APP_PROBERS),
+        env(find(&pod, "containers", "istio-proxy"), env::APP_PROBERS),
         None
     );
     let off = injected(
