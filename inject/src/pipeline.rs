@@ -11,6 +11,7 @@ use outrigger_api::names::{
 };
 use std::borrow::Cow;
 
+use outrigger_api::values;
 use serde_json::{Map, Value, json};
 
 use super::config::{self, Config, ProxyConfig};
@@ -196,8 +197,9 @@ fn post_process(
     let c = &config.inner;
     let has_proxy = proxy(pod).is_some();
     let mut env: Vec<(String, String)> = Vec::new();
+    // Go's ParseBool, as Istio's ShouldRewriteAppHTTPProbers (validated before).
     let rewrite = annotation(pod, REWRITE_PROBES)
-        .map(|v| v == "true")
+        .and_then(|v| values::parse_bool(v).ok())
         .unwrap_or(c.values.sidecar_injector_webhook.rewrite_app_http_probe);
     if rewrite && has_proxy {
         let probers = probes::rewrite(pod, s.status_port).map_err(InjectError::Other)?;

@@ -6,6 +6,7 @@ use outrigger_api::names::{
     annotation::{PROMETHEUS_MERGE, PROMETHEUS_PREFIX, PROMETHEUS_SCRAPE_TARGETS},
     path, port,
 };
+use outrigger_api::values;
 use serde_json::{Map, Value, json};
 
 use super::validate;
@@ -31,7 +32,11 @@ pub(crate) fn merge(
     status_port: u16,
     mesh_enabled: bool,
 ) -> Result<Option<String>, String> {
-    if !mesh_enabled || anns.get(PROMETHEUS_MERGE).and_then(Value::as_str) == Some("false") {
+    let opted_out = anns
+        .get(PROMETHEUS_MERGE)
+        .and_then(Value::as_str)
+        .is_some_and(|v| values::parse_bool(v) == Ok(false));
+    if !mesh_enabled || opted_out {
         return Ok(None);
     }
     let mut user = Map::new();
