@@ -3,8 +3,8 @@
 //! alwaysInjectSelector, then the configured policy.
 
 use outrigger_api::names::{IGNORED_NAMESPACES, annotation::INJECT};
+use outrigger_api::values;
 use serde_json::Value;
-use tracing::warn;
 
 use super::config::{InjectorConfig, Policy};
 use super::selector;
@@ -77,36 +77,42 @@ pub fn decide(pod: &Value, namespace: &str, config: &InjectorConfig) -> Decision
     }
 }
 
-/// The pod's own choice: the label wins over the annotation; only "true"/"false" count.
+/// The pod's own choice, read as Istio's `injectRequired` (pkg/kube/inject/webhook.go) reads
+/// it: the label, when present, wins over the annotation (even when the label says less);
+/// `y`, `yes`, `true`, `on` in any case inject, any other value does not, empty leaves the
+/// decision to the selectors and the policy.
 fn explicit(pod: &Value) -> Option<Decision> {
-    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
-        let Some(raw) = pod
-            .get("metadata")
-            .and_then(|m| m.get(field))
+    let meta = pod.get("metadata");
+    let switch = |field: &str| {
+        meta.and_then(|m| m.get(field))
             .and_then(|m| m.get(INJECT))
-        else {
-            continue;
-        };
-        match raw.as_str() {
-            Some("true") => {
-                return Some(Decision::yes(
-                    "pod_enabled",
-                    format!("pod {kind} {INJECT}=\"true\""),
-                ));
-            }
-            Some("false") => {
-                return Some(Decision::no(
-                    "pod_disabled",
-                    format!("pod {kind} {INJECT}=\"false\""),
-                ));
-            }
-            _ => {
-                warn!(%kind, value = %raw, "ignoring {INJECT}: only \"true\" or \"false\" count");
-                // An invalid label does not hide a valid annotation.
-            }
+            .and_then(Value::as_str)
+    };
+    let (kind, text) = match switch("labels") {
+        Some(text) => ("label", text),
+        None => ("annotation", switch("annotations")?),
+    };
+    match values::parse_inject_switch(text)? {
+        true => Some(Decision::yes(
+            "pod_enabled",
+            format!("pod {kind} {INJECT}=\"{text}\""),
+        )),
+        false => {
+            let says_no = matches!(
+                text.trim().to_ascii_lowercase().as_str(),
+                "n" | "no" | "false" | "off"
+            );
+            let note = if says_no {
+                ""
+            } else {
+                " (only y, yes, true or on, in any case, inject)"
+            };
+            Some(Decision::no(
+                "pod_disabled",
+                format!("pod {kind} {INJECT}=\"{text}\"{note}"),
+            ))
         }
     }
-    None
 }
 
 #[cfg(test)]
@@ -205,11 +211,12 @@ mod tests {
                 true,
                 "pod_enabled",
             ),
-            // invalid label value: annotation then default applies
+            // Istio's spellings (issue 14 #5): y/yes/true/on in any case inject, anything else
+            // does not; the label, when present, hides the annotation
             (
                 "disabled",
-                Some("yes"),
-                Some("true"),
+                Some("Yes"),
+                None,
                 false,
                 false,
                 true,
@@ -217,8 +224,63 @@ mod tests {
             ),
             (
                 "disabled",
-                Some("yes"),
                 None,
+                Some("ON"),
+                false,
+                false,
+                true,
+                "pod_enabled",
+            ),
+            (
+                "disabled",
+                None,
+                Some("TRUE"),
+                false,
+                false,
+                true,
+                "pod_enabled",
+            ),
+            (
+                "disabled",
+                Some("y"),
+                Some("false"),
+                false,
+                false,
+                true,
+                "pod_enabled",
+            ),
+            (
+                "enabled",
+                Some("enabled"),
+                Some("true"),
+                false,
+                true,
+                false,
+                "pod_disabled",
+            ),
+            (
+                "enabled",
+                None,
+                Some("enabled"),
+                false,
+                true,
+                false,
+                "pod_disabled",
+            ),
+            (
+                "enabled",
+                None,
+                Some("1"),
+                false,
+                false,
+                false,
+                "pod_disabled",
+            ),
+            // empty: the selectors and the policy decide
+            (
+                "disabled",
+                Some(""),
+                Some("true"),
                 false,
                 false,
                 false,
@@ -227,11 +289,11 @@ mod tests {
             (
                 "enabled",
                 None,
-                Some("TRUE"),
-                false,
-                false,
+                Some(""),
                 true,
-                "policy_enabled",
+                false,
+                false,
+                "never_inject_selector",
             ),
             // selectors only when the pod says nothing; never before always
             (

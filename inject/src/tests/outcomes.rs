@@ -80,6 +80,53 @@ fn skips_carry_their_reason() {
     );
 }
 
+/// `sidecar.istio.io/inject` as Istio reads it (issue 14 #5): y/yes/true/on in any case inject,
+/// anything else does not, and the label, when present, wins over the annotation.
+#[test]
+fn the_inject_switch_reads_istio_spellings_and_the_label_wins() {
+    let disabled = Config::from_sources("policy: disabled\n", "", "").unwrap();
+    let enabled = Config::embedded().unwrap();
+    let with = |label: Option<&str>, ann: Option<&str>| {
+        let mut pod = web();
+        if let Some(v) = label {
+            pod["metadata"]["labels"][INJECT] = json!(v);
+        }
+        if let Some(v) = ann {
+            pod["metadata"]["annotations"][INJECT] = json!(v);
+        }
+        pod
+    };
+    let cases: &[(&Config, Option<&str>, Option<&str>, bool, &str)] = &[
+        (&disabled, Some("Yes"), None, true, "pod_enabled"),
+        (&disabled, None, Some("ON"), true, "pod_enabled"),
+        (&disabled, None, Some("y"), true, "pod_enabled"),
+        (&disabled, Some("true"), Some("false"), true, "pod_enabled"),
+        (&enabled, Some("false"), Some("true"), false, "pod_disabled"),
+        (&enabled, None, Some("enabled"), false, "pod_disabled"),
+        (&enabled, Some("NO"), None, false, "pod_disabled"),
+        (&enabled, Some(""), Some("false"), true, "policy_enabled"),
+        (&disabled, None, Some(""), false, "policy_disabled"),
+    ];
+    for (config, label, ann, want, why) in cases {
+        let got = inject(&with(*label, *ann), &req(), config).unwrap();
+        match (&got, want) {
+            (Outcome::Injected { .. }, true) => {
+                assert_eq!(decide(&with(*label, *ann), &req(), config).label, *why)
+            }
+            (Outcome::Skipped(r), false) => assert_eq!(r.label, *why, "{label:?} {ann:?}"),
+            _ => panic!("label {label:?}, annotation {ann:?}: {got:?}"),
+        }
+    }
+    let Outcome::Skipped(r) = inject(&with(None, Some("enabled")), &req(), &enabled).unwrap()
+    else {
+        panic!("expected skip")
+    };
+    assert_eq!(
+        r.message,
+        "pod annotation sidecar.istio.io/inject=\"enabled\" (only y, yes, true or on, in any case, inject)"
+    );
+}
+
 #[test]
 fn probe_rewrite_can_be_switched_off() {
     let pod = run(&annotate(web(), &[(REWRITE_PROBES, "false")]));
