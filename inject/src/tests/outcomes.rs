@@ -96,7 +96,9 @@ fn the_inject_switch_reads_istio_spellings_and_the_label_wins() {
         }
         pod
     };
-    let cases: &[(&Config, Option<&str>, Option<&str>, bool, &str)] = &[
+    /// (configuration, label, annotation, injected?, decision label)
+    type Case<'a> = (&'a Config, Option<&'a str>, Option<&'a str>, bool, &'a str);
+    let cases: &[Case] = &[
         (&disabled, Some("Yes"), None, true, "pod_enabled"),
         (&disabled, None, Some("ON"), true, "pod_enabled"),
         (&disabled, None, Some("y"), true, "pod_enabled"),
