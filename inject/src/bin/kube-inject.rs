@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use outrigger_inject::config_source::{ConfigPaths, load_config};
 use outrigger_inject::manifest::{self, Options};
+use outrigger_runtime::logging::{self, LogFormat, Logging};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,17 +66,24 @@ struct Common {
     /// Put the proxy in initContainers as a native sidecar (`--native-sidecars=false` forces classic).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     native_sidecars: Option<bool>,
+    /// Log format on stderr (stdout carries the YAML): text or json (filter: RUST_LOG, default warn).
+    #[arg(long, default_value = "text", value_name = "text|json")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let format = match &cli.command {
+        Some(Command::Check { common, .. }) => common.log_format,
+        None => cli.common.log_format,
+    };
+    let directives = std::env::var(logging::FILTER_ENV).ok();
+    logging::init(Logging {
+        format,
+        directives: directives.as_deref(),
+        default: "warn",
+        file: None,
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,7 +11,6 @@ pub mod replica_memo;
 pub mod review;
 pub mod selfsigned;
 pub mod serve;
-pub mod shutdown;
 pub mod tls;
 pub mod watch;
 
