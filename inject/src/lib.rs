@@ -9,14 +9,15 @@
 mod config;
 pub mod config_source;
 mod labels;
+mod load;
 pub mod manifest;
-mod memo;
 mod merge;
 pub mod patch;
 mod pipeline;
 mod policy;
 mod probes;
 mod prometheus;
+mod render_memo;
 mod selector;
 mod status;
 mod template;

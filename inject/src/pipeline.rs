@@ -14,25 +14,12 @@ use std::borrow::Cow;
 use outrigger_api::values;
 use serde_json::{Map, Value, json};
 
-use super::config::{self, Config, ProxyConfig};
+use super::config::{Config, ProxyConfig};
 use super::status::{self, Status};
 use super::{
     InjectError, InjectRequest, annotation, annotations_mut, labels, merge, probes, prometheus,
     template,
 };
-
-/// Runs one template over the sample pod with everything after it (used at config load).
-pub(crate) fn render_for_test(
-    pod: &Value,
-    config: &Config,
-    name: &str,
-) -> Result<Value, InjectError> {
-    let req = InjectRequest {
-        namespace: "default".to_owned(),
-        ..Default::default()
-    };
-    apply(pod, &req, config, &[name.to_owned()])
-}
 
 /// Per-pod settings resolved from annotations, proxy config, values and the request.
 struct Settings<'c> {
@@ -67,7 +54,7 @@ fn settings<'c>(
             let mut merged = defaults.into_owned();
             let over: Value = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
             if !over.is_null() {
-                config::deep_merge(&mut merged, over);
+                merge::deep_merge(&mut merged, over);
             }
             let typed: ProxyConfig =
                 serde_json::from_value(merged.clone()).map_err(|e| bad(e.to_string()))?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ConfigError;
-use super::memo::{Memo, Reads, TrackedPod};
+use super::render_memo::{Memo, Reads, TrackedPod};
 use outrigger_runtime::error_chain;
 
 /// The compiled templates of one configuration.
