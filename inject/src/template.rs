@@ -19,7 +19,7 @@ pub(crate) struct Templates {
     names: Vec<String>,
     values: JValue,
     mesh: JValue,
-    /// Parsed overlays of earlier renders (see [`super::memo`]): the replicas of a workload
+    /// Parsed overlays of earlier renders (see [`super::render_memo`]): the replicas of a workload
     /// skip rendering and parsing. Purely a memo: the result is the same with or without it.
     memo: Memo,
 }
