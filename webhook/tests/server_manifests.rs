@@ -241,6 +241,7 @@ fn check_wiring(docs: &[Value]) {
 }
 
 #[test]
+#[ignore = "needs kubernetes-validate (PyPI): sudo ./scripts/test.sh installs and runs it"]
 fn default_install_uses_cert_manager_and_validates() {
     let docs = build(&manifests());
     let custom = validate("default", &docs);
@@ -293,6 +294,7 @@ fn default_install_uses_cert_manager_and_validates() {
 }
 
 #[test]
+#[ignore = "needs kubernetes-validate (PyPI): sudo ./scripts/test.sh installs and runs it"]
 fn self_managed_overlay_validates_and_keeps_the_ca_bundle() {
     let docs = build(&manifests().join("overlays/self-managed"));
     let custom = validate("self-managed", &docs);
@@ -329,6 +331,7 @@ fn self_managed_overlay_validates_and_keeps_the_ca_bundle() {
 }
 
 #[test]
+#[ignore = "needs kubernetes-validate (PyPI): sudo ./scripts/test.sh installs and runs it"]
 fn the_validator_rejects_a_broken_object() {
     let mut docs = build(&manifests().join("base"));
     let deployment = docs
