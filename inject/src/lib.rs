@@ -26,6 +26,7 @@ mod tests;
 mod validate;
 
 use outrigger_api::names::annotation::TEMPLATES;
+use outrigger_api::values;
 use serde_json::{Map, Value};
 
 pub use config::{
@@ -131,12 +132,7 @@ pub fn decide(pod: &Value, req: &InjectRequest, config: &Config) -> Decision {
 pub fn templates_for(pod: &Value, config: &Config) -> Result<Vec<String>, InjectError> {
     let injector = &config.inner.injector;
     let requested: Vec<String> = match annotation(pod, TEMPLATES) {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        Some(list) => values::split_list(list).map(str::to_owned).collect(),
         None => injector.default_templates.clone(),
     };
     let mut out = Vec::new();

@@ -2,6 +2,8 @@
 //! render and merge the templates, then post-process in Rust (probes, prometheus, labels,
 //! annotations, status, container order).
 
+use std::borrow::Cow;
+
 use outrigger_api::names::{
     annotation::{
         INTERCEPTION_MODE, NATIVE_SIDECAR, PROXY_CONFIG, REVISION, REWRITE_PROBES, STATUS,
@@ -9,8 +11,6 @@ use outrigger_api::names::{
     },
     container, env, port,
 };
-use std::borrow::Cow;
-
 use outrigger_api::values;
 use serde_json::{Map, Value, json};
 

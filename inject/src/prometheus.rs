@@ -62,10 +62,7 @@ pub(crate) fn merge(
     }
     let mut env = user.clone();
     if let Some(t) = anns.get(PROMETHEUS_SCRAPE_TARGETS).and_then(Value::as_str) {
-        let targets: Vec<Value> = t
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        let targets: Vec<Value> = values::split_list(t)
             .map(|item| {
                 let (port, path) = item.split_once(':').unwrap_or((item, "/metrics"));
                 json!({"port": port, "path": if path.is_empty() { "/metrics" } else { path }})

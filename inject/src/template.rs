@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use minijinja::value::Serde;
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
+use outrigger_api::values;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -166,9 +167,8 @@ fn exclude_inbound_ports(status_port: JValue, ports: Option<String>) -> String {
     if !sp.is_empty() && sp != "0" {
         out.push(sp);
     }
-    for p in ports.unwrap_or_default().split(',') {
-        let p = p.trim();
-        if !p.is_empty() && !out.iter().any(|o| o == p) {
+    for p in values::split_list(&ports.unwrap_or_default()) {
+        if !out.iter().any(|o| o == p) {
             out.push(p.to_owned());
         }
     }

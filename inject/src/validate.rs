@@ -1,6 +1,8 @@
 //! Validation of the pod's traffic, probe and resource annotations, before anything else runs.
 //! Every problem is reported, each as `invalid value '<v>' for annotation '<name>': <reason>`.
 
+use std::sync::LazyLock;
+
 use outrigger_api::names::annotation::{
     EXCLUDE_INBOUND_PORTS, EXCLUDE_INTERFACES, EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS,
     INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES, INCLUDE_OUTBOUND_PORTS, INTERCEPTION_MODE,
@@ -9,8 +11,6 @@ use outrigger_api::names::annotation::{
     READINESS_INITIAL_DELAY, READINESS_PERIOD, REROUTE_VIRTUAL_INTERFACES, REWRITE_PROBES,
     STATUS_PORT, USER_VOLUME, USER_VOLUME_MOUNT,
 };
-use std::sync::LazyLock;
-
 use outrigger_api::values::{self, ValueError};
 
 use regex::Regex;
