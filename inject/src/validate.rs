@@ -12,7 +12,6 @@ use outrigger_api::names::annotation::{
     STATUS_PORT, USER_VOLUME, USER_VOLUME_MOUNT,
 };
 use outrigger_api::values::{self, ValueError};
-
 use regex::Regex;
 use serde_json::{Map, Value};
 
