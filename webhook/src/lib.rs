@@ -1,18 +1,5 @@
-//! Outrigger's sidecar injection: the pure injection engine ([`inject`]) shared by the
-//! `outrigger-injector` admission webhook and the offline `kube-inject` CLI.
+//! `outrigger-injector`, the HTTPS admission webhook around the injection engine
+//! ([`outrigger_inject`]): TLS, the memo of answers, metrics, and the configuration watch and
+//! reload. Everything about templates and pods lives in the engine.
 
-pub mod config_source;
-pub mod inject;
 pub mod server;
-
-/// `error: cause: cause`, for log lines and user-facing messages.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}

@@ -5,22 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use outrigger_runtime::logging::{self, LogFormat, Logging};
 use outrigger_webhook::server::selfsigned::{DEFAULT_NAMESPACE, DEFAULT_SERVICE, ServiceNames};
 use outrigger_webhook::server::tls::CertPaths;
 use outrigger_webhook::server::{self, Options, TlsSource};
-use tracing_subscriber::EnvFilter;
 
 /// Each admission request builds and drops thousands of small JSON nodes; under load glibc
 /// malloc/free took about a third of the server's CPU (perf), mimalloc much less.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Sidecar injection admission webhook.
 #[derive(Debug, Parser)]
@@ -68,8 +62,8 @@ struct Args {
     /// Seconds a client gets for the TLS handshake, the request headers, and the body (each).
     #[arg(long, default_value_t = server::DEFAULT_READ_TIMEOUT.as_secs())]
     read_timeout_seconds: u64,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format on stderr: text or json (filter: RUST_LOG, default info).
+    #[arg(long, default_value = "text", value_name = "text|json")]
     log_format: LogFormat,
 }
 
@@ -102,20 +96,15 @@ impl Args {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    let directives = std::env::var(logging::FILTER_ENV).ok();
+    logging::init(Logging {
+        format: args.log_format,
+        directives: directives.as_deref(),
+        default: "info",
+        file: None,
+    });
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -135,7 +124,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(server::run(
         args.options(),
-        server::shutdown::shutdown_signal(),
+        outrigger_runtime::shutdown_signal(),
     ))?;
     Ok(())
 }

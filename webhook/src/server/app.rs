@@ -20,7 +20,7 @@ use super::metrics::{self, Metrics};
 use super::path_env;
 use super::replica_memo::{Key, ReplicaMemo};
 use super::review::{self, Decision};
-use crate::inject::Config;
+use outrigger_inject::Config;
 
 /// Name of the span around one admission request.
 const ADMISSION_SPAN: &str = "admission";

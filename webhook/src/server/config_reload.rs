@@ -7,8 +7,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::metrics::{Metrics, Reload};
-use crate::config_source::load_config_dir;
-use crate::inject::{Config, ConfigError};
+use outrigger_inject::config_source::load_config_dir;
+use outrigger_inject::{Config, ConfigError};
 
 /// The configuration currently used by the request handlers.
 #[derive(Debug)]

@@ -11,7 +11,6 @@ pub mod replica_memo;
 pub mod review;
 pub mod selfsigned;
 pub mod serve;
-pub mod shutdown;
 pub mod tls;
 pub mod watch;
 
@@ -29,7 +28,7 @@ use self::config_reload::ConfigStore;
 use self::metrics::{Metrics, Reload};
 use self::selfsigned::ServiceNames;
 use self::tls::{CertPaths, ReloadingResolver};
-use crate::error_chain;
+use outrigger_runtime::error_chain;
 
 /// Default HTTPS address in development.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9443";
@@ -69,7 +68,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot load the injector configuration")]
-    Config(#[source] crate::inject::ConfigError),
+    Config(#[source] outrigger_inject::ConfigError),
     #[error("cannot prepare the self-signed certificates")]
     SelfSigned(#[source] selfsigned::SelfSignedError),
     #[error("cannot load the serving certificate")]

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::admission::{AdmissionRequest, AdmissionResponse};
 use super::replica_memo;
-use crate::inject::patch::json_patch;
-use crate::inject::{Config, InjectRequest, Outcome, inject};
+use outrigger_inject::patch::json_patch;
+use outrigger_inject::{Config, InjectRequest, Outcome, inject};
 
 /// HTTP-like code put in `status.code` when a pod is refused.
 const DENY_CODE: u16 = 400;

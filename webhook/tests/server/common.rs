@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
-use outrigger_webhook::inject::Config;
+use outrigger_inject::Config;
 use outrigger_webhook::server::app::{self, AppState};
 use outrigger_webhook::server::config_reload::ConfigStore;
 use outrigger_webhook::server::metrics::Metrics;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::pod_review;
 use crate::process::{Client, Injector};
 
-const EMBEDDED_CONFIG: &str = include_str!("../../config/config.yaml");
+const EMBEDDED_CONFIG: &str = outrigger_inject::DEFAULT_CONFIG_YAML;
 
 /// Replace `config.yaml` atomically (write + rename), as a ConfigMap update does.
 fn write_config(dir: &Path, text: &str) {

@@ -1,6 +1,7 @@
 //! Strategic merge of a template overlay onto a core/v1 Pod: maps merge recursively, lists of
 //! named things merge by their key (new items first), other lists are replaced, and the
-//! `$patch: replace|delete` directives are honoured.
+//! `$patch: replace|delete` directives are honoured. Also the plain deep merge of configuration
+//! values ([`deep_merge`]).
 
 use serde_json::{Map, Value};
 
@@ -121,6 +122,24 @@ fn strip_directives(v: &Value) -> Value {
         Value::Object(m) => Value::Object(strip_map(m)),
         Value::Array(l) => Value::Array(l.iter().map(strip_directives).collect()),
         other => other.clone(),
+    }
+}
+
+/// Deep merge of plain values (no strategic keys): maps recursively, everything else replaced;
+/// for user files over the embedded defaults and the pod's proxy config over the mesh's.
+pub(crate) fn deep_merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => deep_merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
 }
 

@@ -2,7 +2,7 @@
 //! structure (common array prefixes and suffixes, common keys): the patch applied to the first
 //! gives exactly the second, and a document compared with itself gives an empty patch.
 
-use outrigger_webhook::inject::patch::json_patch;
+use outrigger_inject::patch::json_patch;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

@@ -1,7 +1,7 @@
 //! Property tests over generated pods: injecting twice equals injecting once, and the JSONPatch
 //! from the original pod, applied to it, gives exactly the injected pod.
 
-use outrigger_webhook::inject::{Config, InjectRequest, Outcome, inject, patch::json_patch};
+use outrigger_inject::{Config, InjectRequest, Outcome, inject, patch::json_patch};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

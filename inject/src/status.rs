@@ -1,13 +1,9 @@
 //! The `sidecar.istio.io/status` annotation: what an injection added, written on the pod so a
 //! later injection can remove it first (idempotent re-injection); and the final container order.
 
+use outrigger_api::names::{annotation::STATUS, container, env};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::names::{
-    ENV_APP_PROBERS, ENV_PROMETHEUS_ANNOTATIONS, INIT_CONTAINER, PROXY_CONTAINER, STATUS,
-    VALIDATION_CONTAINER,
-};
 
 /// What one injection added. Serialised compactly in this field order (DESIGN.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,14 +86,14 @@ pub(crate) fn strip_previous(pod: &mut Value) -> Result<Previous, String> {
     let mut prev = Previous::default();
     for field in ["containers", "initContainers"] {
         for c in pod["spec"][field].as_array().into_iter().flatten() {
-            if c["name"] != PROXY_CONTAINER {
+            if c["name"] != container::PROXY {
                 continue;
             }
             for e in c["env"].as_array().into_iter().flatten() {
                 let v = e["value"].as_str().map(str::to_owned);
                 match e["name"].as_str() {
-                    Some(ENV_APP_PROBERS) => prev.probers = v,
-                    Some(ENV_PROMETHEUS_ANNOTATIONS) => prev.prometheus = v,
+                    Some(env::APP_PROBERS) => prev.probers = v,
+                    Some(env::PROMETHEUS_ANNOTATIONS) => prev.prometheus = v,
                     _ => {}
                 }
             }
@@ -136,7 +132,7 @@ pub(crate) fn strip_previous(pod: &mut Value) -> Result<Previous, String> {
 /// it), or, as a native sidecar, in initContainers right after the capture init container.
 pub(crate) fn order(pod: &mut Value, hold_application: bool) {
     if let Some(list) = pod["spec"]["containers"].as_array_mut()
-        && let Some(i) = list.iter().position(|c| c["name"] == PROXY_CONTAINER)
+        && let Some(i) = list.iter().position(|c| c["name"] == container::PROXY)
     {
         let proxy = list.remove(i);
         if hold_application {
@@ -146,12 +142,12 @@ pub(crate) fn order(pod: &mut Value, hold_application: bool) {
         }
     }
     if let Some(list) = pod["spec"]["initContainers"].as_array_mut()
-        && let Some(i) = list.iter().position(|c| c["name"] == PROXY_CONTAINER)
+        && let Some(i) = list.iter().position(|c| c["name"] == container::PROXY)
     {
         let proxy = list.remove(i);
         let after = list
             .iter()
-            .rposition(|c| c["name"] == INIT_CONTAINER || c["name"] == VALIDATION_CONTAINER)
+            .rposition(|c| c["name"] == container::INIT || c["name"] == container::VALIDATION)
             .map_or(0, |p| p + 1);
         list.insert(after, proxy);
     }
@@ -185,7 +181,7 @@ mod tests {
             r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy"],"imagePullSecrets":null,"revision":"default"}"#}},
             "spec": {"initContainers": [{"name": "istio-init"}],
                      "containers": [{"name": "app"}, {"name": "istio-proxy", "env": [
-                         {"name": ENV_APP_PROBERS, "value": "{}"}]}],
+                         {"name": env::APP_PROBERS, "value": "{}"}]}],
                      "volumes": [{"name": "istio-envoy"}, {"name": "data"}]}});
         let prev = strip_previous(&mut pod).unwrap();
         assert_eq!(prev.probers.as_deref(), Some("{}"));

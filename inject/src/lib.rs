@@ -1,21 +1,23 @@
 //! The injection engine: decides whether a pod gets a sidecar and, if so, returns the injected pod.
 //!
-//! Pure: no HTTP, no files, no global state. The webhook and kube-inject both call [`inject`].
+//! Pure: no HTTP, no async, no global state; only [`config_source`] reads files (the
+//! configuration directory). The webhook (`outrigger-webhook`) and kube-inject both call [`inject`].
 //! Steps: validate annotations, decide (policy), undo an earlier injection, render the templates
 //! and strategic-merge them onto the pod, then post-process in Rust (probes, prometheus, labels,
 //! status annotation, container order).
 
 mod config;
+pub mod config_source;
 mod labels;
+mod load;
 pub mod manifest;
-mod memo;
 mod merge;
-pub mod names;
 pub mod patch;
 mod pipeline;
 mod policy;
 mod probes;
 mod prometheus;
+mod render_memo;
 mod selector;
 mod status;
 mod template;
@@ -23,6 +25,8 @@ mod template;
 mod tests;
 mod validate;
 
+use outrigger_api::names::annotation::TEMPLATES;
+use outrigger_api::values;
 use serde_json::{Map, Value};
 
 pub use config::{
@@ -30,8 +34,6 @@ pub use config::{
     VALUES_FILE,
 };
 pub use policy::Decision;
-
-use names::*;
 
 /// Why a pod was left alone; `label()` is the low-cardinality metric label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,12 +132,7 @@ pub fn decide(pod: &Value, req: &InjectRequest, config: &Config) -> Decision {
 pub fn templates_for(pod: &Value, config: &Config) -> Result<Vec<String>, InjectError> {
     let injector = &config.inner.injector;
     let requested: Vec<String> = match annotation(pod, TEMPLATES) {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        Some(list) => values::split_list(list).map(str::to_owned).collect(),
         None => injector.default_templates.clone(),
     };
     let mut out = Vec::new();

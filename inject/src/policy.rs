@@ -2,11 +2,11 @@
 //! `sidecar.istio.io/inject` label (wins) or annotation, neverInjectSelector,
 //! alwaysInjectSelector, then the configured policy.
 
+use outrigger_api::names::{IGNORED_NAMESPACES, annotation::INJECT};
+use outrigger_api::values;
 use serde_json::Value;
-use tracing::warn;
 
 use super::config::{InjectorConfig, Policy};
-use super::names::{IGNORED_NAMESPACES, INJECT};
 use super::selector;
 
 /// A decision with its reason; `label` is the low-cardinality metric label.
@@ -77,36 +77,42 @@ pub fn decide(pod: &Value, namespace: &str, config: &InjectorConfig) -> Decision
     }
 }
 
-/// The pod's own choice: the label wins over the annotation; only "true"/"false" count.
+/// The pod's own choice, read as Istio's `injectRequired` (pkg/kube/inject/webhook.go) reads
+/// it: the label, when present, wins over the annotation (even when the label says less);
+/// `y`, `yes`, `true`, `on` in any case inject, any other value does not, empty leaves the
+/// decision to the selectors and the policy.
 fn explicit(pod: &Value) -> Option<Decision> {
-    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
-        let Some(raw) = pod
-            .get("metadata")
-            .and_then(|m| m.get(field))
+    let meta = pod.get("metadata");
+    let switch = |field: &str| {
+        meta.and_then(|m| m.get(field))
             .and_then(|m| m.get(INJECT))
-        else {
-            continue;
-        };
-        match raw.as_str() {
-            Some("true") => {
-                return Some(Decision::yes(
-                    "pod_enabled",
-                    format!("pod {kind} {INJECT}=\"true\""),
-                ));
-            }
-            Some("false") => {
-                return Some(Decision::no(
-                    "pod_disabled",
-                    format!("pod {kind} {INJECT}=\"false\""),
-                ));
-            }
-            _ => {
-                warn!(%kind, value = %raw, "ignoring {INJECT}: only \"true\" or \"false\" count");
-                // An invalid label does not hide a valid annotation.
-            }
+            .and_then(Value::as_str)
+    };
+    let (kind, text) = match switch("labels") {
+        Some(text) => ("label", text),
+        None => ("annotation", switch("annotations")?),
+    };
+    match values::parse_inject_switch(text)? {
+        true => Some(Decision::yes(
+            "pod_enabled",
+            format!("pod {kind} {INJECT}=\"{text}\""),
+        )),
+        false => {
+            let says_no = matches!(
+                text.trim().to_ascii_lowercase().as_str(),
+                "n" | "no" | "false" | "off"
+            );
+            let note = if says_no {
+                ""
+            } else {
+                " (only y, yes, true or on, in any case, inject)"
+            };
+            Some(Decision::no(
+                "pod_disabled",
+                format!("pod {kind} {INJECT}=\"{text}\"{note}"),
+            ))
         }
     }
-    None
 }
 
 #[cfg(test)]
@@ -139,146 +145,36 @@ mod tests {
             bool,
             &'a str,
         );
+        #[rustfmt::skip]
         let cases: &[Case] = &[
+            // (policy, label, annotation, never matches, always matches, inject, decision label)
             ("enabled", None, None, false, false, true, "policy_enabled"),
-            (
-                "disabled",
-                None,
-                None,
-                false,
-                false,
-                false,
-                "policy_disabled",
-            ),
-            (
-                "disabled",
-                Some("true"),
-                None,
-                false,
-                false,
-                true,
-                "pod_enabled",
-            ),
-            (
-                "enabled",
-                Some("false"),
-                None,
-                false,
-                false,
-                false,
-                "pod_disabled",
-            ),
-            (
-                "disabled",
-                None,
-                Some("true"),
-                false,
-                false,
-                true,
-                "pod_enabled",
-            ),
-            (
-                "enabled",
-                None,
-                Some("false"),
-                false,
-                false,
-                false,
-                "pod_disabled",
-            ),
+            ("disabled", None, None, false, false, false, "policy_disabled"),
+            ("disabled", Some("true"), None, false, false, true, "pod_enabled"),
+            ("enabled", Some("false"), None, false, false, false, "pod_disabled"),
+            ("disabled", None, Some("true"), false, false, true, "pod_enabled"),
+            ("enabled", None, Some("false"), false, false, false, "pod_disabled"),
             // label wins over annotation
-            (
-                "enabled",
-                Some("false"),
-                Some("true"),
-                false,
-                false,
-                false,
-                "pod_disabled",
-            ),
-            (
-                "disabled",
-                Some("true"),
-                Some("false"),
-                false,
-                false,
-                true,
-                "pod_enabled",
-            ),
-            // invalid label value: annotation then default applies
-            (
-                "disabled",
-                Some("yes"),
-                Some("true"),
-                false,
-                false,
-                true,
-                "pod_enabled",
-            ),
-            (
-                "disabled",
-                Some("yes"),
-                None,
-                false,
-                false,
-                false,
-                "policy_disabled",
-            ),
-            (
-                "enabled",
-                None,
-                Some("TRUE"),
-                false,
-                false,
-                true,
-                "policy_enabled",
-            ),
+            ("enabled", Some("false"), Some("true"), false, false, false, "pod_disabled"),
+            ("disabled", Some("true"), Some("false"), false, false, true, "pod_enabled"),
+            // Istio's spellings (issue 14 #5): y/yes/true/on in any case inject, anything else
+            // does not; the label, when present, hides the annotation
+            ("disabled", Some("Yes"), None, false, false, true, "pod_enabled"),
+            ("disabled", None, Some("ON"), false, false, true, "pod_enabled"),
+            ("disabled", None, Some("TRUE"), false, false, true, "pod_enabled"),
+            ("disabled", Some("y"), Some("false"), false, false, true, "pod_enabled"),
+            ("enabled", Some("enabled"), Some("true"), false, true, false, "pod_disabled"),
+            ("enabled", None, Some("enabled"), false, true, false, "pod_disabled"),
+            ("enabled", None, Some("1"), false, false, false, "pod_disabled"),
+            // empty: the selectors and the policy decide
+            ("disabled", Some(""), Some("true"), false, false, false, "policy_disabled"),
+            ("enabled", None, Some(""), true, false, false, "never_inject_selector"),
             // selectors only when the pod says nothing; never before always
-            (
-                "enabled",
-                None,
-                None,
-                true,
-                false,
-                false,
-                "never_inject_selector",
-            ),
-            (
-                "disabled",
-                None,
-                None,
-                false,
-                true,
-                true,
-                "always_inject_selector",
-            ),
-            (
-                "disabled",
-                None,
-                None,
-                true,
-                true,
-                false,
-                "never_inject_selector",
-            ),
-            (
-                "enabled",
-                Some("true"),
-                None,
-                true,
-                false,
-                true,
-                "pod_enabled",
-            ),
-            (
-                "disabled",
-                None,
-                Some("false"),
-                false,
-                true,
-                false,
-                "pod_disabled",
-            ),
+            ("enabled", None, None, true, false, false, "never_inject_selector"),
+            ("disabled", None, None, false, true, true, "always_inject_selector"),
+            ("disabled", None, None, true, true, false, "never_inject_selector"),
+            ("enabled", Some("true"), None, true, false, true, "pod_enabled"),
+            ("disabled", None, Some("false"), false, true, false, "pod_disabled"),
         ];
         for (i, (policy, label, ann, n, a, want, want_label)) in cases.iter().enumerate() {
             let mut labels = json!({});

@@ -1,10 +1,16 @@
 //! Patch round trip, errors, skips, switches, templates and configuration errors.
 
+use outrigger_api::names::{
+    annotation::{
+        EXCLUDE_INBOUND_PORTS, INJECT, INTERCEPTION_MODE, NATIVE_SIDECAR, REVISION, REWRITE_PROBES,
+        STATUS, TEMPLATES,
+    },
+    env,
+};
 use serde_json::json;
 
 use super::*;
-use crate::inject::names::*;
-use crate::inject::*;
+use crate::*;
 
 #[test]
 fn patch_applied_to_original_gives_injected() {
@@ -74,6 +80,55 @@ fn skips_carry_their_reason() {
     );
 }
 
+/// `sidecar.istio.io/inject` as Istio reads it (issue 14 #5): y/yes/true/on in any case inject,
+/// anything else does not, and the label, when present, wins over the annotation.
+#[test]
+fn the_inject_switch_reads_istio_spellings_and_the_label_wins() {
+    let disabled = Config::from_sources("policy: disabled\n", "", "").unwrap();
+    let enabled = Config::embedded().unwrap();
+    let with = |label: Option<&str>, ann: Option<&str>| {
+        let mut pod = web();
+        if let Some(v) = label {
+            pod["metadata"]["labels"][INJECT] = json!(v);
+        }
+        if let Some(v) = ann {
+            pod["metadata"]["annotations"][INJECT] = json!(v);
+        }
+        pod
+    };
+    /// (configuration, label, annotation, injected?, decision label)
+    type Case<'a> = (&'a Config, Option<&'a str>, Option<&'a str>, bool, &'a str);
+    let cases: &[Case] = &[
+        (&disabled, Some("Yes"), None, true, "pod_enabled"),
+        (&disabled, None, Some("ON"), true, "pod_enabled"),
+        (&disabled, None, Some("y"), true, "pod_enabled"),
+        (&disabled, Some("true"), Some("false"), true, "pod_enabled"),
+        (&enabled, Some("false"), Some("true"), false, "pod_disabled"),
+        (&enabled, None, Some("enabled"), false, "pod_disabled"),
+        (&enabled, Some("NO"), None, false, "pod_disabled"),
+        (&enabled, Some(""), Some("false"), true, "policy_enabled"),
+        (&disabled, None, Some(""), false, "policy_disabled"),
+    ];
+    for (config, label, ann, want, why) in cases {
+        let got = inject(&with(*label, *ann), &req(), config).unwrap();
+        match (&got, want) {
+            (Outcome::Injected { .. }, true) => {
+                assert_eq!(decide(&with(*label, *ann), &req(), config).label, *why)
+            }
+            (Outcome::Skipped(r), false) => assert_eq!(r.label, *why, "{label:?} {ann:?}"),
+            _ => panic!("label {label:?}, annotation {ann:?}: {got:?}"),
+        }
+    }
+    let Outcome::Skipped(r) = inject(&with(None, Some("enabled")), &req(), &enabled).unwrap()
+    else {
+        panic!("expected skip")
+    };
+    assert_eq!(
+        r.message,
+        "pod annotation sidecar.istio.io/inject=\"enabled\" (only y, yes, true or on, in any case, inject)"
+    );
+}
+
 #[test]
 fn probe_rewrite_can_be_switched_off() {
     let pod = run(&annotate(web(), &[(REWRITE_PROBES, "false")]));
@@ -82,7 +137,7 @@ fn probe_rewrite_can_be_switched_off() {
         web()["spec"]["containers"][0]["readinessProbe"]
     );
     assert_eq!(
-        env(find(&pod, "containers", "istio-proxy"), ENV_APP_PROBERS),
+        env(find(&pod, "containers", "istio-proxy"), env::APP_PROBERS),
         None
     );
     let off = injected(

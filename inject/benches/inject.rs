@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use outrigger_webhook::inject::{Config, InjectRequest, Outcome, inject, patch::json_patch};
+use outrigger_inject::{Config, InjectRequest, Outcome, inject, patch::json_patch};
 use serde_json::Value;
 
 fn pod() -> Value {

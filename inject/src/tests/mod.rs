@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 
 pub(super) fn web() -> Value {
-    serde_json::from_str(include_str!("../../../tests/fixtures/pod-web.json")).unwrap()
+    serde_json::from_str(include_str!("../../tests/fixtures/pod-web.json")).unwrap()
 }
 
 pub(super) fn req() -> InjectRequest {

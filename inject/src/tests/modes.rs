@@ -1,11 +1,26 @@
 //! The shipped template in every mode: classic, native, CNI, interception modes, annotations,
 //! re-injection.
 
+use outrigger_api::names::{
+    annotation::{
+        DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER, EXCLUDE_INBOUND_PORTS, EXCLUDE_INTERFACES,
+        EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS, INCLUDE_INBOUND_PORTS,
+        INCLUDE_OUTBOUND_IP_RANGES, INCLUDE_OUTBOUND_PORTS, INTERCEPTION_MODE, KUBEVIRT_INTERFACES,
+        NATIVE_SIDECAR, PROXY_CONFIG, PROXY_CPU, PROXY_MEMORY_LIMIT, READINESS_FAILURE_THRESHOLD,
+        READINESS_INITIAL_DELAY, READINESS_PERIOD, REROUTE_VIRTUAL_INTERFACES, REVISION, STATUS,
+        STATUS_PORT, USER_VOLUME, USER_VOLUME_MOUNT,
+    },
+    env,
+    label::{CANONICAL_NAME, CANONICAL_REVISION, TLS_MODE},
+};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::inject::names::*;
-use crate::inject::*;
+use crate::*;
+
+/// Commands of our proxy image the shipped template writes (`outrigger-proxy wait|drain`).
+const PROXY_WAIT_COMMAND: [&str; 2] = ["outrigger-proxy", "wait"];
+const PROXY_DRAIN_COMMAND: [&str; 2] = ["outrigger-proxy", "drain"];
 
 #[test]
 fn classic_injection_has_istio_shape() {
@@ -103,7 +118,7 @@ fn classic_injection_has_istio_shape() {
     );
     let ports: Value = serde_json::from_str(env(proxy, "ISTIO_META_POD_PORTS").unwrap()).unwrap();
     assert_eq!(ports.as_array().unwrap().len(), 2);
-    let probers: Value = serde_json::from_str(env(proxy, ENV_APP_PROBERS).unwrap()).unwrap();
+    let probers: Value = serde_json::from_str(env(proxy, env::APP_PROBERS).unwrap()).unwrap();
     assert_eq!(
         probers,
         json!({
@@ -111,7 +126,7 @@ fn classic_injection_has_istio_shape() {
         "/app-health/web/livez": {"tcpSocket": {"port": 8080}, "timeoutSeconds": 2}})
     );
     let prom: Value =
-        serde_json::from_str(env(proxy, ENV_PROMETHEUS_ANNOTATIONS).unwrap()).unwrap();
+        serde_json::from_str(env(proxy, env::PROMETHEUS_ANNOTATIONS).unwrap()).unwrap();
     assert_eq!(prom, json!({"scrape": "true", "port": "9102"}));
 
     let app = find(&pod, "containers", "web");
@@ -196,7 +211,7 @@ fn native_sidecar_from_request_annotation_or_values() {
             json!(PROXY_DRAIN_COMMAND)
         );
         assert!(
-            env(proxy, ENV_APP_PROBERS).is_some(),
+            env(proxy, env::APP_PROBERS).is_some(),
             "probers land on the native proxy too"
         );
     }

@@ -4,28 +4,22 @@
 
 use std::borrow::Cow;
 
+use outrigger_api::names::{
+    annotation::{
+        INTERCEPTION_MODE, NATIVE_SIDECAR, PROXY_CONFIG, REVISION, REWRITE_PROBES, STATUS,
+        STATUS_PORT,
+    },
+    container, env, port,
+};
+use outrigger_api::values;
 use serde_json::{Map, Value, json};
 
-use super::config::{self, Config, ProxyConfig};
-use super::names::*;
+use super::config::{Config, ProxyConfig};
 use super::status::{self, Status};
 use super::{
     InjectError, InjectRequest, annotation, annotations_mut, labels, merge, probes, prometheus,
     template,
 };
-
-/// Runs one template over the sample pod with everything after it (used at config load).
-pub(crate) fn render_for_test(
-    pod: &Value,
-    config: &Config,
-    name: &str,
-) -> Result<Value, InjectError> {
-    let req = InjectRequest {
-        namespace: "default".to_owned(),
-        ..Default::default()
-    };
-    apply(pod, &req, config, &[name.to_owned()])
-}
 
 /// Per-pod settings resolved from annotations, proxy config, values and the request.
 struct Settings<'c> {
@@ -60,7 +54,7 @@ fn settings<'c>(
             let mut merged = defaults.into_owned();
             let over: Value = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
             if !over.is_null() {
-                config::deep_merge(&mut merged, over);
+                merge::deep_merge(&mut merged, over);
             }
             let typed: ProxyConfig =
                 serde_json::from_value(merged.clone()).map_err(|e| bad(e.to_string()))?;
@@ -75,7 +69,7 @@ fn settings<'c>(
         .and_then(|p| p.parse().ok())
         .or(typed.status_port)
         .or(Some(c.values.global.proxy.status_port).filter(|p| *p != 0))
-        .unwrap_or(DEFAULT_STATUS_PORT);
+        .unwrap_or(port::STATUS);
     let native = req
         .native_sidecars
         .or_else(|| annotation(pod, NATIVE_SIDECAR).map(|v| v == "true"))
@@ -118,7 +112,7 @@ pub(super) fn apply(
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| c["name"] != PROXY_CONTAINER)
+        .filter(|c| c["name"] != container::PROXY)
         .collect();
     let app_containers = apps
         .iter()
@@ -190,14 +184,15 @@ fn post_process(
     let c = &config.inner;
     let has_proxy = proxy(pod).is_some();
     let mut env: Vec<(String, String)> = Vec::new();
+    // Go's ParseBool, as Istio's ShouldRewriteAppHTTPProbers (validated before).
     let rewrite = annotation(pod, REWRITE_PROBES)
-        .map(|v| v == "true")
+        .and_then(|v| values::parse_bool(v).ok())
         .unwrap_or(c.values.sidecar_injector_webhook.rewrite_app_http_probe);
     if rewrite && has_proxy {
         let probers = probes::rewrite(pod, s.status_port).map_err(InjectError::Other)?;
         if !probers.is_empty() {
             env.push((
-                ENV_APP_PROBERS.to_owned(),
+                env::APP_PROBERS.to_owned(),
                 Value::Object(probers).to_string(),
             ));
         }
@@ -215,7 +210,7 @@ fn post_process(
         && let Some(v) = prometheus::merge(anns, s.status_port, c.mesh.enable_prometheus_merge)
             .map_err(|e| InjectError::InvalidAnnotations(vec![e]))?
     {
-        env.push((ENV_PROMETHEUS_ANNOTATIONS.to_owned(), v));
+        env.push((env::PROMETHEUS_ANNOTATIONS.to_owned(), v));
     }
     for (k, v) in &c.injector.injected_annotations {
         anns.insert(k.clone(), json!(v));
@@ -260,7 +255,7 @@ fn proxy(pod: &Value) -> Option<&Value> {
         .iter()
         .filter_map(|list| pod["spec"][list].as_array())
         .flatten()
-        .find(|c| c["name"] == PROXY_CONTAINER)
+        .find(|c| c["name"] == container::PROXY)
 }
 
 /// The proxy container's env list (created if the container has none).
@@ -271,7 +266,7 @@ fn proxy_env(pod: &mut Value) -> Option<&mut Vec<Value>> {
         .filter(|(k, _)| *k == "containers" || *k == "initContainers")
         .filter_map(|(_, v)| v.as_array_mut())
         .flatten()
-        .find(|c| c["name"] == PROXY_CONTAINER)?
+        .find(|c| c["name"] == container::PROXY)?
         .as_object_mut()?;
     let env = proxy.entry("env").or_insert_with(|| json!([]));
     if env.is_null() {

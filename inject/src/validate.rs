@@ -3,15 +3,18 @@
 
 use std::sync::LazyLock;
 
-use ipnet::IpNet;
+use outrigger_api::names::annotation::{
+    EXCLUDE_INBOUND_PORTS, EXCLUDE_INTERFACES, EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS,
+    INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES, INCLUDE_OUTBOUND_PORTS, INTERCEPTION_MODE,
+    KUBEVIRT_INTERFACES, NATIVE_SIDECAR, PROMETHEUS_MERGE, PROMETHEUS_SCRAPE_TARGETS, PROXY_CONFIG,
+    PROXY_CPU, PROXY_CPU_LIMIT, PROXY_MEMORY, PROXY_MEMORY_LIMIT, READINESS_FAILURE_THRESHOLD,
+    READINESS_INITIAL_DELAY, READINESS_PERIOD, REROUTE_VIRTUAL_INTERFACES, REWRITE_PROBES,
+    STATUS_PORT, USER_VOLUME, USER_VOLUME_MOUNT,
+};
+use outrigger_api::values::{self, ValueError};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::names::*;
-
-static INTERFACE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-zA-Z][a-zA-Z0-9_.\-]*$").expect("interface name pattern is a valid regex")
-});
 static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?$")
         .expect("quantity pattern is a valid regex")
@@ -41,9 +44,9 @@ const CHECKS: &[(&str, Check)] = &[
     (PROXY_MEMORY_LIMIT, quantity),
     (USER_VOLUME, json_map),
     (USER_VOLUME_MOUNT, json_map),
-    (REWRITE_PROBES, boolean),
-    (NATIVE_SIDECAR, boolean),
-    (PROMETHEUS_MERGE, boolean),
+    (REWRITE_PROBES, go_bool),
+    (NATIVE_SIDECAR, exact_bool),
+    (PROMETHEUS_MERGE, go_bool),
     (PROMETHEUS_SCRAPE_TARGETS, scrape_targets),
     (PROXY_CONFIG, yaml_map),
 ];
@@ -73,59 +76,37 @@ pub(crate) fn annotations(anns: Option<&Map<String, Value>>) -> Vec<String> {
     errors
 }
 
-fn items(v: &str) -> impl Iterator<Item = &str> {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+/// The api's reason text, framed by [`annotations`].
+fn reason(error: ValueError) -> String {
+    error.0
 }
 
+/// `*` alone, or a CIDR list (Istio's `ValidateIncludeIPRanges`); a list without `*` otherwise.
 fn cidr_list(v: &str, star_allowed: bool) -> Result<(), String> {
-    for item in items(v) {
-        if item == "*" {
-            if star_allowed {
-                continue;
-            }
-            return Err("'*' is not allowed here".to_owned());
-        }
-        item.parse::<IpNet>()
-            .map_err(|_| format!("'{item}' is not a CIDR (e.g. 10.0.0.0/8)"))?;
+    if star_allowed {
+        values::parse_cidr_selection(v).map(drop).map_err(reason)
+    } else {
+        values::parse_cidr_list(v).map(drop).map_err(reason)
     }
-    Ok(())
 }
 
-/// A port number 1–65535.
+/// A port number 1-65535.
 pub(crate) fn port(item: &str) -> Result<u16, String> {
-    match item.parse::<u32>() {
-        Ok(p @ 1..=65535) => Ok(p as u16),
-        _ => Err(format!("'{item}' is not a port number (1-65535)")),
-    }
+    values::parse_port(item).map_err(reason)
 }
 
+/// `*` alone, or a port list (Istio's `ValidateIncludeInboundPorts`); a list without `*` otherwise.
 fn port_list(v: &str, star_allowed: bool) -> Result<(), String> {
-    for item in items(v) {
-        if item == "*" {
-            if star_allowed {
-                continue;
-            }
-            return Err("'*' is not allowed here".to_owned());
-        }
-        port(item)?;
+    if star_allowed {
+        values::parse_port_selection(v).map(drop).map_err(reason)
+    } else {
+        values::parse_port_list(v).map(drop).map_err(reason)
     }
-    Ok(())
 }
 
+/// Interface names as the kernel accepts them (and iptables' trailing `+`).
 fn interface_list(v: &str) -> Result<(), String> {
-    for item in items(v) {
-        if item.len() > 15 {
-            return Err(format!(
-                "interface name '{item}' is longer than 15 characters"
-            ));
-        }
-        if !INTERFACE.is_match(item) {
-            return Err(format!(
-                "'{item}' is not an interface name (a letter, then letters, digits, '_', '.', '-')"
-            ));
-        }
-    }
-    Ok(())
+    values::parse_interface_list(v).map(drop).map_err(reason)
 }
 
 fn interception_mode(v: &str) -> Result<(), String> {
@@ -150,7 +131,13 @@ fn quantity(v: &str) -> Result<(), String> {
     }
 }
 
-fn boolean(v: &str) -> Result<(), String> {
+/// Go's `strconv.ParseBool`, as Istio reads `rewriteAppHTTPProbers` and `merge-metrics`.
+fn go_bool(v: &str) -> Result<(), String> {
+    values::parse_bool(v).map(drop).map_err(reason)
+}
+
+/// Exactly `true` or `false`: Istio compares `sidecar.istio.io/nativeSidecar` with `"true"`.
+fn exact_bool(v: &str) -> Result<(), String> {
     match v {
         "true" | "false" => Ok(()),
         _ => Err("expected \"true\" or \"false\"".to_owned()),
@@ -175,7 +162,7 @@ fn yaml_map(v: &str) -> Result<(), String> {
 
 /// `port:path` pairs, comma separated (`8080:/metrics,9100:/custom`).
 pub(crate) fn scrape_targets(v: &str) -> Result<(), String> {
-    for item in items(v) {
+    for item in values::split_list(v) {
         let (p, path) = item.split_once(':').unwrap_or((item, ""));
         port(p)?;
         if !path.is_empty() && !path.starts_with('/') {
@@ -201,7 +188,12 @@ mod tests {
             (
                 INCLUDE_OUTBOUND_IP_RANGES,
                 &["*", "10.0.0.0/8, 192.168.1.0/24", "fd00::/8", ""],
-                &[("10.0.0.0/33", "is not a CIDR"), ("abc", "is not a CIDR")],
+                &[
+                    ("10.0.0.0/33", "is not a CIDR"),
+                    ("abc", "is not a CIDR"),
+                    ("fd00::1", "is not a CIDR"),
+                    ("10.0.0.0/8,*", "'*' is not allowed"),
+                ],
             ),
             (
                 EXCLUDE_OUTBOUND_IP_RANGES,
@@ -210,8 +202,12 @@ mod tests {
             ),
             (
                 INCLUDE_INBOUND_PORTS,
-                &["*", "80,8080"],
-                &[("0", "not a port"), ("70000", "not a port")],
+                &["*", " * ", "80,8080"],
+                &[
+                    ("0", "not a port"),
+                    ("70000", "not a port"),
+                    ("80,*", "'*' is not allowed"),
+                ],
             ),
             (
                 EXCLUDE_INBOUND_PORTS,
@@ -226,21 +222,22 @@ mod tests {
             ),
             (
                 KUBEVIRT_INTERFACES,
-                &["net1,eth0.1", "k-v_1"],
+                &["net1,eth0.1", "k-v_1", "1eth", "veth+"],
                 &[
-                    ("1eth", "not an interface"),
                     ("abcdefghijklmnop", "longer than 15"),
+                    ("..", "not an interface name"),
+                    ("e+th", "only allowed as the last"),
                 ],
             ),
             (
                 REROUTE_VIRTUAL_INTERFACES,
                 &["net1"],
-                &[("ne t", "not an interface")],
+                &[("ne t", "cannot contain")],
             ),
             (
                 EXCLUDE_INTERFACES,
                 &["eth1"],
-                &[("eth/1", "not an interface")],
+                &[("eth/1", "cannot contain"), ("a:b", "cannot contain")],
             ),
             (
                 INTERCEPTION_MODE,
@@ -283,11 +280,15 @@ mod tests {
             ),
             (
                 REWRITE_PROBES,
-                &["true", "false"],
-                &[("yes", "expected \"true\"")],
+                &["true", "false", "1", "True", "f"],
+                &[("yes", "expected a boolean")],
             ),
             (NATIVE_SIDECAR, &["false"], &[("1", "expected \"true\"")]),
-            (PROMETHEUS_MERGE, &["false"], &[("no", "expected \"true\"")]),
+            (
+                PROMETHEUS_MERGE,
+                &["false", "0", "FALSE"],
+                &[("no", "expected a boolean")],
+            ),
             (
                 PROMETHEUS_SCRAPE_TARGETS,
                 &["8080:/metrics,9100:/custom"],

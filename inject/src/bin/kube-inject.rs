@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use outrigger_webhook::config_source::{ConfigPaths, load_config};
-use outrigger_webhook::inject::manifest::{self, Options};
+use outrigger_inject::config_source::{ConfigPaths, load_config};
+use outrigger_inject::manifest::{self, Options};
+use outrigger_runtime::logging::{self, LogFormat, Logging};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,17 +66,24 @@ struct Common {
     /// Put the proxy in initContainers as a native sidecar (`--native-sidecars=false` forces classic).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     native_sidecars: Option<bool>,
+    /// Log format on stderr (stdout carries the YAML): text or json (filter: RUST_LOG, default warn).
+    #[arg(long, default_value = "text", value_name = "text|json")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let format = match &cli.command {
+        Some(Command::Check { common, .. }) => common.log_format,
+        None => cli.common.log_format,
+    };
+    let directives = std::env::var(logging::FILTER_ENV).ok();
+    logging::init(Logging {
+        format,
+        directives: directives.as_deref(),
+        default: "warn",
+        file: None,
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -113,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn prepare(common: &Common) -> Result<(String, outrigger_webhook::inject::Config, Options)> {
+fn prepare(common: &Common) -> Result<(String, outrigger_inject::Config, Options)> {
     if common.files.is_empty() {
         bail!("no input: give one or more manifests with -f FILE (or -f - for stdin)");
     }

@@ -4,9 +4,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use crate::inject::{
-    CONFIG_FILE, Config, ConfigError, DEFAULT_CONFIG_YAML, MESH_FILE, VALUES_FILE,
-};
+use crate::{CONFIG_FILE, Config, ConfigError, DEFAULT_CONFIG_YAML, MESH_FILE, VALUES_FILE};
 
 /// Where each configuration file comes from; `None` everywhere means the embedded defaults.
 #[derive(Debug, Clone, Default)]

@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use minijinja::value::Serde;
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
+use outrigger_api::values;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ConfigError;
-use super::memo::{Memo, Reads, TrackedPod};
-use crate::error_chain;
+use super::render_memo::{Memo, Reads, TrackedPod};
+use outrigger_runtime::error_chain;
 
 /// The compiled templates of one configuration.
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub(crate) struct Templates {
     names: Vec<String>,
     values: JValue,
     mesh: JValue,
-    /// Parsed overlays of earlier renders (see [`super::memo`]): the replicas of a workload
+    /// Parsed overlays of earlier renders (see [`super::render_memo`]): the replicas of a workload
     /// skip rendering and parsing. Purely a memo: the result is the same with or without it.
     memo: Memo,
 }
@@ -166,9 +167,8 @@ fn exclude_inbound_ports(status_port: JValue, ports: Option<String>) -> String {
     if !sp.is_empty() && sp != "0" {
         out.push(sp);
     }
-    for p in ports.unwrap_or_default().split(',') {
-        let p = p.trim();
-        if !p.is_empty() && !out.iter().any(|o| o == p) {
+    for p in values::split_list(&ports.unwrap_or_default()) {
+        if !out.iter().any(|o| o == p) {
             out.push(p.to_owned());
         }
     }

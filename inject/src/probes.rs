@@ -2,9 +2,9 @@
 //! containers are sent to the proxy's status port; the originals are recorded for the proxy in
 //! `ISTIO_KUBE_APP_PROBERS`. Also the inverse, used when re-injecting an injected pod.
 
+use outrigger_api::names::container;
+use outrigger_api::names::path::{APP_HEALTH_PREFIX, APP_LIFECYCLE_PREFIX};
 use serde_json::{Map, Value, json};
-
-use super::names::{APP_HEALTH_PREFIX, APP_LIFECYCLE_PREFIX, PROXY_CONTAINER};
 
 const PROBES: [(&str, &str); 3] = [
     ("readinessProbe", "readyz"),
@@ -29,7 +29,7 @@ pub(crate) fn rewrite(pod: &mut Value, status_port: u16) -> Result<Map<String, V
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if name == PROXY_CONTAINER {
+        if name == container::PROXY {
             continue;
         }
         let ports = c.get("ports").cloned().unwrap_or(Value::Null);

@@ -1,12 +1,12 @@
 //! The pod's identity: workload name and owner, the canonical service labels, the tlsMode
 //! label and kubectl's default-container annotations.
 
-use serde_json::{Map, Value, json};
-
-use super::names::{
-    CANONICAL_NAME, CANONICAL_REVISION, DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER,
-    POD_TEMPLATE_HASH, PROXY_CONTAINER, TLS_MODE,
+use outrigger_api::names::{
+    annotation::{DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER},
+    container,
+    label::{CANONICAL_NAME, CANONICAL_REVISION, POD_TEMPLATE_HASH, TLS_MODE},
 };
+use serde_json::{Map, Value, json};
 
 /// The workload a pod belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub(crate) fn first_app_container(pod: &Value) -> Option<String> {
         .into_iter()
         .flatten()
         .filter_map(|c| c["name"].as_str())
-        .find(|n| *n != PROXY_CONTAINER)
+        .find(|n| *n != container::PROXY)
         .map(str::to_owned)
 }
 

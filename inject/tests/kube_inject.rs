@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use outrigger_webhook::inject::manifest::split_documents;
+use outrigger_inject::manifest::split_documents;
 use serde_json::Value;
 
 fn samples() -> PathBuf {
@@ -181,7 +181,7 @@ fn cronjob_statefulset_and_annotations_follow_through() {
 }
 
 #[test]
-fn output_is_valid_kubernetes_and_stable_when_injected_again() {
+fn output_is_stable_when_injected_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = dir.path().join("first.yaml");
     let first_s = first.to_str().expect("UTF-8 path");
@@ -193,6 +193,15 @@ fn output_is_valid_kubernetes_and_stable_when_injected_again() {
         again, written,
         "injecting injected manifests changes nothing"
     );
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate (PyPI): sudo ./scripts/test.sh installs and runs it"]
+fn output_is_valid_kubernetes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first.yaml");
+    let first_s = first.to_str().expect("UTF-8 path");
+    ok(&["-f", &sample("shop.yaml"), "-o", first_s]);
     let v = Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", first_s])
         .output()
@@ -379,4 +388,34 @@ fn check_explains_every_workload() {
     );
     assert_eq!(reports[0]["templates"], serde_json::json!(["sidecar"]));
     assert_eq!(reports[4]["reason"], "pod uses hostNetwork");
+}
+
+/// The same logging flags as every binary: `--log-format text|json`, `RUST_LOG` with a bad filter
+/// reported (default `warn`), and logs on stderr only: stdout stays the YAML.
+#[test]
+fn logs_go_to_stderr_in_the_chosen_format() {
+    let (plain, _) = ok(&["-f", &sample("shop.yaml")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-inject"))
+        .args(["-f", &sample("shop.yaml"), "--log-format", "json"])
+        .env("RUST_LOG", "[=bad")
+        .output()
+        .expect("kube-inject runs");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning: Value = serde_json::from_str(
+        stderr
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .expect("a JSON log line on stderr"),
+    )
+    .expect("JSON log line");
+    assert_eq!(
+        warning["fields"]["message"],
+        "ignoring an invalid log filter"
+    );
+    assert_eq!(warning["fields"]["default"], "warn");
+    let bad = kube_inject(&["-f", &sample("shop.yaml"), "--log-format", "yaml"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use text or json"));
 }

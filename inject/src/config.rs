@@ -1,6 +1,6 @@
 //! The injector configuration: `config.yaml`, `values.yaml` and `mesh.yaml` parsed into typed
-//! structs, user files deep-merged over the embedded defaults, templates compiled and
-//! test-rendered at load time.
+//! structs, user files deep-merged over the embedded defaults, templates compiled (the test
+//! render at load time is `load.rs`, which runs the pipeline).
 //!
 //! Choices beyond DESIGN.md: `values.yaml` and `mesh.yaml` are deep-merged over the embedded
 //! defaults (maps merge, anything else replaces), so a file only needs the keys it changes;
@@ -20,17 +20,16 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ConfigError;
+use super::merge;
 use super::template::Templates;
 
 /// The embedded default files, used when a file is absent.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/config.yaml");
-pub const DEFAULT_VALUES_YAML: &str = include_str!("../../config/values.yaml");
-pub const DEFAULT_MESH_YAML: &str = include_str!("../../config/mesh.yaml");
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/config.yaml");
+pub const DEFAULT_VALUES_YAML: &str = include_str!("../config/values.yaml");
+pub const DEFAULT_MESH_YAML: &str = include_str!("../config/mesh.yaml");
 /// The shipped templates, used when `config.yaml` has no `templates` key.
-pub const SHIPPED_TEMPLATES: [(&str, &str); 1] = [(
-    "sidecar",
-    include_str!("../../config/templates/sidecar.yaml"),
-)];
+pub const SHIPPED_TEMPLATES: [(&str, &str); 1] =
+    [("sidecar", include_str!("../config/templates/sidecar.yaml"))];
 
 /// File names, used in error messages and by the directory loader.
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -175,14 +174,10 @@ pub(crate) struct Loaded {
 }
 
 impl Config {
-    /// The configuration embedded in the binary.
-    pub fn embedded() -> Result<Config, ConfigError> {
-        Config::from_sources(DEFAULT_CONFIG_YAML, DEFAULT_VALUES_YAML, DEFAULT_MESH_YAML)
-    }
-
-    /// Parse from the three file contents (pure; the caller reads the files). `values.yaml` and
-    /// `mesh.yaml` are deep-merged over the embedded defaults, so partial files are fine.
-    pub fn from_sources(
+    /// Parses the three file contents and compiles the templates, without rendering them
+    /// ([`Config::from_sources`] in `load.rs` also test-renders). `values.yaml` and `mesh.yaml`
+    /// are deep-merged over the embedded defaults, so partial files are fine.
+    pub(crate) fn parse(
         config_yaml: &str,
         values_yaml: &str,
         mesh_yaml: &str,
@@ -213,7 +208,7 @@ impl Config {
                 )));
             }
         }
-        let config = Config {
+        Ok(Config {
             inner: Arc::new(Loaded {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 injector,
@@ -222,9 +217,7 @@ impl Config {
                 mesh_raw,
                 templates,
             }),
-        };
-        config.test_render()?;
-        Ok(config)
+        })
     }
 
     /// A number no other configuration loaded by this process has: a cache of answers keyed
@@ -236,20 +229,6 @@ impl Config {
     /// Names of all templates, sorted.
     pub fn template_names(&self) -> Vec<String> {
         self.inner.templates.names()
-    }
-
-    /// Renders every template against a sample pod so a broken template fails at load.
-    fn test_render(&self) -> Result<(), ConfigError> {
-        let pod: Value = serde_json::from_str(SAMPLE_POD)
-            .map_err(|e| ConfigError(format!("embedded sample pod is not valid JSON: {e}")))?;
-        for name in self.inner.templates.names() {
-            super::pipeline::render_for_test(&pod, self, &name).map_err(|e| {
-                ConfigError(format!(
-                    "{CONFIG_FILE}: templates.{name}: test render failed: {e}"
-                ))
-            })?;
-        }
-        Ok(())
     }
 }
 
@@ -286,38 +265,10 @@ fn merged(file: &str, default: &str, user: &str) -> Result<Value, ConfigError> {
         MESH_FILE => parse_typed::<Mesh>(file, user).map(drop)?,
         _ => {}
     }
-    deep_merge(&mut base, over);
+    merge::deep_merge(&mut base, over);
     Ok(base)
 }
 
 fn from_merged<T: DeserializeOwned>(file: &str, v: &Value) -> Result<T, ConfigError> {
     serde_json::from_value(v.clone()).map_err(|e| ConfigError(format!("{file}: {e}")))
 }
-
-/// Merges `over` into `base`: maps recursively, everything else replaced.
-pub(crate) fn deep_merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) if slot.is_object() && v.is_object() => deep_merge(slot, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
-
-/// A realistic pod used to test-render templates at load time.
-const SAMPLE_POD: &str = r#"{
-  "apiVersion": "v1", "kind": "Pod",
-  "metadata": {"name": "sample", "namespace": "default", "labels": {"app": "sample"},
-               "annotations": {}},
-  "spec": {"containers": [{"name": "app", "image": "nginx",
-            "ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"}],
-            "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}],
-           "serviceAccountName": "default"}
-}"#;

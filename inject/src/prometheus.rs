@@ -2,12 +2,13 @@
 //! `ISTIO_PROMETHEUS_ANNOTATIONS` env and the pod is pointed at the proxy's merged metrics
 //! endpoint on the status port. Also the inverse, used when re-injecting an injected pod.
 
+use outrigger_api::names::{
+    annotation::{PROMETHEUS_MERGE, PROMETHEUS_PREFIX, PROMETHEUS_SCRAPE_TARGETS},
+    path, port,
+};
+use outrigger_api::values;
 use serde_json::{Map, Value, json};
 
-use super::names::{
-    MERGED_METRICS_PATH, PROMETHEUS_MERGE, PROMETHEUS_PREFIX, PROMETHEUS_SCRAPE_TARGETS,
-    RESERVED_PORTS,
-};
 use super::validate;
 
 const FIELDS: [&str; 3] = ["scrape", "port", "path"];
@@ -31,7 +32,11 @@ pub(crate) fn merge(
     status_port: u16,
     mesh_enabled: bool,
 ) -> Result<Option<String>, String> {
-    if !mesh_enabled || anns.get(PROMETHEUS_MERGE).and_then(Value::as_str) == Some("false") {
+    let opted_out = anns
+        .get(PROMETHEUS_MERGE)
+        .and_then(Value::as_str)
+        .is_some_and(|v| values::parse_bool(v) == Ok(false));
+    if !mesh_enabled || opted_out {
         return Ok(None);
     }
     let mut user = Map::new();
@@ -48,7 +53,7 @@ pub(crate) fn merge(
         let invalid =
             |reason: String| format!("invalid value '{p}' for annotation '{key}': {reason}");
         let n = validate::port(p).map_err(invalid)?;
-        if RESERVED_PORTS.contains(&n) {
+        if port::RESERVED.contains(&n) {
             return Err(invalid(
                 "the port is reserved by the proxy; serve the app's metrics on another port"
                     .to_owned(),
@@ -57,10 +62,7 @@ pub(crate) fn merge(
     }
     let mut env = user.clone();
     if let Some(t) = anns.get(PROMETHEUS_SCRAPE_TARGETS).and_then(Value::as_str) {
-        let targets: Vec<Value> = t
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        let targets: Vec<Value> = values::split_list(t)
             .map(|item| {
                 let (port, path) = item.split_once(':').unwrap_or((item, "/metrics"));
                 json!({"port": port, "path": if path.is_empty() { "/metrics" } else { path }})
@@ -71,7 +73,7 @@ pub(crate) fn merge(
     anns.retain(|k, _| field_of(k).is_none());
     anns.insert(canonical("scrape"), json!("true"));
     anns.insert(canonical("port"), json!(status_port.to_string()));
-    anns.insert(canonical("path"), json!(MERGED_METRICS_PATH));
+    anns.insert(canonical("path"), json!(path::STATS));
     Ok((!env.is_empty()).then(|| Value::Object(env).to_string()))
 }
 
@@ -80,7 +82,7 @@ pub(crate) fn restore(anns: &mut Map<String, Value>, recorded: Option<&str>, sta
     let ours = [
         ("scrape", "true".to_owned()),
         ("port", status_port.to_string()),
-        ("path", MERGED_METRICS_PATH.to_owned()),
+        ("path", path::STATS.to_owned()),
     ];
     let injected = ours
         .iter()
