@@ -281,13 +281,13 @@ mod tests {
             (
                 REWRITE_PROBES,
                 &["true", "false", "1", "True", "f"],
-                &[("yes", "expected a boolean")],
+                &[("yes", "must be true or false")],
             ),
             (NATIVE_SIDECAR, &["false"], &[("1", "expected \"true\"")]),
             (
                 PROMETHEUS_MERGE,
                 &["false", "0", "FALSE"],
-                &[("no", "expected a boolean")],
+                &[("no", "must be true or false")],
             ),
             (
                 PROMETHEUS_SCRAPE_TARGETS,
