@@ -118,7 +118,7 @@ async fn a_proxy_config_that_mentions_the_token_volume_is_part_of_the_key() {
         let pod = &mut review["request"]["object"];
         let spec = &mut pod["spec"];
         spec["automountServiceAccountToken"] = json!(false);
-        let not_token = |v: &Value| !v["name"].as_str().is_some_and(|n| n == FIXTURE_TOKEN);
+        let not_token = |v: &Value| v["name"].as_str().is_none_or(|n| n != FIXTURE_TOKEN);
         spec["volumes"]
             .as_array_mut()
             .expect("volumes")
