@@ -223,8 +223,8 @@ impl<T> ReplicaMemo<T> {
 /// parts, in order; `None` when it names two different ones.
 fn token_volume_suffixes(object: &[u8]) -> Option<Vec<Range<usize>>> {
     let mut found: Vec<Range<usize>> = Vec::new();
-    for_each_string_value(object, |path, value| {
-        if is_token_volume_name_path(path) && is_token_volume_name(&object[value.clone()]) {
+    for_each_token_volume_name(object, |path, value| {
+        if is_token_volume_name_path(path) {
             found.push(value.end - SUFFIX_LEN..value.end);
         }
     });
@@ -275,11 +275,12 @@ enum Frame {
     Array,
 }
 
-/// Calls `visit(path, range)` for every string value in `text` (valid JSON), with the path of
-/// keys to it and the range of its raw contents (between the quotes). Keys and values are
+/// Calls `visit(path, range)` for every string value in `text` (valid JSON) that is a token
+/// volume name, with the path of keys to it and the range of its raw contents (between the
+/// quotes). Keys and values are
 /// compared as raw text: a key written with escapes does not match a plain one (the key then
 /// differs from a replica's, never the other way around).
-fn for_each_string_value(text: &[u8], mut visit: impl FnMut(&[Option<&[u8]>], Range<usize>)) {
+fn for_each_token_volume_name(text: &[u8], mut visit: impl FnMut(&[Option<&[u8]>], Range<usize>)) {
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
     while i < text.len() {
@@ -289,6 +290,8 @@ fn for_each_string_value(text: &[u8], mut visit: impl FnMut(&[Option<&[u8]>], Ra
                 let contents = i + 1..end;
                 match stack.last_mut() {
                     Some(Frame::Object(key @ None)) => *key = Some(contents),
+                    // Only a token volume name needs its path (most values are not one).
+                    _ if !is_token_volume_name(&text[contents.clone()]) => {}
                     _ => {
                         let path: Vec<Option<&[u8]>> = stack
                             .iter()
