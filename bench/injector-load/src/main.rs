@@ -35,11 +35,13 @@ struct Args {
     /// Request rate of the fixed-rate latency measurement.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Distinct replicas (uid + token volume name) generated before the runs and cycled through.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
-    reviews: u64,
-    /// Replicas of one workload (the common case) or pods that share nothing (each the first
-    /// of its kind: the injector's answers cannot be reused).
+    /// Distinct replicas (uid + token volume name) generated before the runs and cycled through
+    /// [default: 4096; 96 with `--pods large`].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    reviews: Option<u64>,
+    /// Replicas of one workload (the common case), pods that share nothing (each the first
+    /// of its kind: the injector's answers cannot be reused), or distinct pods of 3-5 MiB (the
+    /// injector's memory under one tenant's large pods; one closed-loop run, no canned server).
     #[arg(long, value_enum, default_value_t = reviews::Pods::Replicas)]
     pods: reviews::Pods,
     /// Seed of the replica generator.
@@ -101,6 +103,11 @@ impl Server {
     /// Peak resident set size (VmHWM) in KiB.
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         report::vm_hwm_kib(self.child.id())
+    }
+
+    /// Resident set size now (VmRSS) in KiB.
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        report::vm_rss_kib(self.child.id())
     }
 }
 
@@ -189,7 +196,11 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         );
     let injector = start("injector", cmd)?;
     let client = client::Client::new(&certs.join("ca.crt"))?;
-    let count = usize::try_from(args.reviews).context("--reviews")?;
+    let default_count = match args.pods {
+        reviews::Pods::Large => LARGE_POOL,
+        reviews::Pods::Replicas | reviews::Pods::Distinct => 4096,
+    };
+    let count = usize::try_from(args.reviews.unwrap_or(default_count)).context("--reviews")?;
     let reviews: Arc<[reviews::Review]> =
         reviews::pool_of(args.pods, REVIEW, count, args.seed)?.into();
 
@@ -201,6 +212,9 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
             "the injector did not inject the benchmark pod ({mismatch:?}): {}",
             String::from_utf8_lossy(&response)
         );
+    }
+    if args.pods == reviews::Pods::Large {
+        return measure_large(args, &injector, &client, reviews).await;
     }
     let response_file = work.join("response.json");
     std::fs::write(&response_file, &response)?;
@@ -223,10 +237,11 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         match args.pods {
             reviews::Pods::Replicas => "replicas",
             reviews::Pods::Distinct => "distinct",
+            reviews::Pods::Large => "large",
         },
         match args.pods {
             reviews::Pods::Replicas => "",
-            reviews::Pods::Distinct => ", and a pod-template-hash label",
+            reviews::Pods::Distinct | reviews::Pods::Large => ", and a pod-template-hash label",
         },
         first.body.len(),
         response.len()
@@ -281,6 +296,65 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
                 run.first_error.as_deref().unwrap_or("?")
             );
         }
+    }
+    Ok(())
+}
+
+/// Pods in a `--pods large` pool: as many as the old replica memo kept (256) would take 1 GiB
+/// in this process; 96 of 3-5 MiB (about 400 MiB here) are well past the injector's 128 Mi.
+const LARGE_POOL: u64 = 96;
+/// The injector's memory limit in `manifests/webhook/base/deployment.yaml`.
+const MEMORY_LIMIT_MIB: f64 = 128.0;
+
+/// `--pods large`: every pool pod through the injector (closed loop), then its peak and
+/// current RSS against the Deployment's memory limit.
+async fn measure_large(
+    args: &Args,
+    injector: &Server,
+    client: &client::Client,
+    reviews: Arc<[reviews::Review]>,
+) -> anyhow::Result<()> {
+    let bytes: usize = reviews.iter().map(|r| r.body.len()).sum();
+    println!(
+        "injector-load: {} keep-alive HTTPS connections, {} s, {} distinct large pods ({:.1}-{:.1} MiB requests, {:.0} MiB in all)",
+        args.connections,
+        args.seconds,
+        reviews.len(),
+        reviews.iter().map(|r| r.body.len()).min().unwrap_or(0) as f64 / 1048576.0,
+        reviews.iter().map(|r| r.body.len()).max().unwrap_or(0) as f64 / 1048576.0,
+        bytes as f64 / 1048576.0,
+    );
+    let pool = Pool::new(reviews.clone(), Check::Review);
+    let cpu_before = injector.cpu_time()?;
+    let mut run = client
+        .closed_loop(
+            injector.addr,
+            &pool,
+            args.connections,
+            Duration::from_secs(args.seconds),
+        )
+        .await?;
+    run.server_cpu = injector.cpu_time()?.saturating_sub(cpu_before);
+    let rows = [(injector.name, "large pods", run)];
+    report::print(&rows);
+    let peak = injector.peak_rss_kib()? as f64 / 1024.0;
+    let now = injector.rss_kib()? as f64 / 1024.0;
+    println!(
+        "requests: {} ({} pool rounds); injector RSS peak (VmHWM) {peak:.1} MiB, after the load (VmRSS) {now:.1} MiB; memory limit {MEMORY_LIMIT_MIB:.0} MiB: {}",
+        rows[0].2.latencies.len(),
+        rows[0].2.latencies.len() as f64 / reviews.len() as f64,
+        if peak < MEMORY_LIMIT_MIB {
+            "under"
+        } else {
+            "OVER (the pod would be OOM-killed)"
+        }
+    );
+    if rows[0].2.errors > 0 {
+        bail!(
+            "{} requests failed or were answered wrongly; first: {}",
+            rows[0].2.errors,
+            rows[0].2.first_error.as_deref().unwrap_or("?")
+        );
     }
     Ok(())
 }

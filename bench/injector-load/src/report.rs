@@ -97,14 +97,23 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
-/// `VmHWM` of a process, in KiB.
+/// `VmHWM` (peak resident set) of a process, in KiB.
 pub fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// `VmRSS` (resident set now) of a process, in KiB.
+pub fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
 }
 
 #[cfg(test)]
@@ -150,5 +159,6 @@ mod tests {
     fn reads_own_peak_rss() {
         let kib = vm_hwm_kib(std::process::id()).unwrap();
         assert!(kib > 0);
+        assert!(vm_rss_kib(std::process::id()).unwrap() <= kib);
     }
 }

@@ -65,7 +65,16 @@ pub enum Pods {
     /// Every pod also has its own `pod-template-hash` label (as if each came from another
     /// Deployment revision): nothing an earlier answer could be reused for.
     Distinct,
+    /// Distinct pods of 3-5 MiB each (a [`BALLAST_ANNOTATION`] of that size), as one tenant
+    /// could send to fill the injector's memory; the review stays under the injector's 6 MiB
+    /// body limit.
+    Large,
 }
+
+/// The annotation that makes a [`Pods::Large`] pod large.
+pub const BALLAST_ANNOTATION: &str = "bench.outrigger.io/ballast";
+/// Smallest and largest pod text of a [`Pods::Large`] pool.
+pub const LARGE_POD_BYTES: std::ops::Range<usize> = 3 << 20..5 << 20;
 
 /// `count` replicas of `template` (an AdmissionReview of a pod CREATE), each with its own uid
 /// and token volume suffix. `seed` makes the pool reproducible.
@@ -78,6 +87,13 @@ pub fn pool_of(pods: Pods, template: &str, count: usize, seed: u64) -> anyhow::R
     let template: Value = serde_json::from_str(template).context("the review template")?;
     let old = token_volume(&template)?;
     let mut rng = fastrand::Rng::with_seed(seed);
+    // One random text that every large pod's ballast is a prefix of (cheap to generate; the
+    // pods still differ in their pod-template-hash).
+    let ballast = match pods {
+        Pods::Large => random_suffix(&mut rng, LARGE_POD_BYTES.end),
+        Pods::Replicas | Pods::Distinct => String::new(),
+    };
+    let template_len = template.to_string().len();
     (0..count)
         .map(|_| {
             let mut review = template.clone();
@@ -86,9 +102,14 @@ pub fn pool_of(pods: Pods, template: &str, count: usize, seed: u64) -> anyhow::R
                 .to_string();
             review["request"]["uid"] = Value::from(uid.as_str());
             rename_volume(&mut review, &old, &token_volume_name(&mut rng));
-            if pods == Pods::Distinct {
+            if pods != Pods::Replicas {
                 review["request"]["object"]["metadata"]["labels"]["pod-template-hash"] =
                     Value::from(random_suffix(&mut rng, 10));
+            }
+            if pods == Pods::Large {
+                let len = rng.usize(LARGE_POD_BYTES).saturating_sub(template_len);
+                review["request"]["object"]["metadata"]["annotations"][BALLAST_ANNOTATION] =
+                    Value::from(&ballast[..len]);
             }
             Ok(Review {
                 body: Bytes::from(serde_json::to_vec(&review)?),
@@ -181,6 +202,29 @@ mod tests {
         };
         assert_eq!(hashes(Pods::Distinct).len(), 64);
         assert_eq!(hashes(Pods::Replicas).len(), 1);
+    }
+
+    #[test]
+    fn large_pods_are_3_to_5_mib_and_distinct() {
+        let pool = pool_of(Pods::Large, crate::REVIEW, 8, 2).unwrap();
+        let mut hashes = HashSet::new();
+        for review in &pool {
+            let v: Value = serde_json::from_slice(&review.body).unwrap();
+            let pod = v["request"]["object"].to_string();
+            assert!(
+                LARGE_POD_BYTES.start - 8192 <= pod.len() && pod.len() < LARGE_POD_BYTES.end,
+                "{}",
+                pod.len()
+            );
+            assert!(
+                review.body.len() < 6 << 20,
+                "under the injector's body limit"
+            );
+            hashes.insert(
+                v["request"]["object"]["metadata"]["labels"]["pod-template-hash"].to_string(),
+            );
+        }
+        assert_eq!(hashes.len(), 8);
     }
 
     #[test]

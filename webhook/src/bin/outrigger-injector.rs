@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use outrigger_runtime::logging::{self, LogFormat, Logging};
+use outrigger_webhook::server::replica_memo;
 use outrigger_webhook::server::selfsigned::{DEFAULT_NAMESPACE, DEFAULT_SERVICE, ServiceNames};
 use outrigger_webhook::server::tls::CertPaths;
 use outrigger_webhook::server::{self, Options, TlsSource};
@@ -62,6 +63,13 @@ struct Args {
     /// Seconds a client gets for the TLS handshake, the request headers, and the body (each).
     #[arg(long, default_value_t = server::DEFAULT_READ_TIMEOUT.as_secs())]
     read_timeout_seconds: u64,
+    /// Bytes of answers the replica memo keeps at most (replicas of a workload are answered
+    /// from it); 0 turns it off. Keep it well under the container's memory limit.
+    #[arg(long, default_value_t = replica_memo::DEFAULT_BUDGET_BYTES)]
+    replica_memo_bytes: usize,
+    /// Pods whose JSON text is longer are not memoized (always decoded and injected).
+    #[arg(long, default_value_t = replica_memo::DEFAULT_MAX_POD_BYTES)]
+    replica_memo_max_pod_bytes: usize,
     /// Log format on stderr: text or json (filter: RUST_LOG, default info).
     #[arg(long, default_value = "text", value_name = "text|json")]
     log_format: LogFormat,
@@ -92,6 +100,10 @@ impl Args {
             read_timeout: Duration::from_secs(self.read_timeout_seconds),
             webhook_config: self.webhook_config,
             ca_cert: self.ca_cert,
+            replica_memo: replica_memo::Limits {
+                budget_bytes: self.replica_memo_bytes,
+                max_pod_bytes: self.replica_memo_max_pod_bytes,
+            },
         }
     }
 }

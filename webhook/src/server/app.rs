@@ -18,7 +18,7 @@ use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
 use super::config_reload::ConfigStore;
 use super::metrics::{self, Metrics};
 use super::path_env;
-use super::replica_memo::{Key, ReplicaMemo};
+use super::replica_memo::{Limits, ReplicaMemo};
 use super::review::{self, Decision};
 use outrigger_inject::Config;
 
@@ -27,9 +27,6 @@ const ADMISSION_SPAN: &str = "admission";
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB per object).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
-
-/// How many answers the replica memo keeps (a few KiB each).
-const REPLIES_MAX: usize = 256;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -45,13 +42,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// State with the replica memo's default [`Limits`].
     pub fn new(config: Arc<ConfigStore>, metrics: Arc<Metrics>) -> Self {
+        AppState::with_replica_memo(config, metrics, Limits::default())
+    }
+
+    pub fn with_replica_memo(
+        config: Arc<ConfigStore>,
+        metrics: Arc<Metrics>,
+        memo: Limits,
+    ) -> Self {
         AppState {
             config,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             body_timeout: super::DEFAULT_READ_TIMEOUT,
-            replies: Arc::new(ReplicaMemo::new(REPLIES_MAX)),
+            replies: Arc::new(ReplicaMemo::new(memo)),
         }
     }
 }
@@ -234,7 +240,7 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
                 request.namespace.as_deref().unwrap_or_default(),
                 request.name.as_deref().unwrap_or_default(),
             );
-            Key::new(&context, pod.get().as_bytes())
+            state.replies.key(&context, pod.get().as_bytes())
         });
     let remembered = key.as_ref().and_then(|k| state.replies.get(k));
     let reply = match remembered {
@@ -244,7 +250,7 @@ fn review_body(state: &AppState, params: &str, body: &[u8]) -> Response {
             if let Some(key) = key
                 && reply.answer.replica_safe
             {
-                state.replies.insert(key, reply.clone());
+                state.replies.insert(key, reply.clone(), reply.heap_bytes());
             }
             reply
         }
@@ -295,6 +301,18 @@ pub struct Reply {
     answer: review::Answer,
     namespace: String,
     pod: String,
+}
+
+impl Reply {
+    /// The bytes this reply holds besides its own size (what the replica memo counts).
+    fn heap_bytes(&self) -> usize {
+        let response = &self.answer.response;
+        response.uid.capacity()
+            + response.patch.as_ref().map_or(0, String::capacity)
+            + response.status.as_ref().map_or(0, |s| s.message.capacity())
+            + self.namespace.capacity()
+            + self.pod.capacity()
+    }
 }
 
 /// Decodes the pod and asks the engine (everything the replica memo saves).

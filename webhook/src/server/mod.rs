@@ -62,6 +62,8 @@ pub struct Options {
     pub webhook_config: Option<String>,
     /// The CA for the caBundle; defaults to the self-signed CA.
     pub ca_cert: Option<PathBuf>,
+    /// How much the replica memo keeps.
+    pub replica_memo: replica_memo::Limits,
 }
 
 /// Why the server could not start.
@@ -167,7 +169,7 @@ pub async fn run(
         })?;
 
     let shutdown = shutdown.shared();
-    let mut state = app::AppState::new(config, metrics.clone());
+    let mut state = app::AppState::with_replica_memo(config, metrics.clone(), options.replica_memo);
     state.body_timeout = options.read_timeout;
     let ready = state.ready.clone();
     let metrics_server = tokio::spawn(serve::serve_plain(

@@ -12,6 +12,7 @@ use outrigger_inject::Config;
 use outrigger_webhook::server::app::{self, AppState};
 use outrigger_webhook::server::config_reload::ConfigStore;
 use outrigger_webhook::server::metrics::Metrics;
+use outrigger_webhook::server::replica_memo::Limits;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -22,11 +23,17 @@ pub fn pod_review() -> Value {
 
 /// Router + state on the embedded configuration, marked ready.
 pub fn router() -> (Router, AppState) {
+    router_with_memo(Limits::default())
+}
+
+/// [`router`] with the replica memo's limits set.
+pub fn router_with_memo(memo: Limits) -> (Router, AppState) {
     let metrics = Arc::new(Metrics::new());
     let config = Config::embedded().expect("embedded configuration loads");
-    let state = AppState::new(
+    let state = AppState::with_replica_memo(
         Arc::new(ConfigStore::fixed(config, metrics.clone())),
         metrics,
+        memo,
     );
     state.ready.store(true, Ordering::Release);
     (app::app(state.clone()), state)
