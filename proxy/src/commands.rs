@@ -9,7 +9,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 
 use crate::client::{self, Wire};
-use crate::names::paths;
+use outrigger_api::names::path as paths;
 
 /// How often `wait` polls readiness.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);

@@ -12,16 +12,15 @@ pub mod drain;
 pub mod forward;
 pub mod inbound;
 pub mod listener;
-pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod orig_dst;
 pub mod outbound;
 pub mod relay;
-pub mod report;
 pub mod server;
 pub mod splice;
 pub mod status;
+pub mod workload;
 
 use std::sync::Arc;
 
