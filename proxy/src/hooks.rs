@@ -1,4 +1,5 @@
-//! The `wait` and `drain` subcommands: small HTTP calls to the local proxy's status ports.
+//! The `wait` (postStart hook) and `drain` (preStop hook) subcommands: small HTTP calls to the
+//! local proxy's status ports.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
