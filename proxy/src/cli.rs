@@ -30,7 +30,8 @@ pub enum Command {
 /// (names in [`crate::names::flag_env`]).
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
-    /// Worker threads of the runtime [env: OUTRIGGER_PROXY_CONCURRENCY] [default: 2]
+    /// Worker threads of the runtime; 0 = one per core, more than the cores is capped to them
+    /// [env: OUTRIGGER_PROXY_CONCURRENCY] [default: 2]
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// How long to stay up, not ready, after SIGTERM before refusing new connections
