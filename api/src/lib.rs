@@ -6,4 +6,5 @@ pub mod capture;
 pub mod duration;
 pub mod iptables;
 pub mod names;
+pub mod proxy_env;
 pub mod values;

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::relay::RelayMode;
 use outrigger_api::duration::parse_duration;
+pub use outrigger_runtime::LogFormat;
 
 /// Transparent TCP sidecar proxy for traffic captured by outrigger-iptables.
 #[derive(Debug, Parser)]
@@ -26,10 +27,11 @@ pub enum Command {
 }
 
 /// Flags of `run`. Each unset flag falls back to its environment variable, then the default
-/// (names in [`crate::names::env`]).
+/// (names in [`crate::names::flag_env`]).
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
-    /// Worker threads of the runtime [env: OUTRIGGER_PROXY_CONCURRENCY] [default: 2]
+    /// Worker threads of the runtime; 0 = one per core, more than the cores is capped to them
+    /// [env: OUTRIGGER_PROXY_CONCURRENCY] [default: 2]
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// How long to stay up, not ready, after SIGTERM before refusing new connections
@@ -64,8 +66,8 @@ pub struct RunArgs {
     /// How bytes are relayed [env: OUTRIGGER_PROXY_RELAY] [default: copy]
     #[arg(long, value_enum)]
     pub relay: Option<RelayMode>,
-    /// Log format [env: OUTRIGGER_PROXY_LOG_FORMAT] [default: text]
-    #[arg(long, value_enum)]
+    /// Log format: text or json [env: OUTRIGGER_PROXY_LOG_FORMAT] [default: text]
+    #[arg(long)]
     pub log_format: Option<LogFormat>,
 }
 
@@ -75,14 +77,14 @@ pub struct WaitArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Health port of the proxy to poll.
-    #[arg(long, default_value_t = crate::names::HEALTH_PORT)]
+    #[arg(long, default_value_t = outrigger_api::names::port::HEALTH)]
     pub health_port: u16,
 }
 
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     /// Status port of the proxy.
-    #[arg(long, default_value_t = crate::names::STATUS_PORT)]
+    #[arg(long, default_value_t = outrigger_api::names::port::STATUS)]
     pub status_port: u16,
 }
 
@@ -93,12 +95,6 @@ pub enum Ipv6Mode {
     Auto,
     True,
     False,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[cfg(test)]

@@ -4,18 +4,21 @@
 //! process environment and tests can feed any values.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::ValueEnum;
 
 use crate::cli::{Ipv6Mode, LogFormat, RunArgs};
-use crate::names::{self, env};
+use crate::names::{self, flag_env};
 use crate::relay::RelayMode;
-use crate::status::merge_metrics::{ScrapeConfig, ScrapeConfigError};
-use crate::status::probes::{ProbeConfigError, Probers};
+use crate::status::merge_metrics::ScrapeConfig;
+use crate::status::probes::Probers;
+use crate::workload::{UNKNOWN, Workload};
 use outrigger_api::duration::{DurationError, parse_duration};
+use outrigger_api::names::{env, port};
+use outrigger_api::proxy_env::EnvFormatError;
 
 /// Environment variables, as a map the caller built (from the process, or in a test).
 #[derive(Debug, Clone, Default)]
@@ -57,22 +60,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("--concurrency must be at least 1")]
-    ZeroConcurrency,
-    #[error("{} is not valid", env::APP_PROBERS)]
-    Probers(#[source] ProbeConfigError),
-    #[error("{} is not valid", env::PROMETHEUS_ANNOTATIONS)]
-    Scrape(#[source] ScrapeConfigError),
-}
-
-/// Who this proxy runs for (labels of its metrics, destination of app probes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Workload {
-    pub name: String,
-    pub namespace: String,
-    pub pod_name: String,
-    /// The pod IP (`INSTANCE_IP`); probes and app scrapes go there, as the kubelet's would.
-    pub instance_ip: Option<IpAddr>,
+    /// `ISTIO_KUBE_APP_PROBERS` or `ISTIO_PROMETHEUS_ANNOTATIONS` (the error names which).
+    #[error(transparent)]
+    EnvFormat(#[from] EnvFormatError),
 }
 
 /// The ports the proxy listens on.
@@ -104,31 +94,39 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// Resolves flags over environment over defaults. Every bad value is reported by name.
     pub fn resolve(args: &RunArgs, vars: &EnvSource) -> Result<Self, ConfigError> {
-        let concurrency = pick(
+        let requested = pick(
             args.concurrency,
             vars,
-            env::CONCURRENCY,
+            flag_env::CONCURRENCY,
             names::DEFAULT_CONCURRENCY,
         )?;
-        if concurrency == 0 {
-            return Err(ConfigError::ZeroConcurrency);
+        let given = args.concurrency.is_some() || vars.get(flag_env::CONCURRENCY).is_some();
+        let cores = std::thread::available_parallelism().ok();
+        let (concurrency, note) = worker_threads(requested, cores);
+        if let Some(note) = note.filter(|_| given) {
+            tracing::warn!(requested, concurrency, "{note}");
         }
         let ports = Ports {
             outbound: pick(
                 args.outbound_port,
                 vars,
-                env::OUTBOUND_PORT,
-                names::OUTBOUND_PORT,
+                flag_env::OUTBOUND_PORT,
+                port::OUTBOUND_CAPTURE,
             )?,
             inbound: pick(
                 args.inbound_port,
                 vars,
-                env::INBOUND_PORT,
-                names::INBOUND_PORT,
+                flag_env::INBOUND_PORT,
+                port::INBOUND_CAPTURE,
             )?,
-            status: pick(args.status_port, vars, env::STATUS_PORT, names::STATUS_PORT)?,
-            health: pick(args.health_port, vars, env::HEALTH_PORT, names::HEALTH_PORT)?,
-            stats: pick(args.stats_port, vars, env::STATS_PORT, names::STATS_PORT)?,
+            status: pick(args.status_port, vars, flag_env::STATUS_PORT, port::STATUS)?,
+            health: pick(args.health_port, vars, flag_env::HEALTH_PORT, port::HEALTH)?,
+            stats: pick(
+                args.stats_port,
+                vars,
+                flag_env::STATS_PORT,
+                port::PROXY_METRICS,
+            )?,
         };
         let instance_ip = match vars.get(env::INSTANCE_IP) {
             None => None,
@@ -143,49 +141,45 @@ impl ProxyConfig {
             name: vars
                 .get(env::WORKLOAD_NAME)
                 .or(Some(pod_name.as_str()).filter(|p| !p.is_empty()))
-                .unwrap_or(crate::metrics::UNKNOWN)
+                .unwrap_or(UNKNOWN)
                 .to_owned(),
-            namespace: vars
-                .get(env::POD_NAMESPACE)
-                .unwrap_or(crate::metrics::UNKNOWN)
-                .to_owned(),
+            namespace: vars.get(env::POD_NAMESPACE).unwrap_or(UNKNOWN).to_owned(),
             pod_name,
             instance_ip,
         };
         let probers = match vars.get(env::APP_PROBERS) {
             None => Probers::default(),
-            Some(json) => Probers::from_json(json).map_err(ConfigError::Probers)?,
+            Some(json) => Probers::from_json(json)?,
         };
         let scrape = vars
             .get(env::PROMETHEUS_ANNOTATIONS)
             .map(ScrapeConfig::from_json)
-            .transpose()
-            .map_err(ConfigError::Scrape)?
+            .transpose()?
             .flatten();
         Ok(ProxyConfig {
             concurrency,
             drain_duration: pick_duration(
                 args.drain_duration,
                 vars,
-                env::DRAIN_DURATION,
+                flag_env::DRAIN_DURATION,
                 names::DEFAULT_DRAIN_DURATION,
             )?,
             termination_grace: pick_duration(
                 args.termination_grace,
                 vars,
-                env::TERMINATION_GRACE,
+                flag_env::TERMINATION_GRACE,
                 names::DEFAULT_TERMINATION_GRACE,
             )?,
             connect_timeout: pick_duration(
                 args.connect_timeout,
                 vars,
-                env::CONNECT_TIMEOUT,
+                flag_env::CONNECT_TIMEOUT,
                 names::DEFAULT_CONNECT_TIMEOUT,
             )?,
             ports,
-            ipv6: pick_enum(args.ipv6, vars, env::IPV6, Ipv6Mode::Auto)?,
-            relay: pick_enum(args.relay, vars, env::RELAY, names::DEFAULT_RELAY)?,
-            log_format: pick_enum(args.log_format, vars, env::LOG_FORMAT, LogFormat::Text)?,
+            ipv6: pick_enum(args.ipv6, vars, flag_env::IPV6, Ipv6Mode::Auto)?,
+            relay: pick_enum(args.relay, vars, flag_env::RELAY, names::DEFAULT_RELAY)?,
+            log_format: log_format(args, vars)?,
             workload,
             probers,
             scrape,
@@ -195,7 +189,40 @@ impl ProxyConfig {
 
 /// The log format alone, resolved before tracing is set up.
 pub fn log_format(args: &RunArgs, vars: &EnvSource) -> Result<LogFormat, ConfigError> {
-    pick_enum(args.log_format, vars, env::LOG_FORMAT, LogFormat::Text)
+    pick(
+        args.log_format,
+        vars,
+        flag_env::LOG_FORMAT,
+        LogFormat::default(),
+    )
+}
+
+/// The runtime's worker threads for a requested `--concurrency`, and why it differs if it does.
+/// `0` means one per core, as Istio's `concurrency: 0` (pilot-agent passes `--concurrency 0` to
+/// Envoy, which then uses every core); more threads than cores are capped to the cores, so the
+/// runtime never gets 0 or an absurd number. `cores` is what the process may use (CPU affinity
+/// and cgroup quota, from `std::thread::available_parallelism`); unknown counts as the default.
+pub fn worker_threads(requested: usize, cores: Option<NonZeroUsize>) -> (usize, Option<String>) {
+    let (cores, unknown) = match cores {
+        Some(cores) => (cores.get(), false),
+        None => (names::DEFAULT_CONCURRENCY, true),
+    };
+    let basis = if unknown {
+        format!("the number of cores is unknown; assuming {cores}")
+    } else {
+        format!("{cores} cores available")
+    };
+    match requested {
+        0 if unknown => (cores, Some(format!("concurrency 0 (all cores): {basis}"))),
+        0 => (cores, None),
+        n if n > cores => (
+            cores,
+            Some(format!(
+                "concurrency {n} is more than the cores: using {cores} ({basis})"
+            )),
+        ),
+        n => (n, None),
+    }
 }
 
 fn pick<T: FromStr>(
@@ -259,9 +286,9 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_default() {
         let vars = EnvSource::from_map([
-            (env::DRAIN_DURATION, "7s"),
-            (env::CONNECT_TIMEOUT, "2s"),
-            (env::CONCURRENCY, "3"),
+            (flag_env::DRAIN_DURATION, "7s"),
+            (flag_env::CONNECT_TIMEOUT, "2s"),
+            (flag_env::CONCURRENCY, "1"),
         ]);
         let args = RunArgs {
             connect_timeout: Some(Duration::from_millis(500)),
@@ -270,7 +297,7 @@ mod tests {
         let config = ProxyConfig::resolve(&args, &vars).unwrap();
         assert_eq!(config.connect_timeout, Duration::from_millis(500));
         assert_eq!(config.drain_duration, Duration::from_secs(7));
-        assert_eq!(config.concurrency, 3);
+        assert_eq!(config.concurrency, 1);
         assert_eq!(config.termination_grace, Duration::from_secs(30));
         assert_eq!(config.ports.outbound, 15001);
         assert_eq!(config.ports.inbound, 15006);
@@ -299,17 +326,22 @@ mod tests {
     fn bad_env_values_are_reported_by_name() {
         for (name, value, expected) in [
             (
-                env::DRAIN_DURATION,
+                flag_env::DRAIN_DURATION,
                 "soon",
                 "OUTRIGGER_PROXY_DRAIN_DURATION=\"soon\"",
             ),
             (
-                env::CONCURRENCY,
+                flag_env::CONCURRENCY,
                 "many",
                 "OUTRIGGER_PROXY_CONCURRENCY=\"many\"",
             ),
             (env::INSTANCE_IP, "10.1", "INSTANCE_IP=\"10.1\""),
-            (env::IPV6, "maybe", "OUTRIGGER_PROXY_IPV6=\"maybe\""),
+            (flag_env::IPV6, "maybe", "OUTRIGGER_PROXY_IPV6=\"maybe\""),
+            (
+                flag_env::LOG_FORMAT,
+                "yaml",
+                "OUTRIGGER_PROXY_LOG_FORMAT=\"yaml\"",
+            ),
         ] {
             let err =
                 ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map([(name, value)]))
@@ -325,15 +357,61 @@ mod tests {
         assert!(err.to_string().contains("ISTIO_KUBE_APP_PROBERS"));
     }
 
+    fn cores(n: usize) -> Option<NonZeroUsize> {
+        NonZeroUsize::new(n)
+    }
+
     #[test]
-    fn zero_concurrency_is_rejected() {
-        let args = RunArgs {
-            concurrency: Some(0),
-            ..RunArgs::default()
-        };
-        assert!(matches!(
-            ProxyConfig::resolve(&args, &EnvSource::default()),
-            Err(ConfigError::ZeroConcurrency)
-        ));
+    fn concurrency_zero_means_every_core() {
+        assert_eq!(worker_threads(0, cores(4)), (4, None));
+        assert_eq!(worker_threads(0, cores(1)), (1, None));
+        let (threads, note) = worker_threads(0, None);
+        assert_eq!(threads, names::DEFAULT_CONCURRENCY);
+        assert!(note.unwrap().contains("unknown"));
+    }
+
+    #[test]
+    fn concurrency_above_the_cores_is_capped_with_a_note() {
+        let (threads, note) = worker_threads(20000, cores(4));
+        assert_eq!(threads, 4);
+        assert_eq!(
+            note.as_deref(),
+            Some("concurrency 20000 is more than the cores: using 4 (4 cores available)")
+        );
+        assert_eq!(worker_threads(4, cores(4)), (4, None));
+        assert_eq!(worker_threads(3, cores(4)), (3, None));
+        assert_eq!(worker_threads(20000, None).0, names::DEFAULT_CONCURRENCY);
+    }
+
+    #[test]
+    fn the_runtime_never_gets_zero_or_more_threads_than_cores() {
+        let available = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        for requested in ["0", "20000", "1"] {
+            for (args, vars) in [
+                (
+                    RunArgs {
+                        concurrency: Some(requested.parse().unwrap()),
+                        ..RunArgs::default()
+                    },
+                    EnvSource::default(),
+                ),
+                (
+                    RunArgs::default(),
+                    EnvSource::from_map([(flag_env::CONCURRENCY, requested)]),
+                ),
+            ] {
+                let config = ProxyConfig::resolve(&args, &vars).unwrap();
+                let expected = match requested {
+                    "1" => 1,
+                    _ => available,
+                };
+                assert_eq!(config.concurrency, expected, "{requested}");
+            }
+        }
+        let config = ProxyConfig::resolve(&RunArgs::default(), &EnvSource::default()).unwrap();
+        assert_eq!(
+            config.concurrency,
+            available.min(names::DEFAULT_CONCURRENCY)
+        );
     }
 }

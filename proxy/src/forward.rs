@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::addr::{ClientAddr, LocalAddr, OrigDstAddr};
-use crate::config::Workload;
 use crate::metrics::{ConnectError, Direction, Metrics, TcpLabels};
 use crate::orig_dst::OrigDstSource;
 use crate::relay::{self, Flow, RelayMode};
-use crate::report::error_chain;
+use crate::workload::Workload;
 use crate::{inbound, outbound};
+use outrigger_runtime::error_chain;
 
 /// Everything a connection handler needs; one per capture listener.
 #[derive(Debug)]

@@ -6,22 +6,21 @@
 pub mod addr;
 pub mod cli;
 pub mod client;
-pub mod commands;
 pub mod config;
 pub mod drain;
 pub mod forward;
+pub mod hooks;
 pub mod inbound;
 pub mod listener;
-pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod orig_dst;
 pub mod outbound;
 pub mod relay;
-pub mod report;
 pub mod server;
 pub mod splice;
 pub mod status;
+pub mod workload;
 
 use std::sync::Arc;
 
@@ -36,7 +35,7 @@ pub enum RunError {
     #[error("the proxy failed")]
     Serve(#[from] server::ServeError),
     #[error(transparent)]
-    Command(#[from] commands::CommandError),
+    Command(#[from] hooks::CommandError),
     #[error("cannot start the runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -49,11 +48,11 @@ pub fn run(cli: Cli, vars: &EnvSource) -> Result<(), RunError> {
             server::run(config, Arc::new(orig_dst::SocketOrigDst))?;
             Ok(())
         }
-        Command::Wait(args) => Ok(block_on(commands::wait_ready(
+        Command::Wait(args) => Ok(block_on(hooks::wait_ready(
             args.health_port,
             args.timeout,
         ))??),
-        Command::Drain(args) => Ok(block_on(commands::drain(args.status_port))??),
+        Command::Drain(args) => Ok(block_on(hooks::drain(args.status_port))??),
     }
 }
 

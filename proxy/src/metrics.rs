@@ -8,10 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::addr::OrigDstAddr;
-use crate::config::Workload;
-
-/// Label value for anything we cannot know without a control plane.
-pub const UNKNOWN: &str = "unknown";
+use crate::workload::{UNKNOWN, Workload};
 
 /// Which side of the connection this proxy sits on (Istio's `reporter` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -241,25 +241,8 @@ pub fn run(config: ProxyConfig, orig_dst: Arc<dyn OrigDstSource>) -> Result<Ende
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
         let proxy = BoundProxy::bind(config, orig_dst)?;
-        Ok(proxy.run(shutdown_signal()).await)
+        Ok(proxy.run(outrigger_runtime::shutdown_signal()).await)
     })
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; waiting for SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }
 
 /// Each relayed connection holds two descriptors: lift the soft limit to the hard one.

@@ -6,20 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use axum::body::Bytes;
 use http::Request;
 use http_body_util::Full;
-use serde::Deserialize;
+use outrigger_api::proxy_env::{EnvFormatError, PrometheusScrape};
 
 use crate::client::{self, Wire};
 use crate::names::APP_SCRAPE_TIMEOUT;
 use crate::status::probes::local_app_source;
-
-/// The annotations JSON could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ScrapeConfigError {
-    #[error("not a JSON object with scrape, path, port and targets")]
-    Json(#[source] serde_json::Error),
-    #[error("port {0:?} is not a number between 1 and 65535")]
-    Port(String),
-}
 
 /// The application's scrape targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,52 +24,44 @@ pub struct ScrapeTarget {
     pub path: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawAnnotations {
-    scrape: Option<String>,
-    path: Option<String>,
-    port: Option<String>,
-    targets: Option<Vec<RawTarget>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawTarget {
-    port: String,
-    path: Option<String>,
-}
-
 impl ScrapeConfig {
+    /// Reads `ISTIO_PROMETHEUS_ANNOTATIONS` (the format of
+    /// [`outrigger_api::proxy_env::PrometheusScrape`]); `None` when there is nothing to merge.
+    pub fn from_json(json: &str) -> Result<Option<Self>, EnvFormatError> {
+        PrometheusScrape::from_json(json).map(|scrape| ScrapeConfig::from_settings(&scrape))
+    }
+
     /// `None` when scraping is off or no port is known (nothing of the app's to merge).
-    pub fn from_json(json: &str) -> Result<Option<Self>, ScrapeConfigError> {
-        let raw: RawAnnotations = serde_json::from_str(json).map_err(ScrapeConfigError::Json)?;
-        if raw.scrape.as_deref() != Some("true") {
-            return Ok(None);
+    /// `targets` replaces `port`/`path`; a missing path is `/metrics`.
+    pub fn from_settings(scrape: &PrometheusScrape) -> Option<Self> {
+        if !scrape.is_on() {
+            return None;
         }
-        let pairs: Vec<(String, Option<String>)> = match raw.targets {
-            Some(targets) => targets.into_iter().map(|t| (t.port, t.path)).collect(),
-            None => raw
+        let targets: Vec<ScrapeTarget> = match &scrape.targets {
+            Some(targets) => targets
+                .iter()
+                .map(|t| ScrapeTarget::new(t.port, t.path.as_deref()))
+                .collect(),
+            None => scrape
                 .port
+                .map(|port| ScrapeTarget::new(port, scrape.path.as_deref()))
                 .into_iter()
-                .map(|p| (p, raw.path.clone()))
                 .collect(),
         };
-        let mut targets = Vec::new();
-        for (port, path) in pairs {
-            let number = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| ScrapeConfigError::Port(port.clone()))?;
-            targets.push(ScrapeTarget {
-                port: number,
-                path: match path.as_deref() {
-                    None | Some("") => "/metrics".to_owned(),
-                    Some(p) if p.starts_with('/') => p.to_owned(),
-                    Some(p) => format!("/{p}"),
-                },
-            });
+        (!targets.is_empty()).then_some(ScrapeConfig { targets })
+    }
+}
+
+impl ScrapeTarget {
+    fn new(port: u16, path: Option<&str>) -> Self {
+        ScrapeTarget {
+            port,
+            path: match path {
+                None | Some("") => "/metrics".to_owned(),
+                Some(p) if p.starts_with('/') => p.to_owned(),
+                Some(p) => format!("/{p}"),
+            },
         }
-        Ok((!targets.is_empty()).then_some(ScrapeConfig { targets }))
     }
 }
 
@@ -156,10 +139,8 @@ mod tests {
             ScrapeConfig::from_json(r#"{"scrape":"false","port":"80"}"#).unwrap(),
             None
         );
-        assert!(matches!(
-            ScrapeConfig::from_json(r#"{"scrape":"true","port":"http"}"#),
-            Err(ScrapeConfigError::Port(p)) if p == "http"
-        ));
+        let error = ScrapeConfig::from_json(r#"{"scrape":"true","port":"http"}"#).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("port"), "{error}");
         assert!(ScrapeConfig::from_json("[]").is_err());
     }
 }

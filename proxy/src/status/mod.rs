@@ -19,8 +19,8 @@ use axum::{Extension, Router};
 
 use crate::drain::{Lifecycle, Request};
 use crate::metrics::Metrics;
-use crate::names::paths;
 use merge_metrics::ScrapeConfig;
+use outrigger_api::names::path as paths;
 use probes::Probers;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -114,7 +114,11 @@ fn bad_probers_name_the_probe_and_the_reason() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/app-health/web/readyz"), "{err}");
-    assert!(err.contains("port \"http\""), "{err}");
+    assert!(
+        err.contains("httpGet.port: 'http' is not a port number"),
+        "{err}"
+    );
+    assert!(err.starts_with("ISTIO_KUBE_APP_PROBERS: "), "{err}");
     let err = Probers::from_json(r#"{"/p":{"exec":{"command":["true"]}}}"#)
         .unwrap_err()
         .to_string();

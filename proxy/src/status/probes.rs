@@ -8,20 +8,11 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
-use serde::Deserialize;
+use outrigger_api::proxy_env::{AppProbers, EnvFormatError, ProbeHandler, Scheme};
 
 use crate::client::{self, Wire};
 use crate::names::{DEFAULT_PROBE_TIMEOUT, INBOUND_SOURCE_V4, INBOUND_SOURCE_V6};
-use crate::report::error_chain;
-
-/// The probers JSON could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeConfigError {
-    #[error("not a JSON object of probe path to probe")]
-    Json(#[source] serde_json::Error),
-    #[error("probe {path:?}: {reason}")]
-    Probe { path: String, reason: String },
-}
+use outrigger_runtime::error_chain;
 
 /// The original probes, by rewritten path (`/app-health/<container>/readyz`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,97 +44,10 @@ pub enum ProbeAction {
     },
 }
 
-/// Wire form, as the injector writes it (Kubernetes probe action field names).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawProbe {
-    http_get: Option<RawHttpGet>,
-    tcp_socket: Option<RawTcp>,
-    grpc: Option<RawGrpc>,
-    timeout_seconds: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawHttpGet {
-    path: Option<String>,
-    port: serde_json::Value,
-    host: Option<String>,
-    scheme: Option<String>,
-    #[serde(default)]
-    http_headers: Vec<RawHeader>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawHeader {
-    name: String,
-    value: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawTcp {
-    port: serde_json::Value,
-    host: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawGrpc {
-    port: serde_json::Value,
-    service: Option<String>,
-}
-
 impl Probers {
-    pub fn from_json(json: &str) -> Result<Self, ProbeConfigError> {
-        let raw: BTreeMap<String, RawProbe> =
-            serde_json::from_str(json).map_err(ProbeConfigError::Json)?;
-        let mut probers = BTreeMap::new();
-        for (path, probe) in raw {
-            let fail = |reason: String| ProbeConfigError::Probe {
-                path: path.clone(),
-                reason,
-            };
-            let action = match (probe.http_get, probe.tcp_socket, probe.grpc) {
-                (Some(http), None, None) => ProbeAction::Http {
-                    port: port(&http.port).map_err(fail)?,
-                    host: http.host.filter(|h| !h.is_empty()),
-                    path: normalize_path(http.path.as_deref()),
-                    https: match http
-                        .scheme
-                        .as_deref()
-                        .map(str::to_ascii_uppercase)
-                        .as_deref()
-                    {
-                        None | Some("HTTP") => false,
-                        Some("HTTPS") => true,
-                        Some(other) => return Err(fail(format!("unknown scheme {other:?}"))),
-                    },
-                    headers: http
-                        .http_headers
-                        .into_iter()
-                        .map(|h| (h.name, h.value))
-                        .collect(),
-                },
-                (None, Some(tcp), None) => ProbeAction::Tcp {
-                    port: port(&tcp.port).map_err(fail)?,
-                    host: tcp.host.filter(|h| !h.is_empty()),
-                },
-                (None, None, Some(grpc)) => ProbeAction::Grpc {
-                    port: port(&grpc.port).map_err(fail)?,
-                    service: grpc.service.filter(|s| !s.is_empty()),
-                },
-                _ => {
-                    return Err(fail(
-                        "needs exactly one of httpGet, tcpSocket or grpc".into(),
-                    ));
-                }
-            };
-            let timeout = match probe.timeout_seconds {
-                None | Some(0) => DEFAULT_PROBE_TIMEOUT,
-                Some(seconds) => Duration::from_secs(seconds),
-            };
-            probers.insert(path, Probe { action, timeout });
-        }
-        Ok(Probers(probers))
+    /// Reads `ISTIO_KUBE_APP_PROBERS` (the format of [`outrigger_api::proxy_env::AppProbers`]).
+    pub fn from_json(json: &str) -> Result<Self, EnvFormatError> {
+        AppProbers::from_json(json).map(Probers::from)
     }
 
     pub fn get(&self, path: &str) -> Option<&Probe> {
@@ -159,17 +63,40 @@ impl Probers {
     }
 }
 
-/// The injector resolves named ports; a name left here cannot be probed.
-fn port(value: &serde_json::Value) -> Result<u16, String> {
-    let number = match value {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse::<u64>().ok(),
-        _ => None,
-    };
-    number
-        .and_then(|n| u16::try_from(n).ok())
-        .filter(|n| *n != 0)
-        .ok_or_else(|| format!("port {value} is not a number between 1 and 65535"))
+/// The recorded probes as the proxy runs them: empty hosts and services mean none, a missing
+/// path is `/`, a missing or zero timeout is Kubernetes' default.
+impl From<AppProbers> for Probers {
+    fn from(recorded: AppProbers) -> Self {
+        let probes = recorded.0.into_iter().map(|(path, probe)| {
+            let action = match probe.handler {
+                ProbeHandler::HttpGet(http) => ProbeAction::Http {
+                    host: http.host.filter(|h| !h.is_empty()),
+                    port: http.port,
+                    path: normalize_path(http.path.as_deref()),
+                    https: http.scheme == Some(Scheme::Https),
+                    headers: http
+                        .http_headers
+                        .into_iter()
+                        .map(|h| (h.name, h.value))
+                        .collect(),
+                },
+                ProbeHandler::TcpSocket(tcp) => ProbeAction::Tcp {
+                    host: tcp.host.filter(|h| !h.is_empty()),
+                    port: tcp.port,
+                },
+                ProbeHandler::Grpc(grpc) => ProbeAction::Grpc {
+                    port: grpc.port,
+                    service: grpc.service.filter(|s| !s.is_empty()),
+                },
+            };
+            let timeout = match probe.timeout_seconds {
+                None | Some(0) => DEFAULT_PROBE_TIMEOUT,
+                Some(seconds) => Duration::from_secs(u64::from(seconds)),
+            };
+            (path, Probe { action, timeout })
+        });
+        Probers(probes.collect())
+    }
 }
 
 fn normalize_path(path: Option<&str>) -> String {

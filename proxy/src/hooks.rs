@@ -1,4 +1,5 @@
-//! The `wait` and `drain` subcommands: small HTTP calls to the local proxy's status ports.
+//! The `wait` (postStart hook) and `drain` (preStop hook) subcommands: small HTTP calls to the
+//! local proxy's status ports.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 
 use crate::client::{self, Wire};
-use crate::names::paths;
+use outrigger_api::names::path as paths;
 
 /// How often `wait` polls readiness.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
