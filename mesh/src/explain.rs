@@ -135,9 +135,9 @@ pub struct RetriesSummary {
 
 /// `10000` → `10s`, `1500` → `1.5s`, `250` → `250ms`.
 pub fn format_ms(ms: u64) -> String {
-    if ms == 0 || ms % 1000 != 0 && ms < 1000 {
+    if ms == 0 || !ms.is_multiple_of(1000) && ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         let text = format!("{:.3}", ms as f64 / 1000.0);
@@ -233,8 +233,10 @@ pub fn explain(config: &ProxyConfig, parsed: &ParsedRequest) -> Explanation {
         }
         answer.action = action_json(&route.action);
         answer.destinations = route.action.destinations.clone();
-        answer.timeout = route.timeout_ms.map(format_ms);
-        answer.retries = retries_summary(&route.retries);
+        if route.action.kind == ActionKind::Route {
+            answer.timeout = route.timeout_ms.map(format_ms);
+            answer.retries = retries_summary(&route.retries);
+        }
         answer.fault = route.fault.clone();
     } else {
         let sni = request
@@ -294,10 +296,10 @@ pub fn explain(config: &ProxyConfig, parsed: &ParsedRequest) -> Explanation {
 
 fn action_json(action: &Action) -> serde_json::Value {
     let mut value = serde_json::to_value(action).expect("an Action always serializes");
-    if action.kind == ActionKind::Route {
-        if let Some(map) = value.as_object_mut() {
-            map.remove("destinations");
-        }
+    if action.kind == ActionKind::Route
+        && let Some(map) = value.as_object_mut()
+    {
+        map.remove("destinations");
     }
     value
 }

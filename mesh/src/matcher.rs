@@ -136,10 +136,10 @@ impl CompiledRoutes {
             ("scheme", &block.scheme, request.scheme(), false),
         ];
         for (field, matcher, value, ignore_case) in fields {
-            if let Some(matcher) = matcher {
-                if !self.is_match(matcher, value, ignore_case) {
-                    return Some(format!("{field} {value:?} is not {}", describe(matcher)));
-                }
+            if let Some(matcher) = matcher
+                && !self.is_match(matcher, value, ignore_case)
+            {
+                return Some(format!("{field} {value:?} is not {}", describe(matcher)));
             }
         }
         for (name, matcher) in &block.headers {
@@ -160,13 +160,13 @@ impl CompiledRoutes {
             }
         }
         for (name, matcher) in &block.without_headers {
-            if let Some(value) = request.header(name) {
-                if self.is_match(matcher, value, false) {
-                    return Some(format!(
-                        "withoutHeaders: header {name:?} value {value:?} is {}",
-                        describe(matcher)
-                    ));
-                }
+            if let Some(value) = request.header(name)
+                && self.is_match(matcher, value, false)
+            {
+                return Some(format!(
+                    "withoutHeaders: header {name:?} value {value:?} is {}",
+                    describe(matcher)
+                ));
             }
         }
         let query = full_path.split_once('?').map_or("", |(_, query)| query);

@@ -98,10 +98,10 @@ pub fn for_service_port(
         }
         _ => {}
     }
-    if let Some(app) = app_protocol {
-        if let Some(protocol) = Protocol::parse(app) {
-            return (protocol, format!("appProtocol {app:?}"));
-        }
+    if let Some(app) = app_protocol
+        && let Some(protocol) = Protocol::parse(app)
+    {
+        return (protocol, format!("appProtocol {app:?}"));
     }
     let name = name.unwrap_or("");
     let lower = name.to_ascii_lowercase();

@@ -547,13 +547,13 @@ impl DestinationResolver<'_> {
         if !gateways.is_empty() && !gateways.iter().any(|g| g == MESH_GATEWAY) {
             return Some(format!("gateways {gateways:?} do not include mesh"));
         }
-        if let Some(port) = port {
-            if port != u32::from(self.port) {
-                return Some(format!(
-                    "port {port} is not the destination port {}",
-                    self.port
-                ));
-            }
+        if let Some(port) = port
+            && port != u32::from(self.port)
+        {
+            return Some(format!(
+                "port {port} is not the destination port {}",
+                self.port
+            ));
         }
         if let Some((key, value)) = source_labels
             .iter()
@@ -563,13 +563,13 @@ impl DestinationResolver<'_> {
                 "sourceLabels {key}={value} does not select this proxy"
             ));
         }
-        if let Some(namespace) = source_namespace {
-            if *namespace != proxy.namespace {
-                return Some(format!(
-                    "sourceNamespace {namespace} is not the proxy's namespace {}",
-                    proxy.namespace
-                ));
-            }
+        if let Some(namespace) = source_namespace
+            && *namespace != proxy.namespace
+        {
+            return Some(format!(
+                "sourceNamespace {namespace} is not the proxy's namespace {}",
+                proxy.namespace
+            ));
         }
         None
     }
@@ -947,10 +947,10 @@ fn workload_name(pod: &Pod) -> String {
             .labels
             .as_ref()
             .and_then(|l| l.get("pod-template-hash"));
-        if let Some(hash) = hash {
-            if let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}")) {
-                return deployment.to_owned();
-            }
+        if let Some(hash) = hash
+            && let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}"))
+        {
+            return deployment.to_owned();
         }
     }
     owner.name.clone()

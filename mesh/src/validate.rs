@@ -82,10 +82,10 @@ impl Collector<'_> {
         self.push(Severity::Error, SCHEMA, path, message.into());
     }
     fn duration(&mut self, path: String, value: Option<&String>) {
-        if let Some(value) = value {
-            if let Err(err) = parse_duration(value) {
-                self.error(path, format!("invalid duration {value:?}: {err}"));
-            }
+        if let Some(value) = value
+            && let Err(err) = parse_duration(value)
+        {
+            self.error(path, format!("invalid duration {value:?}: {err}"));
         }
     }
 }
@@ -131,14 +131,22 @@ fn check_string_match(
     if set == 0 && !allow_empty {
         out.error(path.to_owned(), "one of exact, prefix or regex is required");
     }
-    if let Some(regex) = &matcher.regex {
-        if let Err(err) = compile_full_match(regex) {
-            let message = err.to_string().replace('\n', " ");
-            out.error(
-                format!("{path}.regex"),
-                format!("invalid RE2 regex {regex:?}: {message}"),
-            );
-        }
+    if let Some(regex) = &matcher.regex
+        && let Err(err) = regex::Regex::new(regex).and_then(|_| compile_full_match(regex))
+    {
+        // regex-syntax draws the pattern over several lines; the last one says what is wrong.
+        let text = err.to_string();
+        let message = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches("error: ")
+            .to_owned();
+        out.error(
+            format!("{path}.regex"),
+            format!("invalid RE2 regex {regex:?}: {message}"),
+        );
     }
 }
 
@@ -313,23 +321,22 @@ fn http_route(out: &mut Collector<'_>, path: &str, rule: &HttpRoute) {
             rule.route.iter().map(|r| (&r.destination, r.weight)),
         );
     }
-    if let Some(redirect) = &rule.redirect {
-        if let Some(code) = redirect.redirect_code {
-            if !(300..=399).contains(&code) {
-                out.error(
-                    format!("{path}.redirect.redirectCode"),
-                    format!("redirect code {code} must be 3xx"),
-                );
-            }
-        }
+    if let Some(redirect) = &rule.redirect
+        && let Some(code) = redirect.redirect_code
+        && !(300..=399).contains(&code)
+    {
+        out.error(
+            format!("{path}.redirect.redirectCode"),
+            format!("redirect code {code} must be 3xx"),
+        );
     }
-    if let Some(direct) = &rule.direct_response {
-        if !(200..=599).contains(&direct.status) {
-            out.error(
-                format!("{path}.directResponse.status"),
-                format!("status {} must be between 200 and 599", direct.status),
-            );
-        }
+    if let Some(direct) = &rule.direct_response
+        && !(200..=599).contains(&direct.status)
+    {
+        out.error(
+            format!("{path}.directResponse.status"),
+            format!("status {} must be between 200 and 599", direct.status),
+        );
     }
     out.duration(format!("{path}.timeout"), rule.timeout.as_ref());
     if let Some(retries) = &rule.retries {
@@ -477,8 +484,8 @@ fn traffic_policy(out: &mut Collector<'_>, path: &str, policy: &TrafficPolicy) {
         findings.push((lpath, lb, pool, outlier));
     }
     for (lpath, lb, pool, outlier) in findings {
-        if let Some(simple) = lb.as_ref().and_then(|lb| lb.simple.as_deref()) {
-            if !matches!(
+        if let Some(simple) = lb.as_ref().and_then(|lb| lb.simple.as_deref())
+            && !matches!(
                 simple,
                 "UNSPECIFIED"
                     | "LEAST_CONN"
@@ -486,9 +493,9 @@ fn traffic_policy(out: &mut Collector<'_>, path: &str, policy: &TrafficPolicy) {
                     | "RANDOM"
                     | "PASSTHROUGH"
                     | "ROUND_ROBIN"
-            ) {
-                out.error(format!("{lpath}.loadBalancer.simple"), format!("unknown load balancer {simple:?} (use LEAST_REQUEST, ROUND_ROBIN, RANDOM or PASSTHROUGH)"));
-            }
+            )
+        {
+            out.error(format!("{lpath}.loadBalancer.simple"), format!("unknown load balancer {simple:?} (use LEAST_REQUEST, ROUND_ROBIN, RANDOM or PASSTHROUGH)"));
         }
         if let Some(pool) = pool {
             if let Some(tcp) = &pool.tcp {
@@ -568,13 +575,13 @@ fn traffic_policy(out: &mut Collector<'_>, path: &str, policy: &TrafficPolicy) {
                 ("maxEjectionPercent", outlier.max_ejection_percent),
                 ("minHealthPercent", outlier.min_health_percent),
             ] {
-                if let Some(value) = value {
-                    if !(0..=100).contains(&value) {
-                        out.error(
-                            format!("{opath}.{field}"),
-                            format!("{value} must be between 0 and 100"),
-                        );
-                    }
+                if let Some(value) = value
+                    && !(0..=100).contains(&value)
+                {
+                    out.error(
+                        format!("{opath}.{field}"),
+                        format!("{value} must be between 0 and 100"),
+                    );
                 }
             }
         }
@@ -582,10 +589,10 @@ fn traffic_policy(out: &mut Collector<'_>, path: &str, policy: &TrafficPolicy) {
 }
 
 fn non_negative(out: &mut Collector<'_>, path: String, value: Option<i64>) {
-    if let Some(value) = value {
-        if !(0..=i64::from(u32::MAX)).contains(&value) {
-            out.error(path, format!("{value} must be between 0 and {}", u32::MAX));
-        }
+    if let Some(value) = value
+        && !(0..=i64::from(u32::MAX)).contains(&value)
+    {
+        out.error(path, format!("{value} must be between 0 and {}", u32::MAX));
     }
 }
 
@@ -604,35 +611,33 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<Finding> {
     }
     for (i, port) in se.spec.ports.iter().enumerate() {
         check_port(&mut out, format!("spec.ports[{i}].number"), port.number);
-        if let Some(protocol) = &port.protocol {
-            if Protocol::parse(protocol).is_none() {
-                out.error(
-                    format!("spec.ports[{i}].protocol"),
-                    format!("unknown protocol {protocol:?}"),
-                );
-            }
+        if let Some(protocol) = &port.protocol
+            && Protocol::parse(protocol).is_none()
+        {
+            out.error(
+                format!("spec.ports[{i}].protocol"),
+                format!("unknown protocol {protocol:?}"),
+            );
         }
     }
-    if let Some(resolution) = &se.spec.resolution {
-        if !matches!(
+    if let Some(resolution) = &se.spec.resolution
+        && !matches!(
             resolution.as_str(),
             "NONE" | "STATIC" | "DNS" | "DNS_ROUND_ROBIN"
-        ) {
-            out.error(
-                "spec.resolution".to_owned(),
-                format!(
-                    "unknown resolution {resolution:?} (use NONE, STATIC, DNS or DNS_ROUND_ROBIN)"
-                ),
-            );
-        }
+        )
+    {
+        out.error(
+            "spec.resolution".to_owned(),
+            format!("unknown resolution {resolution:?} (use NONE, STATIC, DNS or DNS_ROUND_ROBIN)"),
+        );
     }
-    if let Some(location) = &se.spec.location {
-        if !matches!(location.as_str(), "MESH_EXTERNAL" | "MESH_INTERNAL") {
-            out.error(
-                "spec.location".to_owned(),
-                format!("unknown location {location:?} (use MESH_EXTERNAL or MESH_INTERNAL)"),
-            );
-        }
+    if let Some(location) = &se.spec.location
+        && !matches!(location.as_str(), "MESH_EXTERNAL" | "MESH_INTERNAL")
+    {
+        out.error(
+            "spec.location".to_owned(),
+            format!("unknown location {location:?} (use MESH_EXTERNAL or MESH_INTERNAL)"),
+        );
     }
     if se.spec.resolution.as_deref() == Some("STATIC") && se.spec.endpoints.is_empty() {
         out.push(
