@@ -5,4 +5,5 @@ mod cli;
 mod golden;
 mod props;
 mod roundtrip;
+mod semantics;
 mod support;
