@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use outrigger_api::duration::parse_duration;
 
@@ -231,10 +232,25 @@ impl<'a> Resolver<'a> {
             .iter()
             .filter_map(|pod| Some(((pod_namespace(pod), pod.metadata.name.as_deref()?), pod)))
             .collect();
+        let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &snapshot.endpoint_slices {
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                slices_by_service
+                    .entry((namespace, service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
         let mut services: Vec<ServiceInfo> = snapshot
             .services
             .iter()
-            .filter_map(|service| kube_service(snapshot, &pods, service))
+            .filter_map(|service| kube_service(snapshot, &pods, &slices_by_service, service))
             .collect();
         services.sort_by(|a, b| a.id.cmp(&b.id));
         let mut entries: Vec<ServiceInfo> = snapshot
@@ -1001,6 +1017,7 @@ fn named_port(pod: &Pod, name: &str) -> Option<i32> {
 fn kube_service(
     snapshot: &Snapshot,
     pods: &HashMap<(&str, &str), &Pod>,
+    slices_by_service: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
     service: &Service,
 ) -> Option<ServiceInfo> {
     let name = service.metadata.name.clone()?;
@@ -1034,18 +1051,10 @@ fn kube_service(
                 .collect()
         })
         .unwrap_or_default();
-    let slices: Vec<_> = snapshot
-        .endpoint_slices
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .filter(|s| {
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                == Some(&name)
-        })
-        .collect();
+    let slices: Vec<&EndpointSlice> = slices_by_service
+        .get(&(namespace.as_str(), name.as_str()))
+        .cloned()
+        .unwrap_or_default();
     let legacy = snapshot.endpoints.iter().find(|e| {
         e.metadata.namespace.as_deref().unwrap_or("default") == namespace
             && e.metadata.name.as_deref() == Some(&name)

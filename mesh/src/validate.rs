@@ -132,7 +132,9 @@ fn check_string_match(
         out.error(path.to_owned(), "one of exact, prefix or regex is required");
     }
     if let Some(regex) = &matcher.regex
-        && let Err(err) = regex::Regex::new(regex).and_then(|_| compile_full_match(regex))
+        && compile_full_match(regex).is_err()
+        // the message from the pattern as written, not our anchored copy
+        && let Err(err) = regex::Regex::new(regex)
     {
         // regex-syntax draws the pattern over several lines; the last one says what is wrong.
         let text = err.to_string();
