@@ -6,4 +6,5 @@
 //! agree on every port, range and interface. No root needed.
 
 mod capture;
+mod proxy_env;
 mod support;
