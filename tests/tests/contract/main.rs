@@ -6,5 +6,6 @@
 //! agree on every port, range and interface. No root needed.
 
 mod capture;
+mod messages;
 mod proxy_env;
 mod support;
