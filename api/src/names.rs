@@ -99,8 +99,30 @@ pub mod label {
     pub const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
     pub const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
     pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+    /// The workload labels Istio's telemetry and subsets read when no canonical label is set.
+    pub const APP: &str = "app";
+    pub const VERSION: &str = "version";
+    pub const K8S_APP_NAME: &str = "app.kubernetes.io/name";
+    pub const K8S_APP_VERSION: &str = "app.kubernetes.io/version";
+    /// The label an EndpointSlice carries to name its Service (Kubernetes').
+    pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
     /// Put by the CNI repair loop on pods that raced the plugin.
     pub const CNI_UNINITIALIZED: &str = "cni.istio.io/uninitialized";
+}
+
+/// Names of Istio's traffic API (`networking.istio.io`).
+pub mod networking {
+    /// The API group and the versions read (one schema for all three).
+    pub const GROUP: &str = "networking.istio.io";
+    pub const VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+    /// The reserved gateway name that binds a VirtualService to the sidecars.
+    pub const MESH_GATEWAY: &str = "mesh";
+    /// Annotation on a Service that limits the namespaces it is visible from.
+    pub const EXPORT_TO: &str = "networking.istio.io/exportTo";
+    /// Istio's root namespace, where mesh-wide DestinationRules and Sidecars live.
+    pub const ROOT_NAMESPACE: &str = "istio-system";
+    /// The cluster domain appended to short host names.
+    pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 }
 
 /// Env variables of `istio-proxy`: written by the injector's template, read by the proxy and

@@ -4,7 +4,7 @@
 use outrigger_api::names::{
     annotation::{DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER},
     container,
-    label::{CANONICAL_NAME, CANONICAL_REVISION, POD_TEMPLATE_HASH, TLS_MODE},
+    label::{self, CANONICAL_NAME, CANONICAL_REVISION, POD_TEMPLATE_HASH, TLS_MODE},
 };
 use serde_json::{Map, Value, json};
 
@@ -73,12 +73,12 @@ pub(crate) fn workload(pod: &Value, namespace: &str, requested: Option<&str>) ->
 pub(crate) fn add_labels(labels: &mut Map<String, Value>, workload_name: &str) {
     let get = |l: &Map<String, Value>, k: &str| l.get(k).and_then(Value::as_str).map(str::to_owned);
     let name = get(labels, CANONICAL_NAME)
-        .or_else(|| get(labels, "app.kubernetes.io/name"))
-        .or_else(|| get(labels, "app"))
+        .or_else(|| get(labels, label::K8S_APP_NAME))
+        .or_else(|| get(labels, label::APP))
         .unwrap_or_else(|| workload_name.to_owned());
     let revision = get(labels, CANONICAL_REVISION)
-        .or_else(|| get(labels, "app.kubernetes.io/version"))
-        .or_else(|| get(labels, "version"))
+        .or_else(|| get(labels, label::K8S_APP_VERSION))
+        .or_else(|| get(labels, label::VERSION))
         .unwrap_or_else(|| "latest".to_owned());
     labels.entry(TLS_MODE).or_insert_with(|| json!("istio"));
     labels.insert(CANONICAL_NAME.to_owned(), json!(label_value(&name)));

@@ -1,21 +1,24 @@
-//! Names and numbers of the traffic model, in one place.
+//! Names and numbers of the traffic model, in one place (Istio's own names come from
+//! `outrigger_api::names`; they are re-exported here under the model's spelling).
+
+use outrigger_api::names::{label, networking};
 
 /// `apiVersion` of the `ProxyConfig` document.
 pub const PROXY_CONFIG_API_VERSION: &str = "outrigger.dev/v1alpha1";
 /// `kind` of the `ProxyConfig` document.
 pub const PROXY_CONFIG_KIND: &str = "ProxyConfig";
 /// Versions of `networking.istio.io` we read (one schema).
-pub const ISTIO_NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+pub const ISTIO_NETWORKING_VERSIONS: &[&str] = networking::VERSIONS;
 /// The cluster domain appended to short names.
-pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+pub const CLUSTER_DOMAIN: &str = networking::CLUSTER_DOMAIN;
 /// The reserved gateway name of sidecars.
-pub const MESH_GATEWAY: &str = "mesh";
+pub const MESH_GATEWAY: &str = networking::MESH_GATEWAY;
 /// Annotation that limits where a Service is visible.
-pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+pub const EXPORT_TO_ANNOTATION: &str = networking::EXPORT_TO;
 /// The label an EndpointSlice carries to name its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const SERVICE_NAME_LABEL: &str = label::SERVICE_NAME;
 /// Istio's root namespace, where mesh-wide DestinationRules live.
-pub const ROOT_NAMESPACE: &str = "istio-system";
+pub const ROOT_NAMESPACE: &str = networking::ROOT_NAMESPACE;
 /// Istio's default load balancer.
 pub const DEFAULT_LOAD_BALANCER: &str = "LEAST_REQUEST";
 /// Istio's default retry policy: attempts and conditions.
@@ -28,12 +31,12 @@ pub const DEFAULT_BASE_EJECTION_MS: u64 = 30_000;
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
 /// Pod labels copied onto endpoints (what metrics and subsets by version need).
 pub const ENDPOINT_LABELS: &[&str] = &[
-    "app",
-    "version",
-    "app.kubernetes.io/name",
-    "app.kubernetes.io/version",
-    "service.istio.io/canonical-name",
-    "service.istio.io/canonical-revision",
+    label::APP,
+    label::VERSION,
+    label::K8S_APP_NAME,
+    label::K8S_APP_VERSION,
+    label::CANONICAL_NAME,
+    label::CANONICAL_REVISION,
 ];
 /// Ports Istio treats as TCP when the port name gives no protocol (server-first protocols
 /// that sniffing would hang: SSH, SMTP, MySQL, MongoDB).

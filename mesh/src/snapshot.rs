@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::LoadError;
 use crate::istio::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::names::ISTIO_NETWORKING_VERSIONS;
+use outrigger_api::names::networking;
 
 /// Everything `resolve` and `analyze` read. Order of the vectors does not matter: consumers sort.
 #[derive(Debug, Clone, Default)]
@@ -133,7 +134,7 @@ impl Snapshot {
         let (group, _version) = api_version
             .rsplit_once('/')
             .unwrap_or(("", api_version.as_str()));
-        let istio = group == "networking.istio.io";
+        let istio = group == networking::GROUP;
         if istio && !ISTIO_NETWORKING_VERSIONS.contains(&_version) {
             return Err(self.field_error(
                 source_name,
@@ -161,27 +162,27 @@ impl Snapshot {
                     &mut s.endpoint_slices
                 })
             }
-            ("networking.istio.io", "VirtualService") => {
+            (networking::GROUP, "VirtualService") => {
                 push(self, &where_, source_name, document, value, |s| {
                     &mut s.virtual_services
                 })
             }
-            ("networking.istio.io", "DestinationRule") => {
+            (networking::GROUP, "DestinationRule") => {
                 push(self, &where_, source_name, document, value, |s| {
                     &mut s.destination_rules
                 })
             }
-            ("networking.istio.io", "ServiceEntry") => {
+            (networking::GROUP, "ServiceEntry") => {
                 push(self, &where_, source_name, document, value, |s| {
                     &mut s.service_entries
                 })
             }
-            ("networking.istio.io", "Gateway") => {
+            (networking::GROUP, "Gateway") => {
                 push(self, &where_, source_name, document, value, |s| {
                     &mut s.gateways
                 })
             }
-            ("networking.istio.io", "Sidecar") => {
+            (networking::GROUP, "Sidecar") => {
                 push(self, &where_, source_name, document, value, |s| {
                     &mut s.sidecars
                 })
