@@ -11,6 +11,7 @@ pub mod drain;
 pub mod forward;
 pub mod hooks;
 pub mod inbound;
+pub mod l7;
 pub mod listener;
 pub mod metrics;
 pub mod names;

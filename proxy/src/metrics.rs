@@ -150,6 +150,8 @@ pub struct Metrics {
     active: Family<DirectionLabels, Gauge>,
     connect_errors: Family<ConnectErrorLabels, Counter>,
     refused_admin: Family<PathLabels, Counter>,
+    /// Request metrics and the configuration source's counters.
+    pub l7: crate::l7::telemetry::L7Metrics,
 }
 
 /// Labels of a refused status-port request.
@@ -209,7 +211,9 @@ impl Metrics {
             "Lifecycle requests (/quitquitquit, /drain) refused because they did not come from loopback",
             refused_admin.clone(),
         );
+        let l7 = crate::l7::telemetry::L7Metrics::register(&mut registry);
         Metrics {
+            l7,
             registry,
             opened,
             closed,

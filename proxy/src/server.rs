@@ -13,6 +13,7 @@ use crate::cli::Ipv6Mode;
 use crate::config::ProxyConfig;
 use crate::drain::{self, DrainTiming, Ended, Lifecycle, Requests};
 use crate::forward::Forwarder;
+use crate::l7::source::{self, ConfigStore};
 use crate::listener;
 use crate::metrics::{Direction, Metrics};
 use crate::orig_dst::OrigDstSource;
@@ -30,6 +31,8 @@ pub enum ServeError {
     },
     #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
+    #[error("cannot load the configuration file")]
+    Config(#[from] crate::l7::source::LoadError),
 }
 
 /// The addresses a bound proxy listens on (useful when ports were 0).
@@ -48,6 +51,8 @@ pub struct BoundProxy {
     config: ProxyConfig,
     orig_dst: Arc<dyn OrigDstSource>,
     metrics: Arc<Metrics>,
+    /// The traffic model (`--config-file`), when given.
+    mesh: Option<Arc<ConfigStore>>,
     lifecycle: Lifecycle,
     requests: Requests,
     outbound: Vec<TcpListener>,
@@ -70,10 +75,16 @@ impl BoundProxy {
         let health = bind_all("health", ports.health, v6, &mut addrs.health)?;
         let stats = bind_all("stats", ports.stats, v6, &mut addrs.stats)?;
         let (lifecycle, requests) = Lifecycle::new();
+        let metrics = Arc::new(Metrics::new());
+        let mesh = match &config.config_file {
+            Some(path) => Some(ConfigStore::open(path, metrics.l7.clone())?),
+            None => None,
+        };
         Ok(BoundProxy {
             config,
             orig_dst,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            mesh,
             lifecycle,
             requests,
             outbound,
@@ -99,6 +110,7 @@ impl BoundProxy {
             config,
             orig_dst,
             metrics,
+            mesh,
             lifecycle,
             requests,
             outbound,
@@ -108,6 +120,9 @@ impl BoundProxy {
             stats,
             addrs,
         } = self;
+        if let Some(store) = &mesh {
+            servers_watch(store.clone());
+        }
         let app_ip = probes::default_probe_ip(config.workload.instance_ip);
         let state = StatusState {
             lifecycle: lifecycle.clone(),
@@ -180,6 +195,14 @@ impl BoundProxy {
         tracing::info!(?ended, "proxy stopped");
         ended
     }
+}
+
+/// Polls the configuration file for the life of the runtime.
+fn servers_watch(store: Arc<ConfigStore>) {
+    tokio::spawn(store.watch(
+        source::POLL_INTERVAL,
+        tokio_util::sync::CancellationToken::new(),
+    ));
 }
 
 fn bind_all(

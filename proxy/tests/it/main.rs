@@ -2,5 +2,6 @@
 //! original-destination source, and the real binary through its command line.
 
 mod cli;
+mod config_file;
 mod data_path;
 mod support;

@@ -1,0 +1,6 @@
+//! Layer 7: the Istio traffic model (`--config-file`, the `ProxyConfig` of `outrigger-routes
+//! build`) applied to captured connections whose destination speaks HTTP.
+
+pub mod balance;
+pub mod source;
+pub mod telemetry;
