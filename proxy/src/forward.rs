@@ -32,6 +32,9 @@ pub struct Forwarder {
     pub capture_ports: Vec<u16>,
     /// Fires when open connections must be closed (termination grace over).
     pub close: CancellationToken,
+    /// HTTP handling of the destinations the configuration marks HTTP (outbound, with
+    /// `--config-file`); `None`: every connection is relayed.
+    pub l7: Option<Arc<crate::l7::http::Outbound>>,
 }
 
 impl Forwarder {
@@ -71,6 +74,13 @@ impl Forwarder {
             tracing::warn!(%local, "closing: the original destination is the proxy itself (loop)");
             self.metrics
                 .connect_error(self.direction, ConnectError::Loop);
+            return;
+        }
+        if let Some(l7) = &self.l7
+            && l7.handles(&orig_dst)
+        {
+            tracing::debug!("serving HTTP");
+            l7.clone().serve(client, orig_dst, self.close.clone()).await;
             return;
         }
         let source = match self.direction {

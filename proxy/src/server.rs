@@ -151,6 +151,14 @@ impl BoundProxy {
 
         let capture_ports = vec![config.ports.outbound, config.ports.inbound];
         let workload = Arc::new(config.workload.clone());
+        let l7 = mesh.as_ref().map(|store| {
+            Arc::new(crate::l7::http::Outbound::new(
+                store.clone(),
+                metrics.l7.clone(),
+                workload.clone(),
+                config.connect_timeout,
+            ))
+        });
         let tracker = TaskTracker::new();
         let mut accept_loops = JoinSet::new();
         for (direction, listeners) in [
@@ -166,6 +174,7 @@ impl BoundProxy {
                 workload: workload.clone(),
                 capture_ports: capture_ports.clone(),
                 close: lifecycle.connections_token(),
+                l7: l7.clone().filter(|_| direction == Direction::Outbound),
             });
             for listener in listeners {
                 accept_loops.spawn(listener::accept_loop(

@@ -2,5 +2,8 @@
 //! build`) applied to captured connections whose destination speaks HTTP.
 
 pub mod balance;
+pub mod http;
+pub mod request;
 pub mod source;
 pub mod telemetry;
+pub mod upstream;

@@ -4,4 +4,5 @@
 mod cli;
 mod config_file;
 mod data_path;
+mod l7;
 mod support;
