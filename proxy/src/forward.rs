@@ -102,7 +102,12 @@ impl Forwarder {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         }
-        let labels = TcpLabels::new(self.direction, &self.workload, &orig_dst);
+        let mut labels = TcpLabels::new(self.direction, &self.workload, &orig_dst);
+        if let Some(l7) = &self.l7
+            && let Some((host, name, port)) = l7.service_of(&orig_dst)
+        {
+            labels = labels.service(&host, &name, port);
+        }
         let counters = self.metrics.open_connection(self.direction, &labels);
         tracing::debug!("relaying");
         let on_bytes = |flow: Flow, bytes: u64| match flow {

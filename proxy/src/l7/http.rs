@@ -79,6 +79,20 @@ impl Outbound {
             .is_some_and(|(_, d)| is_http(d.protocol))
     }
 
+    /// The FQDN, Service name and port of a destination the configuration knows (for the TCP
+    /// metrics of a non-HTTP one).
+    pub fn service_of(&self, orig_dst: &OrigDstAddr) -> Option<(String, String, u16)> {
+        let loaded = self.store.current();
+        let (_, destination) = loaded
+            .config
+            .destination(&orig_dst.0.to_string(), orig_dst.0.port())?;
+        let name = destination
+            .service
+            .split_once('/')
+            .map_or(destination.service.as_str(), |(_, name)| name);
+        Some((destination.host.clone(), name.to_owned(), destination.port))
+    }
+
     /// Serves HTTP/1.1 or HTTP/2 (prior knowledge) on the captured connection until it ends or
     /// `close` fires.
     pub async fn serve(
