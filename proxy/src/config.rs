@@ -93,6 +93,8 @@ pub struct ProxyConfig {
     pub scrape: Option<ScrapeConfig>,
     /// `--config-file`: the traffic model; `None` relays every connection as TCP.
     pub config_file: Option<std::path::PathBuf>,
+    /// Header-read timeout and connection cap of the status, health, stats and admin ports.
+    pub http_limits: crate::status::serve::Limits,
 }
 
 impl ProxyConfig {
@@ -192,6 +194,7 @@ impl ProxyConfig {
                 .config_file
                 .clone()
                 .or_else(|| vars.get(flag_env::CONFIG_FILE).map(Into::into)),
+            http_limits: crate::status::serve::Limits::default(),
         })
     }
 }

@@ -178,6 +178,7 @@ pub struct Metrics {
     active: Family<DirectionLabels, Gauge>,
     connect_errors: Family<ConnectErrorLabels, Counter>,
     refused_admin: Family<PathLabels, Counter>,
+    http_refused: Counter,
     /// Request metrics and the configuration source's counters.
     pub l7: crate::l7::telemetry::L7Metrics,
 }
@@ -239,9 +240,16 @@ impl Metrics {
             "Lifecycle requests (/quitquitquit, /drain) refused because they did not come from loopback",
             refused_admin.clone(),
         );
+        let http_refused = Counter::default();
+        registry.register(
+            "outrigger_proxy_http_connections_refused",
+            "Connections to the status, health, stats and admin ports closed because the connection cap was reached",
+            http_refused.clone(),
+        );
         let l7 = crate::l7::telemetry::L7Metrics::register(&mut registry);
         Metrics {
             l7,
+            http_refused,
             registry,
             opened,
             closed,
@@ -279,6 +287,11 @@ impl Metrics {
     /// Counts a lifecycle request refused for coming from a remote address.
     pub fn refused_admin_request(&self, path: &'static str) {
         self.refused_admin.get_or_create(&PathLabels { path }).inc();
+    }
+
+    /// The counter of connections the status servers' cap refused.
+    pub fn http_connections_refused(&self) -> Counter {
+        self.http_refused.clone()
     }
 
     fn active_gauge(&self, direction: Direction) -> Gauge {

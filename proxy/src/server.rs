@@ -139,13 +139,12 @@ impl BoundProxy {
         ];
         for (listeners, router) in routers {
             for listener in listeners {
-                let router = router.clone();
-                servers.spawn(async move {
-                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                    if let Err(error) = axum::serve(listener, service).await {
-                        tracing::error!(%error, "status server failed");
-                    }
-                });
+                servers.spawn(status::serve::serve(
+                    listener,
+                    router.clone(),
+                    config.http_limits,
+                    metrics.http_connections_refused(),
+                ));
             }
         }
 

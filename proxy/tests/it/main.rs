@@ -5,4 +5,5 @@ mod cli;
 mod config_file;
 mod data_path;
 mod l7;
+mod status_limits;
 mod support;
