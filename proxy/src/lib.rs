@@ -4,6 +4,7 @@
 //! destination; the status ports answer health, app probes, metrics and lifecycle calls.
 
 pub mod addr;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -43,6 +43,8 @@ pub struct BoundAddrs {
     pub status: Vec<SocketAddr>,
     pub health: Vec<SocketAddr>,
     pub stats: Vec<SocketAddr>,
+    /// Loopback only.
+    pub admin: Vec<SocketAddr>,
 }
 
 /// A proxy whose listeners are all bound, ready to run.
@@ -60,6 +62,7 @@ pub struct BoundProxy {
     status: Vec<TcpListener>,
     health: Vec<TcpListener>,
     stats: Vec<TcpListener>,
+    admin: Vec<TcpListener>,
     addrs: BoundAddrs,
 }
 
@@ -74,6 +77,7 @@ impl BoundProxy {
         let status = bind_all("status", ports.status, v6, &mut addrs.status)?;
         let health = bind_all("health", ports.health, v6, &mut addrs.health)?;
         let stats = bind_all("stats", ports.stats, v6, &mut addrs.stats)?;
+        let admin = bind_loopback("admin", ports.admin, v6, &mut addrs.admin)?;
         let (lifecycle, requests) = Lifecycle::new();
         let metrics = Arc::new(Metrics::new());
         let mesh = match &config.config_file {
@@ -92,6 +96,7 @@ impl BoundProxy {
             status,
             health,
             stats,
+            admin,
             addrs,
         })
     }
@@ -118,6 +123,7 @@ impl BoundProxy {
             status,
             health,
             stats,
+            admin,
             addrs,
         } = self;
         if let Some(store) = &mesh {
@@ -136,6 +142,13 @@ impl BoundProxy {
             (status, status::status_router(state)),
             (health, status::health_router(lifecycle.clone())),
             (stats, status::stats_router(metrics.clone())),
+            (
+                admin,
+                crate::admin::admin_router(crate::admin::AdminState {
+                    store: mesh.clone(),
+                    metrics: metrics.clone(),
+                }),
+            ),
         ];
         for (listeners, router) in routers {
             for listener in listeners {
@@ -237,6 +250,45 @@ fn bind_all(
             }
             Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
                 tracing::debug!(%error, what, "no IPv6 listener: IPv6 is not available");
+            }
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    what,
+                    addr: v6,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// Binds `127.0.0.1:port`, and `[::1]:port` when IPv6 is on (or available, for `auto`).
+fn bind_loopback(
+    what: &'static str,
+    port: u16,
+    ipv6: Ipv6Mode,
+    bound: &mut Vec<SocketAddr>,
+) -> Result<Vec<TcpListener>, ServeError> {
+    let mut listeners = Vec::new();
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let listener = listener::bind(v4).map_err(|source| ServeError::Bind {
+        what,
+        addr: v4,
+        source,
+    })?;
+    let port = local_addr(&listener, v4).port();
+    bound.push(local_addr(&listener, v4));
+    listeners.push(listener);
+    if ipv6 != Ipv6Mode::False {
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port);
+        match listener::bind(v6) {
+            Ok(listener) => {
+                bound.push(local_addr(&listener, v6));
+                listeners.push(listener);
+            }
+            Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
+                tracing::debug!(%error, what, "no IPv6 loopback listener");
             }
             Err(source) => {
                 return Err(ServeError::Bind {

@@ -517,3 +517,88 @@ async fn unknown_destinations_are_still_relayed_as_tcp() {
         .expect("relay");
     assert_eq!(answer, b"raw bytes");
 }
+
+#[tokio::test]
+async fn admin_port_is_loopback_and_dumps_config_clusters_and_stats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = demo(dir.path()).await;
+    let proxy = demo_proxy(&config, REVIEWS).await;
+    assert!(
+        proxy.addrs.admin.iter().all(|a| a.ip().is_loopback()),
+        "{:?}",
+        proxy.addrs.admin
+    );
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    assert_eq!(conn.get("/reviews", &[]).await.status, 200);
+
+    let (status, dump) = http(proxy.admin(), "GET", "/config_dump").await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("JSON");
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    assert_eq!(dump["version"], on_disk["version"]);
+    assert_eq!(
+        dump["config"], on_disk,
+        "the configuration in force, as loaded"
+    );
+    assert_eq!(dump["source"], config.display().to_string());
+
+    let (_, clusters) = http(proxy.admin(), "GET", "/clusters").await;
+    let v1 = "outbound|9080|v1|reviews.demo.svc.cluster.local";
+    assert!(
+        clusters.contains(&format!("{v1}::lb_policy::LEAST_REQUEST")),
+        "{clusters}"
+    );
+    let line = clusters
+        .lines()
+        .find(|l| l.starts_with(&format!("{v1}::127.0.0.11:")) && l.contains("::rq_total::"))
+        .expect("the v1 endpoint");
+    assert!(line.ends_with("::rq_total::1"), "{line}");
+    assert!(clusters.contains("::health_flags::healthy"));
+    let (_, json) = http(proxy.admin(), "GET", "/clusters?format=json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert!(json["clusters"].as_array().is_some_and(|c| !c.is_empty()));
+
+    let (_, stats) = http(proxy.admin(), "GET", "/stats").await;
+    assert!(stats.contains("istio_requests_total{"), "{stats}");
+}
+
+#[tokio::test]
+async fn a_config_file_replaced_while_requests_flow_fails_no_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = demo(dir.path()).await;
+    let proxy = demo_proxy(&config, REVIEWS).await;
+    let addr = proxy.outbound();
+    let caller = tokio::spawn(async move {
+        let mut conn = Conn::open(addr, false).await;
+        let mut versions = Vec::new();
+        for _ in 0..150 {
+            let answer = conn.get("/reviews", &[]).await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            versions.push(answer.version().to_owned());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        versions
+    });
+    // Half-way, all traffic moves to v3 (a new file renamed over the old one).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut moved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    let routes =
+        &mut moved["destinations"]["reviews.demo.svc.cluster.local:9080"]["http"]["routes"];
+    let last = routes.as_array().map_or(0, Vec::len) - 1;
+    let target = &mut routes[last]["action"]["destinations"][0];
+    target["cluster"] = "outbound|9080|v3|reviews.demo.svc.cluster.local".into();
+    target["subset"] = "v3".into();
+    moved["version"] = "0000000000000001".into();
+    let staged = dir.path().join("staged.json");
+    std::fs::write(&staged, serde_json::to_string_pretty(&moved).expect("JSON")).expect("write");
+    std::fs::rename(&staged, &config).expect("rename");
+    let versions = caller.await.expect("caller");
+    assert_eq!(versions.first().map(String::as_str), Some("v1"));
+    assert_eq!(
+        versions.last().map(String::as_str),
+        Some("v3"),
+        "the new file took effect"
+    );
+}

@@ -39,6 +39,10 @@ impl TestProxy {
         loopback(self.addrs.health[0])
     }
 
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin[0]
+    }
+
     pub fn status(&self) -> SocketAddr {
         loopback(self.addrs.status[0])
     }
@@ -65,6 +69,7 @@ pub async fn start_proxy_with(
         status_port: Some(0),
         health_port: Some(0),
         stats_port: Some(0),
+        admin_port: Some(0),
         ipv6: Some(Ipv6Mode::False),
         ..args
     };
