@@ -69,6 +69,14 @@ pub struct RunArgs {
     /// Log format: text or json [env: OUTRIGGER_PROXY_LOG_FORMAT] [default: text]
     #[arg(long)]
     pub log_format: Option<LogFormat>,
+    /// The ProxyConfig `outrigger-routes build` writes (JSON or YAML); reloaded when it
+    /// changes. Unset: every connection is relayed as TCP [env: OUTRIGGER_PROXY_CONFIG_FILE]
+    #[arg(long)]
+    pub config_file: Option<std::path::PathBuf>,
+    /// Admin port, loopback only: /config_dump, /clusters, /stats
+    /// [env: OUTRIGGER_PROXY_ADMIN_PORT] [default: 15000]
+    #[arg(long)]
+    pub admin_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

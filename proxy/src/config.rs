@@ -73,6 +73,8 @@ pub struct Ports {
     pub status: u16,
     pub health: u16,
     pub stats: u16,
+    /// Istio's admin port (15000), bound on loopback only.
+    pub admin: u16,
 }
 
 /// Everything `run` needs, resolved and validated.
@@ -89,6 +91,10 @@ pub struct ProxyConfig {
     pub workload: Workload,
     pub probers: Probers,
     pub scrape: Option<ScrapeConfig>,
+    /// `--config-file`: the traffic model; `None` relays every connection as TCP.
+    pub config_file: Option<std::path::PathBuf>,
+    /// Header-read timeout and connection cap of the status, health, stats and admin ports.
+    pub http_limits: crate::status::serve::Limits,
 }
 
 impl ProxyConfig {
@@ -127,6 +133,7 @@ impl ProxyConfig {
                 flag_env::STATS_PORT,
                 port::PROXY_METRICS,
             )?,
+            admin: pick(args.admin_port, vars, flag_env::ADMIN_PORT, port::ADMIN)?,
         };
         let instance_ip = match vars.get(env::INSTANCE_IP) {
             None => None,
@@ -183,6 +190,11 @@ impl ProxyConfig {
             workload,
             probers,
             scrape,
+            config_file: args
+                .config_file
+                .clone()
+                .or_else(|| vars.get(flag_env::CONFIG_FILE).map(Into::into)),
+            http_limits: crate::status::serve::Limits::default(),
         })
     }
 }

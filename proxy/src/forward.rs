@@ -32,6 +32,9 @@ pub struct Forwarder {
     pub capture_ports: Vec<u16>,
     /// Fires when open connections must be closed (termination grace over).
     pub close: CancellationToken,
+    /// HTTP handling of the destinations the configuration marks HTTP (outbound, with
+    /// `--config-file`); `None`: every connection is relayed.
+    pub l7: Option<Arc<crate::l7::http::Outbound>>,
 }
 
 impl Forwarder {
@@ -73,6 +76,13 @@ impl Forwarder {
                 .connect_error(self.direction, ConnectError::Loop);
             return;
         }
+        if let Some(l7) = &self.l7
+            && l7.handles(&orig_dst)
+        {
+            tracing::debug!("serving HTTP");
+            l7.clone().serve(client, orig_dst, self.close.clone()).await;
+            return;
+        }
         let source = match self.direction {
             Direction::Outbound => outbound::upstream_source(&orig_dst),
             Direction::Inbound => inbound::upstream_source(&orig_dst),
@@ -92,7 +102,12 @@ impl Forwarder {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         }
-        let labels = TcpLabels::new(self.direction, &self.workload, &orig_dst);
+        let mut labels = TcpLabels::new(self.direction, &self.workload, &orig_dst);
+        if let Some(l7) = &self.l7
+            && let Some((host, name, port)) = l7.service_of(&orig_dst)
+        {
+            labels = labels.service(&host, &name, port);
+        }
         let counters = self.metrics.open_connection(self.direction, &labels);
         tracing::debug!("relaying");
         let on_bytes = |flow: Flow, bytes: u64| match flow {

@@ -4,6 +4,7 @@
 //! destination; the status ports answer health, app probes, metrics and lifecycle calls.
 
 pub mod addr;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod drain;
 pub mod forward;
 pub mod hooks;
 pub mod inbound;
+pub mod l7;
 pub mod listener;
 pub mod metrics;
 pub mod names;

@@ -50,9 +50,17 @@ pub struct TcpLabels {
     pub connection_security_policy: &'static str,
 }
 
+/// Istio's `destination_service_name` of traffic to a destination it does not know
+/// (`ALLOW_ANY`): the passthrough cluster.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
 impl TcpLabels {
-    /// Labels for one connection: our own workload on our side, the destination address on the
-    /// other (outbound), or our workload as destination (inbound).
+    /// Labels for one connection: our own workload on our side and, outbound, the destination
+    /// as Istio labels one it does not know (`destination_service="unknown"`,
+    /// `destination_service_name="PassthroughCluster"`, no port), so any number of distinct
+    /// destinations adds no series; [`TcpLabels::service`] names a known one. Inbound, our
+    /// workload is the destination and the address is the pod's own `ip:port` (bounded by
+    /// the ports the app listens on: a connection is counted only once the app accepted it).
     pub fn new(direction: Direction, workload: &Workload, orig_dst: &OrigDstAddr) -> Self {
         let ours = (workload.name.clone(), workload.namespace.clone());
         let theirs = (UNKNOWN.to_owned(), UNKNOWN.to_owned());
@@ -60,18 +68,38 @@ impl TcpLabels {
             Direction::Outbound => (ours, theirs),
             Direction::Inbound => (theirs, ours),
         };
+        let (service, service_name, port) = match direction {
+            Direction::Outbound => (
+                UNKNOWN.to_owned(),
+                PASSTHROUGH_CLUSTER.to_owned(),
+                UNKNOWN.to_owned(),
+            ),
+            Direction::Inbound => (
+                orig_dst.0.to_string(),
+                orig_dst.0.ip().to_string(),
+                orig_dst.0.port().to_string(),
+            ),
+        };
         TcpLabels {
             reporter: direction.reporter(),
             source_workload,
             source_workload_namespace: source_ns,
             destination_workload: dest_workload,
             destination_workload_namespace: dest_ns,
-            destination_service: orig_dst.0.to_string(),
-            destination_service_name: orig_dst.0.ip().to_string(),
-            destination_port: orig_dst.0.port().to_string(),
+            destination_service: service,
+            destination_service_name: service_name,
+            destination_port: port,
             request_protocol: "tcp",
             connection_security_policy: "none",
         }
+    }
+
+    /// A destination of the configuration in force: its FQDN, Service name and port.
+    pub fn service(mut self, host: &str, name: &str, port: u16) -> Self {
+        self.destination_service = host.to_owned();
+        self.destination_service_name = name.to_owned();
+        self.destination_port = port.to_string();
+        self
     }
 }
 
@@ -150,6 +178,9 @@ pub struct Metrics {
     active: Family<DirectionLabels, Gauge>,
     connect_errors: Family<ConnectErrorLabels, Counter>,
     refused_admin: Family<PathLabels, Counter>,
+    http_refused: Counter,
+    /// Request metrics and the configuration source's counters.
+    pub l7: crate::l7::telemetry::L7Metrics,
 }
 
 /// Labels of a refused status-port request.
@@ -209,7 +240,16 @@ impl Metrics {
             "Lifecycle requests (/quitquitquit, /drain) refused because they did not come from loopback",
             refused_admin.clone(),
         );
+        let http_refused = Counter::default();
+        registry.register(
+            "outrigger_proxy_http_connections_refused",
+            "Connections to the status, health, stats and admin ports closed because the connection cap was reached",
+            http_refused.clone(),
+        );
+        let l7 = crate::l7::telemetry::L7Metrics::register(&mut registry);
         Metrics {
+            l7,
+            http_refused,
             registry,
             opened,
             closed,
@@ -247,6 +287,11 @@ impl Metrics {
     /// Counts a lifecycle request refused for coming from a remote address.
     pub fn refused_admin_request(&self, path: &'static str) {
         self.refused_admin.get_or_create(&PathLabels { path }).inc();
+    }
+
+    /// The counter of connections the status servers' cap refused.
+    pub fn http_connections_refused(&self) -> Counter {
+        self.http_refused.clone()
     }
 
     fn active_gauge(&self, direction: Direction) -> Gauge {
@@ -297,8 +342,8 @@ mod tests {
             r#"source_workload="web""#,
             r#"source_workload_namespace="shop""#,
             r#"destination_workload="unknown""#,
-            r#"destination_service="10.0.0.2:8080""#,
-            r#"destination_port="8080""#,
+            r#"destination_service="unknown""#,
+            r#"destination_service_name="PassthroughCluster""#,
         ] {
             assert!(opened.contains(part), "{part} missing in {opened}");
         }
@@ -310,6 +355,46 @@ mod tests {
         );
         assert!(text.contains(r#"outrigger_proxy_active_connections{direction="outbound"} 1"#));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn ten_thousand_unknown_destinations_leave_a_bounded_series_set() {
+        let metrics = Metrics::new();
+        let series = |metrics: &Metrics| {
+            metrics
+                .encode()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count()
+        };
+        let one = |i: u32| {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            let dst = OrigDstAddr(std::net::SocketAddr::new(
+                ip.into(),
+                1024 + (i % 60000) as u16,
+            ));
+            let labels = TcpLabels::new(Direction::Outbound, &workload(), &dst);
+            drop(metrics.open_connection(Direction::Outbound, &labels));
+        };
+        one(0);
+        let after_one = series(&metrics);
+        for i in 1..10_000 {
+            one(i);
+        }
+        assert_eq!(series(&metrics), after_one, "no series per destination");
+        assert!(after_one < 20, "{after_one} series");
+    }
+
+    #[test]
+    fn known_destinations_are_named_by_service() {
+        let dst = OrigDstAddr("10.96.0.10:9080".parse().unwrap());
+        let labels = TcpLabels::new(Direction::Outbound, &workload(), &dst).service(
+            "reviews.demo.svc.cluster.local",
+            "reviews",
+            9080,
+        );
+        assert_eq!(labels.destination_service, "reviews.demo.svc.cluster.local");
+        assert_eq!(labels.destination_port, "9080");
     }
 
     #[test]

@@ -38,4 +38,6 @@ pub mod flag_env {
     pub const IPV6: &str = "OUTRIGGER_PROXY_IPV6";
     pub const RELAY: &str = "OUTRIGGER_PROXY_RELAY";
     pub const LOG_FORMAT: &str = "OUTRIGGER_PROXY_LOG_FORMAT";
+    pub const CONFIG_FILE: &str = "OUTRIGGER_PROXY_CONFIG_FILE";
+    pub const ADMIN_PORT: &str = "OUTRIGGER_PROXY_ADMIN_PORT";
 }

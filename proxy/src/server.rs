@@ -13,6 +13,7 @@ use crate::cli::Ipv6Mode;
 use crate::config::ProxyConfig;
 use crate::drain::{self, DrainTiming, Ended, Lifecycle, Requests};
 use crate::forward::Forwarder;
+use crate::l7::source::{self, ConfigStore};
 use crate::listener;
 use crate::metrics::{Direction, Metrics};
 use crate::orig_dst::OrigDstSource;
@@ -30,6 +31,8 @@ pub enum ServeError {
     },
     #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
+    #[error("cannot load the configuration file")]
+    Config(#[from] crate::l7::source::LoadError),
 }
 
 /// The addresses a bound proxy listens on (useful when ports were 0).
@@ -40,6 +43,8 @@ pub struct BoundAddrs {
     pub status: Vec<SocketAddr>,
     pub health: Vec<SocketAddr>,
     pub stats: Vec<SocketAddr>,
+    /// Loopback only.
+    pub admin: Vec<SocketAddr>,
 }
 
 /// A proxy whose listeners are all bound, ready to run.
@@ -48,6 +53,8 @@ pub struct BoundProxy {
     config: ProxyConfig,
     orig_dst: Arc<dyn OrigDstSource>,
     metrics: Arc<Metrics>,
+    /// The traffic model (`--config-file`), when given.
+    mesh: Option<Arc<ConfigStore>>,
     lifecycle: Lifecycle,
     requests: Requests,
     outbound: Vec<TcpListener>,
@@ -55,6 +62,7 @@ pub struct BoundProxy {
     status: Vec<TcpListener>,
     health: Vec<TcpListener>,
     stats: Vec<TcpListener>,
+    admin: Vec<TcpListener>,
     addrs: BoundAddrs,
 }
 
@@ -69,11 +77,18 @@ impl BoundProxy {
         let status = bind_all("status", ports.status, v6, &mut addrs.status)?;
         let health = bind_all("health", ports.health, v6, &mut addrs.health)?;
         let stats = bind_all("stats", ports.stats, v6, &mut addrs.stats)?;
+        let admin = bind_loopback("admin", ports.admin, v6, &mut addrs.admin)?;
         let (lifecycle, requests) = Lifecycle::new();
+        let metrics = Arc::new(Metrics::new());
+        let mesh = match &config.config_file {
+            Some(path) => Some(ConfigStore::open(path, metrics.l7.clone())?),
+            None => None,
+        };
         Ok(BoundProxy {
             config,
             orig_dst,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            mesh,
             lifecycle,
             requests,
             outbound,
@@ -81,6 +96,7 @@ impl BoundProxy {
             status,
             health,
             stats,
+            admin,
             addrs,
         })
     }
@@ -99,6 +115,7 @@ impl BoundProxy {
             config,
             orig_dst,
             metrics,
+            mesh,
             lifecycle,
             requests,
             outbound,
@@ -106,8 +123,12 @@ impl BoundProxy {
             status,
             health,
             stats,
+            admin,
             addrs,
         } = self;
+        if let Some(store) = &mesh {
+            servers_watch(store.clone());
+        }
         let app_ip = probes::default_probe_ip(config.workload.instance_ip);
         let state = StatusState {
             lifecycle: lifecycle.clone(),
@@ -121,21 +142,35 @@ impl BoundProxy {
             (status, status::status_router(state)),
             (health, status::health_router(lifecycle.clone())),
             (stats, status::stats_router(metrics.clone())),
+            (
+                admin,
+                crate::admin::admin_router(crate::admin::AdminState {
+                    store: mesh.clone(),
+                    metrics: metrics.clone(),
+                }),
+            ),
         ];
         for (listeners, router) in routers {
             for listener in listeners {
-                let router = router.clone();
-                servers.spawn(async move {
-                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                    if let Err(error) = axum::serve(listener, service).await {
-                        tracing::error!(%error, "status server failed");
-                    }
-                });
+                servers.spawn(status::serve::serve(
+                    listener,
+                    router.clone(),
+                    config.http_limits,
+                    metrics.http_connections_refused(),
+                ));
             }
         }
 
         let capture_ports = vec![config.ports.outbound, config.ports.inbound];
         let workload = Arc::new(config.workload.clone());
+        let l7 = mesh.as_ref().map(|store| {
+            Arc::new(crate::l7::http::Outbound::new(
+                store.clone(),
+                metrics.l7.clone(),
+                workload.clone(),
+                config.connect_timeout,
+            ))
+        });
         let tracker = TaskTracker::new();
         let mut accept_loops = JoinSet::new();
         for (direction, listeners) in [
@@ -151,6 +186,7 @@ impl BoundProxy {
                 workload: workload.clone(),
                 capture_ports: capture_ports.clone(),
                 close: lifecycle.connections_token(),
+                l7: l7.clone().filter(|_| direction == Direction::Outbound),
             });
             for listener in listeners {
                 accept_loops.spawn(listener::accept_loop(
@@ -182,6 +218,14 @@ impl BoundProxy {
     }
 }
 
+/// Polls the configuration file for the life of the runtime.
+fn servers_watch(store: Arc<ConfigStore>) {
+    tokio::spawn(store.watch(
+        source::POLL_INTERVAL,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+}
+
 fn bind_all(
     what: &'static str,
     port: u16,
@@ -206,6 +250,45 @@ fn bind_all(
             }
             Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
                 tracing::debug!(%error, what, "no IPv6 listener: IPv6 is not available");
+            }
+            Err(source) => {
+                return Err(ServeError::Bind {
+                    what,
+                    addr: v6,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// Binds `127.0.0.1:port`, and `[::1]:port` when IPv6 is on (or available, for `auto`).
+fn bind_loopback(
+    what: &'static str,
+    port: u16,
+    ipv6: Ipv6Mode,
+    bound: &mut Vec<SocketAddr>,
+) -> Result<Vec<TcpListener>, ServeError> {
+    let mut listeners = Vec::new();
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let listener = listener::bind(v4).map_err(|source| ServeError::Bind {
+        what,
+        addr: v4,
+        source,
+    })?;
+    let port = local_addr(&listener, v4).port();
+    bound.push(local_addr(&listener, v4));
+    listeners.push(listener);
+    if ipv6 != Ipv6Mode::False {
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port);
+        match listener::bind(v6) {
+            Ok(listener) => {
+                bound.push(local_addr(&listener, v6));
+                listeners.push(listener);
+            }
+            Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
+                tracing::debug!(%error, what, "no IPv6 loopback listener");
             }
             Err(source) => {
                 return Err(ServeError::Bind {

@@ -3,7 +3,9 @@
 //!
 //! Commands:
 //! - `http-server ADDR`: `GET /` answers `hello from ADDR`; `GET /ready` answers 200 or 503;
-//!   `POST /admin/unready` and `POST /admin/ready` flip it; `GET /metrics` serves one counter.
+//!   `POST /admin/unready` and `POST /admin/ready` flip it; `GET /metrics` serves one counter;
+//!   `GET /slow` answers `hello from ADDR` after 3 s; any other `GET /<path>` under a route the
+//!   mesh tests use (`/reviews`, `/split`) answers like `/`.
 //! - `http-get ADDR PATH`: prints `<status>\n<body>`; exits 0 on any HTTP answer.
 //! - `echo-server ADDR after-eof|stream`: `after-eof` reads to EOF then answers everything and
 //!   closes (proves half-close); `stream` echoes as data arrives.
@@ -61,7 +63,11 @@ fn serve_http(
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     requests.fetch_add(1, Ordering::SeqCst);
     let (status, body) = match (method, path) {
-        ("GET", "/") => (200, format!("hello from {addr}\n")),
+        ("GET", "/" | "/reviews" | "/split") => (200, format!("hello from {addr}\n")),
+        ("GET", "/slow") => {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            (200, format!("hello from {addr}\n"))
+        }
         ("GET", "/ready") if ready.load(Ordering::SeqCst) => (200, "ready\n".to_owned()),
         ("GET", "/ready") => (503, "not ready\n".to_owned()),
         ("POST", "/admin/unready") => {

@@ -6,6 +6,7 @@ pub mod merge_metrics;
 #[cfg(test)]
 mod probe_tests;
 pub mod probes;
+pub mod serve;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

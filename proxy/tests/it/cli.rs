@@ -36,6 +36,7 @@ fn spawn_proxy(extra: &[&str]) -> (std::process::Child, Ports) {
         .args(["--status-port", &ports.status.to_string()])
         .args(["--health-port", &ports.health.to_string()])
         .args(["--stats-port", &ports.stats.to_string()])
+        .args(["--admin-port", &free_port().to_string()])
         .args(["--ipv6", "false"])
         .args(extra)
         .stderr(Stdio::null())
@@ -185,4 +186,32 @@ fn drain_subcommand_makes_the_proxy_not_ready_and_sigterm_exits_0() {
     .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_config_file_stops_the_start_with_its_path_and_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("proxy.json");
+    std::fs::write(
+        &path,
+        r#"{"apiVersion": "outrigger.dev/v1alpha1", "kind": "Pod"}"#,
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["run", "--config-file", path.to_str().expect("utf-8")])
+        .args(["--outbound-port", &free_port().to_string()])
+        .args(["--inbound-port", &free_port().to_string()])
+        .args(["--status-port", &free_port().to_string()])
+        .args(["--health-port", &free_port().to_string()])
+        .args(["--stats-port", &free_port().to_string()])
+        .args(["--admin-port", &free_port().to_string()])
+        .args(["--ipv6", "false"])
+        .output()
+        .expect("run the proxy");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: ", path.display())) && stderr.contains("version"),
+        "{stderr}"
+    );
 }

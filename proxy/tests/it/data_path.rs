@@ -25,7 +25,9 @@ async fn outbound_relays_with_half_close_and_counts_it() {
         "echo survives the half-close through the proxy"
     );
 
-    let dst = format!(r#"destination_service="{upstream}""#);
+    // Outbound without a configuration: Istio's passthrough labels, not the address.
+    let _ = upstream;
+    let dst = r#"destination_service_name="PassthroughCluster""#.to_owned();
     let stats = proxy.stats();
     assert!(
         eventually(async || {

@@ -2,5 +2,8 @@
 //! original-destination source, and the real binary through its command line.
 
 mod cli;
+mod config_file;
 mod data_path;
+mod l7;
+mod status_limits;
 mod support;

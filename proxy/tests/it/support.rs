@@ -39,6 +39,10 @@ impl TestProxy {
         loopback(self.addrs.health[0])
     }
 
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin[0]
+    }
+
     pub fn status(&self) -> SocketAddr {
         loopback(self.addrs.status[0])
     }
@@ -50,12 +54,22 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 
 /// Starts a proxy on ephemeral IPv4 ports with `orig_dst` as its original-destination source.
 pub async fn start_proxy(orig_dst: Arc<dyn OrigDstSource>, args: RunArgs) -> TestProxy {
+    start_proxy_with(orig_dst, args, |_| {}).await
+}
+
+/// [`start_proxy`] with a last change to the resolved configuration.
+pub async fn start_proxy_with(
+    orig_dst: Arc<dyn OrigDstSource>,
+    args: RunArgs,
+    adjust: impl FnOnce(&mut ProxyConfig),
+) -> TestProxy {
     let args = RunArgs {
         outbound_port: Some(0),
         inbound_port: Some(0),
         status_port: Some(0),
         health_port: Some(0),
         stats_port: Some(0),
+        admin_port: Some(0),
         ipv6: Some(Ipv6Mode::False),
         ..args
     };
@@ -63,7 +77,8 @@ pub async fn start_proxy(orig_dst: Arc<dyn OrigDstSource>, args: RunArgs) -> Tes
         ("POD_NAMESPACE", "test"),
         ("ISTIO_META_WORKLOAD_NAME", "web"),
     ]);
-    let config = ProxyConfig::resolve(&args, &vars).expect("valid test configuration");
+    let mut config = ProxyConfig::resolve(&args, &vars).expect("valid test configuration");
+    adjust(&mut config);
     let proxy = BoundProxy::bind(config, orig_dst).expect("ephemeral ports bind");
     let addrs = proxy.addrs().clone();
     let (stop, stopped) = oneshot::channel::<()>();

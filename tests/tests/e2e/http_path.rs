@@ -42,6 +42,8 @@ fn http_request_crosses_both_proxies_and_probes_reflect_readiness() {
     );
 
     // a counted exactly one outbound connection, b exactly one inbound: nothing looped.
+    // Outbound without a configuration: Istio's passthrough labels; inbound: the pod's ip:port.
+    let passthrough = r#"destination_service_name="PassthroughCluster""#;
     let dst = format!(r#"destination_service="{server_addr}""#);
     let metrics_a = topology.metrics("a").expect("metrics of a");
     let metrics_b = topology.metrics("b").expect("metrics of b");
@@ -49,7 +51,11 @@ fn http_request_crosses_both_proxies_and_probes_reflect_readiness() {
         metric_sum(
             &metrics_a,
             OPENED,
-            &[r#"reporter="source""#, &dst, r#"source_workload="a""#]
+            &[
+                r#"reporter="source""#,
+                passthrough,
+                r#"source_workload="a""#
+            ]
         ),
         1.0,
         "{metrics_a}"

@@ -2,6 +2,7 @@
 //! outrigger-proxy runs as UID 1337 in each pod, apps run as UID 1000, the node plays kubelet.
 
 mod http_path;
+mod l7_routes;
 mod lifecycle;
 mod tcp_echo;
 

@@ -1,0 +1,783 @@
+//! HTTP/1.1 and HTTP/2 (prior knowledge) on a captured outbound connection whose destination
+//! speaks HTTP per the configuration: a hyper server on the accepted stream; per request the
+//! mesh matcher's first match, fault injection, a weighted cluster, the load balancer, the
+//! route's timeout and retries, then the pooled upstream client. Every request is counted
+//! under Istio's names and logged once with Envoy's response flags.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use outrigger_mesh::config::{ActionKind, DestinationConfig, FaultAbort, Route};
+use outrigger_mesh::protocol::Protocol;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::addr::OrigDstAddr;
+use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::request::{self, Flag, Flags, Outcome, RetryOn, View};
+use crate::l7::source::{ConfigStore, Loaded};
+use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
+use crate::l7::upstream::{Body, Upstream};
+use crate::workload::{UNKNOWN, Workload};
+
+/// Bodies up to this size are buffered so the request can be retried; a larger (or unsized)
+/// body is streamed and never retried.
+pub const MAX_RETRY_BODY: u64 = 64 * 1024;
+/// Envoy's retry back-off: 25 ms base, doubled per retry, capped at ten times the base.
+const RETRY_BASE: Duration = Duration::from_millis(25);
+
+/// Whether a destination's requests are handled here (`auto` waits for protocol detection,
+/// which is not built yet: it is relayed as TCP).
+pub fn is_http(protocol: Protocol) -> bool {
+    matches!(
+        protocol,
+        Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+    )
+}
+
+/// The outbound HTTP handler of one proxy.
+#[derive(Debug)]
+pub struct Outbound {
+    pub store: Arc<ConfigStore>,
+    pub metrics: L7Metrics,
+    pub workload: Arc<Workload>,
+    pub upstream: Upstream,
+}
+
+impl Outbound {
+    pub fn new(
+        store: Arc<ConfigStore>,
+        metrics: L7Metrics,
+        workload: Arc<Workload>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Outbound {
+            store,
+            metrics,
+            workload,
+            upstream: Upstream::new(connect_timeout),
+        }
+    }
+
+    /// Whether the original destination is an HTTP destination of the configuration in force.
+    pub fn handles(&self, orig_dst: &OrigDstAddr) -> bool {
+        let loaded = self.store.current();
+        loaded
+            .config
+            .destination(&orig_dst.0.to_string(), orig_dst.0.port())
+            .is_some_and(|(_, d)| is_http(d.protocol))
+    }
+
+    /// The FQDN, Service name and port of a destination the configuration knows (for the TCP
+    /// metrics of a non-HTTP one).
+    pub fn service_of(&self, orig_dst: &OrigDstAddr) -> Option<(String, String, u16)> {
+        let loaded = self.store.current();
+        let (_, destination) = loaded
+            .config
+            .destination(&orig_dst.0.to_string(), orig_dst.0.port())?;
+        let name = destination
+            .service
+            .split_once('/')
+            .map_or(destination.service.as_str(), |(_, name)| name);
+        Some((destination.host.clone(), name.to_owned(), destination.port))
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 (prior knowledge) on the captured connection until it ends or
+    /// `close` fires.
+    pub async fn serve(
+        self: Arc<Self>,
+        client: TcpStream,
+        orig_dst: OrigDstAddr,
+        close: CancellationToken,
+    ) {
+        if let Err(error) = client.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let this = self.clone();
+        let service = service_fn(move |req| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, orig_dst).await) }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(client), service);
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "HTTP connection ended with an error");
+                }
+            }
+            () = close.cancelled() => tracing::debug!("closing an HTTP connection: grace over"),
+        }
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>, orig_dst: OrigDstAddr) -> Response<Body> {
+        let loaded = self.store.current();
+        let request_id = request::ensure_request_id(req.headers_mut());
+        let mut record = Record::new(self, &loaded, &req, request_id);
+        let response = self.route(&loaded, req, orig_dst, &mut record).await;
+        record.respond(response)
+    }
+
+    async fn route(
+        &self,
+        loaded: &Loaded,
+        req: Request<Incoming>,
+        orig_dst: OrigDstAddr,
+        record: &mut Record,
+    ) -> Response<Body> {
+        let Some((_, destination)) = loaded
+            .config
+            .destination(&orig_dst.0.to_string(), orig_dst.0.port())
+        else {
+            // The destination left the configuration while the connection was open.
+            return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
+        };
+        record.destination(destination);
+        let (parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let authority = request::authority(&parts.uri, &parts.headers).to_owned();
+        let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+        let view = View {
+            method: parts.method.as_str(),
+            scheme: &scheme,
+            authority: &authority,
+            path: &path,
+            headers: &parts.headers,
+        };
+        let Some((index, action)) = destination.http.select(&view) else {
+            return local(record, Flag::NoRoute, StatusCode::NOT_FOUND);
+        };
+        let route = &destination.http.routes[index];
+        record.route = route.name.clone().or_else(|| {
+            route
+                .virtual_service
+                .as_ref()
+                .map(|vs| format!("{vs}#{}", route.rule.unwrap_or_default()))
+        });
+        match action.kind {
+            ActionKind::Redirect => {
+                let Some(redirect) = &action.redirect else {
+                    return local(record, Flag::NoRoute, StatusCode::NOT_FOUND);
+                };
+                let location = request::redirect_location(redirect, &scheme, &authority, &path);
+                let status =
+                    StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                let mut response = full(status, Bytes::new());
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                response
+            }
+            ActionKind::DirectResponse => {
+                let (status, body) = action
+                    .direct_response
+                    .as_ref()
+                    .map(|d| (d.status, d.body.clone().unwrap_or_default()))
+                    .unwrap_or((200, String::new()));
+                full(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    Bytes::from(body),
+                )
+            }
+            ActionKind::Route => {
+                let target = Target {
+                    route,
+                    path,
+                    authority,
+                };
+                self.forward(loaded, target, parts, body, record).await
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        loaded: &Loaded,
+        target: Target<'_>,
+        mut parts: Parts,
+        body: Incoming,
+        record: &mut Record,
+    ) -> Response<Body> {
+        let route = target.route;
+        if let Some(fault) = &route.fault {
+            if let Some(delay) = &fault.delay
+                && hit(delay.percentage)
+            {
+                record.flags.add(Flag::DelayInjected);
+                tokio::time::sleep(Duration::from_millis(delay.fixed_delay_ms)).await;
+            }
+            if let Some(abort) = &fault.abort
+                && hit(abort.percentage)
+            {
+                record.flags.add(Flag::FaultInjected);
+                return abort_response(abort, record.grpc);
+            }
+        }
+        let Some(choice) = request::choose(&route.action.destinations, fastrand::u32(..100)) else {
+            return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let Some(cluster) = loaded.clusters.get(&choice.cluster) else {
+            // A subset no DestinationRule defines (Istio: 503 NR).
+            record.cluster = Some(choice.cluster.clone());
+            return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
+        };
+        record.cluster = Some(cluster.name.clone());
+        let Some(_slot) = cluster.request_slot() else {
+            return local(
+                record,
+                Flag::UpstreamOverflow,
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        };
+        let rewrite = route.action.rewrite.as_ref();
+        let path = match rewrite.and_then(|r| r.uri.as_deref()) {
+            Some(uri) => request::rewrite_path(route, &target.path, uri),
+            None => target.path,
+        };
+        let authority = rewrite
+            .and_then(|r| r.authority.clone())
+            .unwrap_or(target.authority);
+        let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let upgrade = is_upgrade(&parts.headers);
+        // Istio: no retry and no timeout on a route with a fault.
+        let faulted = route.fault.is_some();
+        let timeout = route
+            .timeout_ms
+            .filter(|_| !faulted)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut payload = if upgrade {
+            Payload::Streaming(Some(body))
+        } else if body.is_end_stream() {
+            Payload::Buffered(Bytes::new())
+        } else if content_length(&parts.headers).is_some_and(|len| len <= MAX_RETRY_BODY) {
+            match body.collect().await {
+                Ok(collected) => Payload::Buffered(collected.to_bytes()),
+                Err(error) => {
+                    tracing::debug!(%error, "the client's request body failed");
+                    record.flags.add(Flag::DownstreamDisconnect);
+                    return full(StatusCode::BAD_REQUEST, Bytes::new());
+                }
+            }
+        } else {
+            Payload::Streaming(Some(body))
+        };
+        let attempts = match payload {
+            Payload::Buffered(ref bytes) => {
+                record
+                    .request_bytes
+                    .store(bytes.len() as u64, Ordering::Relaxed);
+                1 + if faulted { 0 } else { route.retries.attempts }
+            }
+            Payload::Streaming(_) => 1,
+        };
+        let retry_on = RetryOn::parse(&route.retries.retry_on);
+        let per_try = route.retries.per_try_timeout_ms.map(Duration::from_millis);
+        let client = self.upstream.client(cluster);
+        let mut tried = Vec::new();
+        let mut _retry_slot = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(index) = cluster.pick(&tried) else {
+                return local(
+                    record,
+                    Flag::NoHealthyUpstream,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+            };
+            tried.push(index);
+            let endpoint = &cluster.endpoints[index];
+            record.endpoint(endpoint);
+            let body = match &mut payload {
+                Payload::Buffered(bytes) => Full::new(bytes.clone())
+                    .map_err(|never: Infallible| match never {})
+                    .boxed(),
+                Payload::Streaming(body) => match body.take() {
+                    Some(body) => counted(body, record.request_bytes.clone()),
+                    None => Full::new(Bytes::new())
+                        .map_err(|never: Infallible| match never {})
+                        .boxed(),
+                },
+            };
+            let upstream_request = match build_request(
+                &parts, &path, &authority, endpoint, cluster, upgrade, body,
+            ) {
+                Ok(request) => request,
+                Err(error) => {
+                    tracing::warn!(%error, address = %endpoint.address, "cannot build the upstream request");
+                    return local(
+                        record,
+                        Flag::UpstreamConnectFailure,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    );
+                }
+            };
+            let _active = EndpointLoad::start(endpoint);
+            let limit = match (per_try, deadline) {
+                (Some(per_try), Some(deadline)) => Some((Instant::now() + per_try).min(deadline)),
+                (Some(per_try), None) => Some(Instant::now() + per_try),
+                (None, deadline) => deadline,
+            };
+            let sent = client.request(upstream_request);
+            let result = match limit {
+                Some(limit) => tokio::time::timeout_at(limit, sent).await.ok(),
+                None => Some(sent.await),
+            };
+            let (outcome, response) = match result {
+                Some(Ok(response)) => {
+                    let grpc = grpc_status(response.headers());
+                    (
+                        Outcome::Response(response.status().as_u16(), grpc),
+                        Some(response),
+                    )
+                }
+                Some(Err(error)) if error.is_connect() => {
+                    tracing::debug!(%error, address = %endpoint.address, "upstream connect failed");
+                    (Outcome::ConnectFailure, None)
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, address = %endpoint.address, "upstream request failed");
+                    (Outcome::Reset, None)
+                }
+                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return local(record, Flag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT);
+                }
+                None => (Outcome::PerTryTimeout, None),
+            };
+            let retriable = retry_on.retries(outcome);
+            if retriable && attempt < attempts {
+                if _retry_slot.is_none() {
+                    _retry_slot = cluster.retry_slot();
+                }
+                if _retry_slot.is_some() {
+                    let backoff = backoff(attempt);
+                    let wake = Instant::now() + backoff;
+                    if deadline.is_none_or(|d| wake < d) {
+                        tokio::time::sleep_until(wake).await;
+                        continue;
+                    }
+                }
+            }
+            if retriable && attempts > 1 {
+                record.flags.add(Flag::RetryLimitExceeded);
+            }
+            let Some(mut response) = response else {
+                let flag = match outcome {
+                    Outcome::ConnectFailure => Flag::UpstreamConnectFailure,
+                    Outcome::PerTryTimeout => Flag::UpstreamTimeout,
+                    _ => Flag::UpstreamReset,
+                };
+                let status = if flag == Flag::UpstreamTimeout {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                return local(record, flag, status);
+            };
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+            }
+            return response.map(|body| body.boxed());
+        }
+    }
+}
+
+/// The route and the request's path and authority as received.
+struct Target<'a> {
+    route: &'a Route,
+    path: String,
+    authority: String,
+}
+
+enum Payload {
+    Buffered(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+/// Counts a request in flight on an endpoint (for LEAST_REQUEST and `/clusters`).
+struct EndpointLoad<'a>(&'a EndpointState);
+
+impl<'a> EndpointLoad<'a> {
+    fn start(endpoint: &'a EndpointState) -> Self {
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        endpoint.total.fetch_add(1, Ordering::Relaxed);
+        EndpointLoad(endpoint)
+    }
+}
+
+impl Drop for EndpointLoad<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn hit(percentage: f64) -> bool {
+    percentage >= 100.0 || fastrand::f64() * 100.0 < percentage
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = RETRY_BASE * 2u32.saturating_pow(attempt.saturating_sub(1)).min(10);
+    // Full jitter, as Envoy.
+    ceiling
+        .mul_f64(fastrand::f64())
+        .max(Duration::from_millis(1))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Hop-by-hop headers, never forwarded (an upgrade keeps `connection` and `upgrade`).
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+];
+
+fn build_request(
+    parts: &Parts,
+    path: &str,
+    authority: &str,
+    endpoint: &EndpointState,
+    cluster: &ClusterState,
+    upgrade: bool,
+    body: Body,
+) -> Result<Request<Body>, http::Error> {
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(endpoint.address.as_str())
+        .path_and_query(path)
+        .build()?;
+    let mut request = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(if cluster.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        })
+        .body(body)?;
+    let headers = request.headers_mut();
+    *headers = parts.headers.clone();
+    for name in HOP_BY_HOP {
+        if upgrade && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        headers.remove(name);
+    }
+    // gRPC needs `te: trailers` end to end.
+    if is_grpc(&parts.headers) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if cluster.http2 {
+        headers.remove(header::HOST);
+    } else if let Ok(host) = HeaderValue::from_str(authority) {
+        headers.insert(header::HOST, host);
+    }
+    Ok(request)
+}
+
+/// Joins the two upgraded connections (WebSocket and other `Upgrade`s) and copies both ways.
+fn tunnel(client: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upgrade::OnUpgrade) {
+    let Some(client) = client else {
+        tracing::debug!("101 from upstream but the client connection cannot be upgraded");
+        return;
+    };
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    tracing::debug!(%error, "upgraded connection ended with an error");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
+        }
+    });
+}
+
+fn full(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+/// A reply of the proxy itself, with Envoy's body for the flag.
+fn local(record: &mut Record, flag: Flag, status: StatusCode) -> Response<Body> {
+    record.flags.add(flag);
+    let (_, text) = request::local_reply(flag);
+    let mut response = full(status, Bytes::from_static(text.as_bytes()));
+    if !text.is_empty() {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response
+}
+
+fn abort_response(abort: &FaultAbort, grpc: bool) -> Response<Body> {
+    if let Some(code) = abort
+        .grpc_status
+        .as_deref()
+        .and_then(request::grpc_status_code)
+    {
+        // A trailers-only gRPC response.
+        let mut response = full(StatusCode::OK, Bytes::new());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(code));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("fault filter abort"),
+        );
+        return response;
+    }
+    let status = abort
+        .http_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = full(status, Bytes::from_static(b"fault filter abort"));
+    if grpc {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response
+}
+
+/// Counts the bytes of a streamed body into `bytes`.
+fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    })
+    .boxed()
+}
+
+/// What one request did, recorded (metrics and one access-log line) when its response body is
+/// done or dropped, or, when the client went away first, with `DC` and code 0.
+#[derive(Debug)]
+struct Record {
+    metrics: L7Metrics,
+    started: Instant,
+    labels: RequestLabels,
+    flags: Flags,
+    grpc: bool,
+    method: String,
+    path: String,
+    authority: String,
+    request_id: String,
+    route: Option<String>,
+    cluster: Option<String>,
+    upstream: Option<String>,
+    status: Option<u16>,
+    grpc_status: Option<u32>,
+    request_bytes: Arc<AtomicU64>,
+    response_bytes: u64,
+}
+
+impl Record {
+    fn new(
+        outbound: &Outbound,
+        loaded: &Loaded,
+        req: &Request<Incoming>,
+        request_id: String,
+    ) -> Self {
+        let proxy = &loaded.config.proxy;
+        let label = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| proxy.labels.get(*k))
+                .cloned()
+                .unwrap_or_else(|| UNKNOWN.to_owned())
+        };
+        let grpc = is_grpc(req.headers());
+        let unknown = || UNKNOWN.to_owned();
+        Record {
+            metrics: outbound.metrics.clone(),
+            started: Instant::now(),
+            labels: RequestLabels {
+                reporter: "source",
+                source_workload: outbound.workload.name.clone(),
+                source_workload_namespace: outbound.workload.namespace.clone(),
+                source_app: label(&[
+                    "service.istio.io/canonical-name",
+                    "app.kubernetes.io/name",
+                    "app",
+                ]),
+                source_version: label(&[
+                    "service.istio.io/canonical-revision",
+                    "app.kubernetes.io/version",
+                    "version",
+                ]),
+                destination_workload: unknown(),
+                destination_workload_namespace: unknown(),
+                destination_app: unknown(),
+                destination_version: unknown(),
+                destination_service: unknown(),
+                destination_service_name: unknown(),
+                destination_service_namespace: unknown(),
+                request_protocol: if grpc { "grpc" } else { "http" },
+                response_code: String::new(),
+                response_flags: String::new(),
+                grpc_response_status: String::new(),
+                connection_security_policy: "unknown",
+            },
+            flags: Flags::default(),
+            grpc,
+            method: req.method().as_str().to_owned(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            authority: request::authority(req.uri(), req.headers()).to_owned(),
+            request_id,
+            route: None,
+            cluster: None,
+            upstream: None,
+            status: None,
+            grpc_status: None,
+            request_bytes: Arc::default(),
+            response_bytes: 0,
+        }
+    }
+
+    fn destination(&mut self, destination: &DestinationConfig) {
+        self.labels.destination_service = destination.host.clone();
+        let (namespace, name) = destination
+            .service
+            .split_once('/')
+            .unwrap_or((UNKNOWN, destination.service.as_str()));
+        self.labels.destination_service_name = name.to_owned();
+        self.labels.destination_service_namespace = namespace.to_owned();
+    }
+
+    fn endpoint(&mut self, endpoint: &EndpointState) {
+        self.labels.destination_workload = endpoint.workload.clone();
+        self.labels.destination_workload_namespace = endpoint.namespace.clone();
+        self.labels.destination_app = endpoint.app.clone();
+        self.labels.destination_version = endpoint.version.clone();
+        self.upstream = Some(endpoint.address.clone());
+    }
+
+    /// Takes the response: its body now carries this record, counted and written when done.
+    fn respond(mut self, response: Response<Body>) -> Response<Body> {
+        self.status = Some(response.status().as_u16());
+        self.grpc_status = grpc_status(response.headers());
+        let (parts, body) = response.into_parts();
+        let mut record = self;
+        let body = body
+            .map_frame(move |frame| {
+                // The whole record moves into the body (not only the fields used here).
+                let record = &mut record;
+                if let Some(data) = frame.data_ref() {
+                    record.response_bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Some(code) = grpc_status(trailers)
+                {
+                    record.grpc_status = Some(code);
+                }
+                frame
+            })
+            .boxed();
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.flags.add(Flag::DownstreamDisconnect);
+        }
+        let code = self.status.unwrap_or(0);
+        let mut labels = self.labels.clone();
+        labels.response_code = code.to_string();
+        labels.response_flags = self.flags.to_string();
+        labels.grpc_response_status = match (self.grpc, self.grpc_status) {
+            (_, Some(status)) => status.to_string(),
+            (true, None) => "2".to_owned(), // UNKNOWN: a gRPC call without a status
+            (false, None) => String::new(),
+        };
+        let duration = self.started.elapsed();
+        let request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        self.metrics.record(
+            &labels,
+            Measured {
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                request_bytes,
+                response_bytes: self.response_bytes,
+            },
+        );
+        tracing::info!(
+            target: "outrigger_proxy::access",
+            method = %self.method,
+            path = %self.path,
+            authority = %self.authority,
+            response_code = code,
+            response_flags = %labels.response_flags,
+            grpc_status = %labels.grpc_response_status,
+            route = self.route.as_deref().unwrap_or("-"),
+            cluster = self.cluster.as_deref().unwrap_or("-"),
+            upstream_host = self.upstream.as_deref().unwrap_or("-"),
+            request_id = %self.request_id,
+            bytes_received = request_bytes,
+            bytes_sent = self.response_bytes,
+            duration_ms = duration.as_millis() as u64,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Layer 7: the Istio traffic model (`--config-file`, the `ProxyConfig` of `outrigger-routes
+//! build`) applied to captured connections whose destination speaks HTTP.
+
+pub mod balance;
+pub mod http;
+pub mod request;
+pub mod source;
+pub mod telemetry;
+pub mod upstream;

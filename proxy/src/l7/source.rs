@@ -1,0 +1,240 @@
+//! The `--config-file` source: loads the `ProxyConfig` that `outrigger-routes build` writes (the
+//! mesh crate's types, JSON or YAML), polls the file's identity and reloads it when it changes.
+//! A bad file is refused with its path and the reason, counted, and the last good configuration
+//! stays in force.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use outrigger_mesh::ProxyConfig as MeshConfig;
+use outrigger_mesh::names::{PROXY_CONFIG_API_VERSION, PROXY_CONFIG_KIND};
+use tokio_util::sync::CancellationToken;
+
+use crate::l7::balance::Clusters;
+use crate::l7::telemetry::L7Metrics;
+use outrigger_runtime::error_chain;
+
+/// How often the file's identity is checked (a ConfigMap volume swaps a symlink: the inode of
+/// the target changes, so polling `stat` sees every update without inotify's symlink pitfalls).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A configuration file that cannot be used. Every message starts with the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read the file")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {field}: {message}")]
+    Parse {
+        path: PathBuf,
+        /// Where in the document (`destinations.x.http.routes[0].action`), `.` for the top.
+        field: String,
+        message: String,
+    },
+    #[error("{path}: apiVersion {found:?} is not {PROXY_CONFIG_API_VERSION:?}")]
+    ApiVersion { path: PathBuf, found: String },
+    #[error("{path}: kind {found:?} is not {PROXY_CONFIG_KIND:?}")]
+    Kind { path: PathBuf, found: String },
+    #[error("{path}: destinations: {message}")]
+    Routes { path: PathBuf, message: String },
+    #[error("{path}: clusters.{cluster}.endpoints[{index}].address: {address:?} is not ip:port")]
+    Endpoint {
+        path: PathBuf,
+        cluster: String,
+        index: usize,
+        address: String,
+    },
+}
+
+/// A configuration in force: the model plus the run-time state built from it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: MeshConfig,
+    pub clusters: Clusters,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+}
+
+/// Reads and checks a `ProxyConfig` file (JSON when it starts with `{`, else YAML).
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = parse(&text, path)?;
+    let clusters =
+        Clusters::build(&config).map_err(|(cluster, index, address)| LoadError::Endpoint {
+            path: path.to_owned(),
+            cluster,
+            index,
+            address,
+        })?;
+    Ok(Loaded {
+        config,
+        clusters,
+        loaded_at: SystemTime::now(),
+    })
+}
+
+/// Parses and checks the text of a `ProxyConfig` (`path` only names it in errors).
+pub fn parse(text: &str, path: &Path) -> Result<MeshConfig, LoadError> {
+    let parse_error = |field: String, message: String| LoadError::Parse {
+        path: path.to_owned(),
+        field: if field.is_empty() || field == "?" {
+            ".".into()
+        } else {
+            field
+        },
+        message,
+    };
+    let config: MeshConfig = if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| parse_error(e.path().to_string(), e.inner().to_string()))?
+    } else {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| parse_error(e.path().to_string(), e.inner().to_string()))?
+    };
+    if config.api_version != PROXY_CONFIG_API_VERSION {
+        return Err(LoadError::ApiVersion {
+            path: path.to_owned(),
+            found: config.api_version,
+        });
+    }
+    if config.kind != PROXY_CONFIG_KIND {
+        return Err(LoadError::Kind {
+            path: path.to_owned(),
+            found: config.kind,
+        });
+    }
+    config.compile().map_err(|e| LoadError::Routes {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
+}
+
+/// What identifies one version of the file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn identity(path: &Path) -> Option<FileIdentity> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileIdentity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    })
+}
+
+/// What one check of the file did.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    /// A new version is in force.
+    Reloaded {
+        version: String,
+    },
+    /// The file changed but was refused; the previous version stays in force.
+    Refused(LoadError),
+}
+
+/// The configuration in force and where it comes from.
+#[derive(Debug)]
+pub struct ConfigStore {
+    path: PathBuf,
+    current: ArcSwap<Loaded>,
+    seen: Mutex<Option<FileIdentity>>,
+    metrics: L7Metrics,
+}
+
+impl ConfigStore {
+    /// Loads the file once; at start a bad file is an error (the proxy does not start without
+    /// the configuration it was told to use).
+    pub fn open(path: &Path, metrics: L7Metrics) -> Result<Arc<Self>, LoadError> {
+        let seen = identity(path);
+        let loaded = load(path)?;
+        metrics.config_loaded(&loaded.config.version);
+        tracing::info!(path = %path.display(), version = %loaded.config.version,
+            destinations = loaded.config.destinations.len(), "configuration loaded");
+        Ok(Arc::new(ConfigStore {
+            path: path.to_owned(),
+            current: ArcSwap::from_pointee(loaded),
+            seen: Mutex::new(seen),
+            metrics,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Reloads when the file's identity (device, inode, size, mtime) changed since the last
+    /// check. A refused file is reported once per identity, not on every poll.
+    pub fn check(&self) -> Reload {
+        let now = identity(&self.path);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == now {
+                return Reload::Unchanged;
+            }
+            *seen = now;
+        }
+        match load(&self.path) {
+            Ok(mut loaded) => {
+                let version = loaded.config.version.clone();
+                if version == self.current().config.version {
+                    return Reload::Unchanged;
+                }
+                loaded.clusters.inherit(&self.current().clusters);
+                self.current.store(Arc::new(loaded));
+                self.metrics.config_loaded(&version);
+                tracing::info!(path = %self.path.display(), %version, "configuration reloaded");
+                Reload::Reloaded { version }
+            }
+            Err(error) => {
+                self.metrics.config_refused();
+                tracing::warn!(error = %error_chain(&error),
+                    version = %self.current().config.version,
+                    "configuration refused: keeping the one in force");
+                Reload::Refused(error)
+            }
+        }
+    }
+
+    /// Checks the file every `interval` until `stop` fires.
+    pub async fn watch(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let store = self.clone();
+            // Reading and compiling a large file must not hold a worker thread.
+            if let Err(error) = tokio::task::spawn_blocking(move || store.check()).await {
+                tracing::warn!(%error, "configuration check failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Request metrics under Istio's names and labels (`istio_requests_total`,
+//! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`), and
+//! the configuration source's own counters. Every label value comes from the configuration
+//! (a bounded set) or from a small fixed set (codes, flags, protocols).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Istio's buckets of `istio_request_duration_milliseconds`.
+const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Istio's buckets of `istio_request_bytes` / `istio_response_bytes`.
+const SIZE_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+
+/// Istio's standard labels of the HTTP/gRPC request metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: &'static str,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_app: String,
+    pub source_version: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_app: String,
+    pub destination_version: String,
+    pub destination_service: String,
+    pub destination_service_name: String,
+    pub destination_service_namespace: String,
+    pub request_protocol: &'static str,
+    pub response_code: String,
+    pub response_flags: String,
+    pub grpc_response_status: String,
+    pub connection_security_policy: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS_MS)
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(SIZE_BUCKETS)
+}
+
+/// The L7 families, registered in the proxy's one registry. Clones share the families.
+#[derive(Debug, Clone)]
+pub struct L7Metrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    request_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    response_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    config_loads: Family<ResultLabels, Counter>,
+    config_timestamp: Gauge,
+}
+
+/// What one finished request measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub duration_ms: f64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+impl L7Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = L7Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            request_bytes: Family::new_with_constructor(size_histogram),
+            response_bytes: Family::new_with_constructor(size_histogram),
+            config_loads: Family::default(),
+            config_timestamp: Gauge::default(),
+        };
+        registry.register(
+            "istio_requests",
+            "Requests processed",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration, from the first byte received to the last byte sent",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            metrics.request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            metrics.response_bytes.clone(),
+        );
+        registry.register(
+            "outrigger_proxy_config_loads",
+            "Loads of --config-file, by result (ok, refused: the last good configuration stays)",
+            metrics.config_loads.clone(),
+        );
+        registry.register(
+            "outrigger_proxy_config_last_load_timestamp_seconds",
+            "When the configuration in force was loaded (Unix time)",
+            metrics.config_timestamp.clone(),
+        );
+        metrics
+    }
+
+    pub fn record(&self, labels: &RequestLabels, measured: Measured) {
+        self.requests.get_or_create(labels).inc();
+        self.duration
+            .get_or_create(labels)
+            .observe(measured.duration_ms);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(measured.request_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(measured.response_bytes as f64);
+    }
+
+    pub(crate) fn config_loaded(&self, _version: &str) {
+        self.config_loads
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        self.config_timestamp.set(now);
+    }
+
+    pub(crate) fn config_refused(&self) {
+        self.config_loads
+            .get_or_create(&ResultLabels { result: "refused" })
+            .inc();
+    }
+}
