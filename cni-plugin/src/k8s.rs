@@ -4,10 +4,18 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Limited};
 use k8s_openapi::api::core::v1::Pod;
+use kube::client::Body;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::core::{Status, params::GetParams};
+use kube::{Client, Config, Resource};
 use tokio::time::Instant;
+
+/// The largest answer read for one pod. etcd keeps objects up to 1.5 MiB; the JSON the API
+/// server writes for one is a little larger. Anything bigger is not a pod we can use, and
+/// reading it would cost the node its memory (a 300 MB answer once used 937 MB).
+pub const MAX_POD_RESPONSE_BYTES: usize = 8 << 20;
 
 /// First pause between attempts; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -28,6 +36,12 @@ pub enum FetchError {
     /// The API server answered with a status that retrying will not change.
     #[error("API server refused GET pod")]
     Refused(#[source] kube::Error),
+    /// The answer was bigger than [`MAX_POD_RESPONSE_BYTES`]; not retried.
+    #[error("API server's answer to GET pod is larger than {limit} bytes (not retried)")]
+    TooLarge { limit: usize },
+    /// The answer arrived but is not a Pod; not retried (the next answer would be the same).
+    #[error("API server's answer to GET pod is not a Pod object (not retried)")]
+    Undecodable(#[source] serde_json::Error),
     /// Every attempt failed transiently until the budget ran out.
     #[error("API server not reachable after {attempts} attempts")]
     GaveUp {
@@ -51,31 +65,96 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, FetchError> {
     Client::try_from(config).map_err(FetchError::Client)
 }
 
-/// GET /api/v1/namespaces/{namespace}/pods/{name}, retried for up to `budget`.
+/// Why one attempt failed: a transport or API error (maybe worth another attempt), or an answer
+/// that arrived and cannot be used (never retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the answer is not a Pod object")]
+    Undecodable(#[source] serde_json::Error),
+}
+
+/// GET /api/v1/namespaces/{namespace}/pods/{name}, retried for up to `budget`; the answer is
+/// read up to [`MAX_POD_RESPONSE_BYTES`].
 pub async fn fetch_pod(
     client: &Client,
     namespace: &str,
     name: &str,
     budget: Duration,
 ) -> Result<Pod, FetchError> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    retry(budget, || api.get(name)).await
+    retry(budget, || {
+        get_pod(client, namespace, name, MAX_POD_RESPONSE_BYTES)
+    })
+    .await
+}
+
+/// One GET of a pod, reading at most `limit` bytes of the answer (kube's `Api::get` reads any
+/// size). Error answers become `kube::Error::Api` as kube makes them.
+pub async fn get_pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    limit: usize,
+) -> Result<Pod, AttemptError> {
+    let url = Pod::url_path(&(), Some(namespace));
+    let request = kube::core::Request::new(url)
+        .get(name, &GetParams::default())
+        .map_err(kube::Error::BuildRequest)?;
+    let response = client.send(request.map(Body::from)).await?;
+    let status = response.status();
+    let declared = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(AttemptError::TooLarge { limit });
+    }
+    let bytes = match Limited::new(response.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            return Err(match err.downcast::<kube::Error>() {
+                Ok(err) => AttemptError::Kube(*err),
+                Err(_) => AttemptError::TooLarge { limit },
+            });
+        }
+    };
+    if status.is_client_error() || status.is_server_error() {
+        let status = match serde_json::from_slice::<Status>(&bytes) {
+            Ok(status) => status,
+            Err(_) => {
+                let text = String::from_utf8_lossy(&bytes);
+                Status::failure(text.trim(), "Failed to parse error data")
+                    .with_code(status.as_u16())
+            }
+        };
+        return Err(AttemptError::Kube(kube::Error::Api(status.boxed())));
+    }
+    serde_json::from_slice::<Pod>(&bytes).map_err(AttemptError::Undecodable)
 }
 
 /// Server errors (5xx), throttling (429) and transport failures are worth another attempt.
+/// A body kube itself could not decode is not: the next answer would be the same.
 pub fn is_transient(err: &kube::Error) -> bool {
     match err {
         kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::SerdeError(_) | kube::Error::FromUtf8(_) | kube::Error::BuildRequest(_) => {
+            false
+        }
         _ => true,
     }
 }
 
 /// Runs `attempt` until it succeeds, fails permanently or `budget` is spent. Each attempt is
 /// bounded by the time left, so a hanging server cannot stretch the budget.
-pub async fn retry<T, F, Fut>(budget: Duration, mut attempt: F) -> Result<T, FetchError>
+pub async fn retry<T, E, F, Fut>(budget: Duration, mut attempt: F) -> Result<T, FetchError>
 where
+    E: Into<AttemptError>,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, kube::Error>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let deadline = Instant::now() + budget;
     let mut backoff = FIRST_BACKOFF;
@@ -85,15 +164,19 @@ where
         let left = deadline.saturating_duration_since(Instant::now());
         let outcome =
             match tokio::time::timeout(left.max(Duration::from_millis(1)), attempt()).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(kube::Error::Service(
+                Ok(outcome) => outcome.map_err(Into::into),
+                Err(_) => Err(AttemptError::Kube(kube::Error::Service(
                     "attempt timed out at the retry deadline".into(),
-                )),
+                ))),
             };
         let err = match outcome {
             Ok(value) => return Ok(value),
-            Err(err) if !is_transient(&err) => return Err(FetchError::Refused(err)),
-            Err(err) => err,
+            Err(AttemptError::TooLarge { limit }) => return Err(FetchError::TooLarge { limit }),
+            Err(AttemptError::Undecodable(err)) => return Err(FetchError::Undecodable(err)),
+            Err(AttemptError::Kube(err)) if !is_transient(&err) => {
+                return Err(FetchError::Refused(err));
+            }
+            Err(AttemptError::Kube(err)) => err,
         };
         let now = Instant::now();
         if now + backoff >= deadline {

@@ -42,7 +42,10 @@ impl Node for RealNode {
             let code = match err {
                 FetchError::GaveUp { .. } => ErrorCode::TryAgainLater,
                 FetchError::Kubeconfig { .. } => ErrorCode::InvalidNetworkConfig,
-                FetchError::Client(_) | FetchError::Refused(_) => ErrorCode::KubernetesApi,
+                FetchError::Client(_)
+                | FetchError::Refused(_)
+                | FetchError::TooLarge { .. }
+                | FetchError::Undecodable(_) => ErrorCode::KubernetesApi,
             };
             CniError::from_error(code, format!("getting pod {namespace}/{name}"), &err)
         })

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use outrigger_api::capture::CaptureConfig;
 use serde_json::Value;
 
-use crate::cni::result::reencode_result;
+use crate::cni::result::{reencode_result, validate_prev_result};
 use crate::cni::version::version_reply;
 use crate::cni::{CniError, Command, ErrorCode, Invocation};
 use crate::config::PluginConfig;
@@ -50,11 +50,18 @@ pub async fn run(command: Command, node: &impl Node) -> Result<Option<Value>, Cn
         // Rules live in the pod's namespace and disappear with it: nothing of ours to tear down
         // or to check, and our state must never fail a teardown.
         Command::Del(invocation) => {
+            for warning in &invocation.warnings {
+                tracing::warn!(container_id = %invocation.container_id, %warning, "DEL: ignored");
+            }
             tracing::info!(container_id = %invocation.container_id, "DEL: nothing to remove");
             Ok(None)
         }
+        // The previous result is checked as ADD checks it before passing it on.
         Command::Check(invocation) => {
             tracing::debug!(container_id = %invocation.container_id, "CHECK");
+            if let Some(prev) = &invocation.config.prev_result {
+                validate_prev_result(prev)?;
+            }
             Ok(None)
         }
         Command::Status(config) => node.check_ready(&config).map(|()| None),
@@ -301,6 +308,28 @@ mod tests {
             ErrorCode::PluginNotAvailable
         );
         assert!(node.fetches.lock().unwrap().is_empty());
+        assert!(node.installs.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_prev_result_with_an_invalid_ip_is_refused_on_add_and_check_not_del() {
+        let bad = r#"{"cniVersion":"1.0.0","name":"net","type":"outrigger-cni","prevResult":{"cniVersion":"1.0.0","ips":[{"interface":0,"address":"10.1.0.300/24"}]}}"#;
+        let node = FakeNode {
+            pod: Some(injected_pod()),
+            ..Default::default()
+        };
+        for verb in ["ADD", "CHECK"] {
+            let err = run(command(verb, POD_ARGS, bad), &node).await.unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidNetworkConfig, "{verb}");
+            assert_eq!(
+                err.msg,
+                r#"prevResult.ips[0].address "10.1.0.300/24" is not an IP address in CIDR notation (10.1.0.7/24, fd00::7/64)"#
+            );
+        }
+        assert_eq!(
+            run(command("DEL", POD_ARGS, bad), &node).await.unwrap(),
+            None
+        );
         assert!(node.installs.lock().unwrap().is_empty());
     }
 }

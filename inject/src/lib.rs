@@ -24,6 +24,7 @@ mod template;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub mod yaml;
 
 use outrigger_api::names::annotation::TEMPLATES;
 use outrigger_api::values;

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Config, InjectError, InjectRequest, Outcome, decide, inject};
+use super::{Config, InjectError, InjectRequest, Outcome, decide, inject, yaml};
 
 /// A failure naming the document or object it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,9 @@ pub fn split_documents(text: &str) -> Vec<&str> {
     let mut start = 0;
     let mut pos = 0;
     for line in text.split_inclusive('\n') {
-        let bare = line.trim_end_matches(['\n', '\r']);
+        let bare = line
+            .trim_start_matches('\u{feff}')
+            .trim_end_matches(['\n', '\r']);
         let is_sep = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
         if is_sep && pos > start {
             docs.push(&text[start..pos]);
@@ -71,7 +73,7 @@ pub fn split_documents(text: &str) -> Vec<&str> {
 
 /// The `---` line a document starts with, if any, and its body.
 fn separator(doc: &str) -> (&str, &str) {
-    if doc.starts_with("---") {
+    if doc.trim_start_matches('\u{feff}').starts_with("---") {
         let end = doc.find('\n').map_or(doc.len(), |i| i + 1);
         (&doc[..end], &doc[end..])
     } else {
@@ -179,10 +181,23 @@ impl Workload {
     }
 }
 
-fn parse(index: usize, body: &str) -> Result<Value, ManifestError> {
-    serde_yaml_ng::from_str::<Value>(body).map_err(|e| ManifestError::Parse {
-        index,
-        reason: e.to_string(),
+/// One document's body as kubectl reads it ([`crate::yaml`]); `first_line` is where the body
+/// starts in the stream, for the lines in messages.
+fn parse(index: usize, body: &str, first_line: usize) -> Result<Value, ManifestError> {
+    yaml::parse_document(body, first_line).map_err(|e| ManifestError::Parse { index, reason: e.0 })
+}
+
+/// The documents of a stream with their separator, body and the line the body starts on.
+/// A byte order mark before the stream is dropped (kubectl accepts one; serde_yaml_ng refuses
+/// one before `---`).
+fn documents(text: &str) -> impl Iterator<Item = (&str, &str, &str, usize)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut line = 1;
+    split_documents(text).into_iter().map(move |doc| {
+        let (sep, body) = separator(doc);
+        let first_line = line + usize::from(!sep.is_empty());
+        line += doc.matches('\n').count();
+        (doc, sep, body, first_line)
     })
 }
 
@@ -194,9 +209,8 @@ pub fn inject_stream(
 ) -> Result<Injected, ManifestError> {
     let mut output = String::with_capacity(text.len() * 2);
     let mut skipped = Vec::new();
-    for (index, doc) in split_documents(text).into_iter().enumerate() {
-        let (sep, body) = separator(doc);
-        let mut value = parse(index + 1, body)?;
+    for (index, (doc, sep, body, first_line)) in documents(text).enumerate() {
+        let mut value = parse(index + 1, body, first_line)?;
         let mut found = Vec::new();
         workloads(&value, "", &mut found);
         let mut changed = false;
@@ -239,8 +253,8 @@ pub fn check_stream(
     config: &Config,
 ) -> Result<Vec<Report>, ManifestError> {
     let mut reports = Vec::new();
-    for (index, doc) in split_documents(text).into_iter().enumerate() {
-        let value = parse(index + 1, separator(doc).1)?;
+    for (index, (_, _, body, first_line)) in documents(text).enumerate() {
+        let value = parse(index + 1, body, first_line)?;
         let mut found = Vec::new();
         workloads(&value, "", &mut found);
         for w in found {
@@ -332,5 +346,85 @@ mod tests {
         assert!(split_documents("").is_empty());
         // a --- inside a block scalar is indented and does not split
         assert_eq!(split_documents("a: |\n  ---\n  x\n").len(), 1);
+    }
+
+    const MERGED_PROBE: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: ghcr.io/example/web:1
+        ports:
+        - containerPort: 8080
+        readinessProbe:
+          <<: &probe
+            httpGet: {path: /ready, port: 8080}
+            periodSeconds: 5
+        livenessProbe:
+          <<: *probe
+          periodSeconds: 20
+";
+
+    fn injected(text: &str) -> Value {
+        let config = Config::embedded().expect("embedded config");
+        let out = inject_stream(text, &Options::default(), &config).expect("injects");
+        serde_yaml_ng::from_str(&out.output).expect("output is YAML")
+    }
+
+    #[test]
+    fn a_probe_inherited_through_a_merge_key_is_rewritten() {
+        let doc = injected(MERGED_PROBE);
+        let containers = doc["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers");
+        let web = containers
+            .iter()
+            .find(|c| c["name"] == "web")
+            .expect("web container");
+        for (probe, path, period) in [
+            ("readinessProbe", "/app-health/web/readyz", 5),
+            ("livenessProbe", "/app-health/web/livez", 20),
+        ] {
+            assert_eq!(web[probe]["httpGet"]["path"], path, "{probe}: {web}");
+            assert_eq!(web[probe]["httpGet"]["port"], 15020, "{probe}");
+            assert_eq!(web[probe]["periodSeconds"], period, "{probe}");
+            assert!(web[probe].get("<<").is_none(), "{probe} kept the merge key");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_key_is_refused_with_its_document_and_line() {
+        let config = Config::embedded().expect("embedded config");
+        let text = format!(
+            "{MERGED_PROBE}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  name: b\n"
+        );
+        let err = inject_stream(&text, &Options::default(), &config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "document 2: not valid YAML: line 30: in metadata: duplicate key \"name\" (kubectl refuses it); first set at line 29"
+        );
+        assert!(check_stream(&text, &Options::default(), &config).is_err());
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_valid_file_is_accepted() {
+        for text in [
+            format!("\u{feff}{MERGED_PROBE}"),
+            format!("\u{feff}---\n{MERGED_PROBE}"),
+            format!("\u{feff}# comment\n---\n{MERGED_PROBE}"),
+        ] {
+            let doc = injected(&text);
+            assert_eq!(doc["kind"], "Deployment", "{text:?}");
+        }
     }
 }

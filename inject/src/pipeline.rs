@@ -188,8 +188,14 @@ fn post_process(
     let rewrite = annotation(pod, REWRITE_PROBES)
         .and_then(|v| values::parse_bool(v).ok())
         .unwrap_or(c.values.sidecar_injector_webhook.rewrite_app_http_probe);
-    if rewrite && has_proxy {
-        let probers = probes::rewrite(pod, s.status_port).map_err(InjectError::Other)?;
+    // Status port 0 is "no status port": no probe is sent to it and no metrics are merged
+    // there (Istio would point the probes at port 0, which the API server refuses).
+    let status_port = (s.status_port != 0).then_some(s.status_port);
+    if rewrite
+        && has_proxy
+        && let Some(status_port) = status_port
+    {
+        let probers = probes::rewrite(pod, status_port).map_err(InjectError::Other)?;
         if !probers.is_empty() {
             env.push((
                 env::APP_PROBERS.to_owned(),
@@ -207,7 +213,8 @@ fn post_process(
         .ok_or_else(|| InjectError::Other("metadata is not an object".to_owned()))?;
     let anns = object_entry(meta, "annotations")?;
     if has_proxy
-        && let Some(v) = prometheus::merge(anns, s.status_port, c.mesh.enable_prometheus_merge)
+        && let Some(status_port) = status_port
+        && let Some(v) = prometheus::merge(anns, status_port, c.mesh.enable_prometheus_merge)
             .map_err(|e| InjectError::InvalidAnnotations(vec![e]))?
     {
         env.push((env::PROMETHEUS_ANNOTATIONS.to_owned(), v));

@@ -1,5 +1,7 @@
 //! Probe rewrite: HTTP, TCP and gRPC probes and httpGet/tcpSocket lifecycle hooks of the app
-//! containers are sent to the proxy's status port; the originals are recorded for the proxy in
+//! containers, and of the native sidecars the user declares (`initContainers`: Istio's
+//! `allContainers`, every init container but `istio-proxy`; Kubernetes allows probes only on
+//! those with `restartPolicy: Always`), are sent to the proxy's status port; the originals are recorded for the proxy in
 //! `ISTIO_KUBE_APP_PROBERS`. Also the inverse, used when re-injecting an injected pod.
 
 use outrigger_api::names::container;
@@ -14,24 +16,37 @@ const PROBES: [(&str, &str); 3] = [
 const HOOKS: [(&str, &str); 2] = [("preStop", "prestopz"), ("postStart", "poststartz")];
 const ACTIONS: [&str; 3] = ["httpGet", "tcpSocket", "grpc"];
 
+/// Every container whose probes are the app's (all but `istio-proxy`): init containers first,
+/// then containers, as Istio's `allContainers`.
+fn app_containers(pod: &mut Value) -> Vec<&mut Value> {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Vec::new();
+    };
+    let (mut init, mut main) = (None, None);
+    for (key, list) in spec.iter_mut() {
+        match key.as_str() {
+            "initContainers" => init = Some(list),
+            "containers" => main = Some(list),
+            _ => {}
+        }
+    }
+    init.into_iter()
+        .chain(main)
+        .filter_map(Value::as_array_mut)
+        .flatten()
+        .filter(|c| c.get("name").and_then(Value::as_str) != Some(container::PROXY))
+        .collect()
+}
+
 /// Rewrites every app container's probes and hooks; returns the recorded originals by path.
 pub(crate) fn rewrite(pod: &mut Value, status_port: u16) -> Result<Map<String, Value>, String> {
     let mut probers = Map::new();
-    let Some(containers) = pod
-        .pointer_mut("/spec/containers")
-        .and_then(Value::as_array_mut)
-    else {
-        return Ok(probers);
-    };
-    for c in containers {
+    for c in app_containers(pod) {
         let name = c
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if name == container::PROXY {
-            continue;
-        }
         let ports = c.get("ports").cloned().unwrap_or(Value::Null);
         for (field, suffix) in PROBES {
             if let Some(probe) = c.get_mut(field) {
@@ -128,13 +143,7 @@ fn resolve_port(port: &Value, ports: &Value) -> Result<u32, String> {
 
 /// Puts back the probes and hooks recorded by an earlier injection.
 pub(crate) fn restore(pod: &mut Value, probers: &Map<String, Value>) {
-    let Some(containers) = pod
-        .pointer_mut("/spec/containers")
-        .and_then(Value::as_array_mut)
-    else {
-        return;
-    };
-    for c in containers {
+    for c in app_containers(pod) {
         let mut slots: Vec<&mut Value> = Vec::new();
         let Some(obj) = c.as_object_mut() else {
             continue;
@@ -266,5 +275,57 @@ mod tests {
         let _ = rewrite(&mut first, 15020).unwrap();
         assert_eq!(again, first);
         assert_eq!(probers2, probers);
+    }
+
+    #[test]
+    fn native_sidecars_the_user_declares_are_rewritten_like_app_containers() {
+        // Issue 14: Istio rewrites the probes of every container but istio-proxy, init
+        // containers included (Kubernetes allows probes only on restartPolicy: Always ones).
+        let mut p = json!({"spec": {
+            "initContainers": [
+                {"name": "log-agent", "restartPolicy": "Always",
+                 "ports": [{"name": "health", "containerPort": 9901}],
+                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "health"}},
+                 "startupProbe": {"tcpSocket": {"port": 9901}}},
+                {"name": "istio-proxy", "restartPolicy": "Always",
+                 "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}}}
+            ],
+            "containers": [{"name": "web", "livenessProbe": {"tcpSocket": {"port": 8080}}}]
+        }});
+        let original = p.clone();
+        let probers = rewrite(&mut p, 15020).unwrap();
+        let agent = &p["spec"]["initContainers"][0];
+        assert_eq!(
+            agent["readinessProbe"],
+            json!({"httpGet": {"path": "/app-health/log-agent/readyz", "port": 15020, "scheme": "HTTP"}})
+        );
+        assert_eq!(
+            agent["startupProbe"]["httpGet"]["path"],
+            "/app-health/log-agent/startupz"
+        );
+        assert_eq!(
+            probers["/app-health/log-agent/readyz"],
+            json!({"httpGet": {"path": "/ready", "port": 9901}})
+        );
+        assert_eq!(
+            probers["/app-health/log-agent/startupz"],
+            json!({"tcpSocket": {"port": 9901}})
+        );
+        assert!(probers.contains_key("/app-health/web/livez"));
+        assert_eq!(
+            p["spec"]["initContainers"][1],
+            original["spec"]["initContainers"][1]
+        );
+        restore(&mut p, &probers);
+        let agent = &p["spec"]["initContainers"][0];
+        assert_eq!(
+            agent["startupProbe"],
+            original["spec"]["initContainers"][0]["startupProbe"]
+        );
+        assert_eq!(
+            agent["readinessProbe"],
+            json!({"httpGet": {"path": "/ready", "port": 9901}})
+        );
+        assert_eq!(p["spec"]["containers"], original["spec"]["containers"]);
     }
 }

@@ -68,6 +68,12 @@ pub(crate) fn merge(
                 json!({"port": port, "path": if path.is_empty() { "/metrics" } else { path }})
             })
             .collect();
+        // As Istio's applyPrometheusMerge: the top-level port and path are the first target's,
+        // so an agent that does not read `targets` still scrapes the primary endpoint.
+        if let Some(first) = targets.first() {
+            env.insert("port".to_owned(), first["port"].clone());
+            env.insert("path".to_owned(), first["path"].clone());
+        }
         env.insert("targets".to_owned(), Value::Array(targets));
     }
     anns.retain(|k, _| field_of(k).is_none());
@@ -144,10 +150,25 @@ mod tests {
         let env: Value =
             serde_json::from_str(&merge(&mut a, 15020, true).unwrap().unwrap()).unwrap();
         assert_eq!(
-            env["targets"],
-            json!([{"port": "8080", "path": "/metrics"},
-            {"port": "9100", "path": "/custom-metrics"}])
+            env,
+            json!({"scrape": "true", "port": "8080", "path": "/metrics", "targets": [
+                {"port": "8080", "path": "/metrics"}, {"port": "9100", "path": "/custom-metrics"}]})
         );
+        // The first target's port and path win over the pod's own prometheus.io/port and path,
+        // as in Istio; the proxy's reader takes the whole value.
+        let mut a = anns(
+            json!({"prometheus.io/scrape": "true", "prometheus.io/port": "7070",
+            "prometheus.io/path": "/old", PROMETHEUS_SCRAPE_TARGETS: "9100:/custom"}),
+        );
+        let text = merge(&mut a, 15020, true).unwrap().unwrap();
+        let env: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (&env["port"], &env["path"]),
+            (&json!("9100"), &json!("/custom"))
+        );
+        let read = outrigger_api::proxy_env::PrometheusScrape::from_json(&text).unwrap();
+        assert_eq!(read.port, Some(9100));
+        assert_eq!(read.path.as_deref(), Some("/custom"));
     }
 
     #[test]

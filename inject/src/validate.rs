@@ -34,7 +34,11 @@ const CHECKS: &[(&str, Check)] = &[
     (REROUTE_VIRTUAL_INTERFACES, interface_list),
     (EXCLUDE_INTERFACES, interface_list),
     (INTERCEPTION_MODE, interception_mode),
-    (STATUS_PORT, |v| port(v).map(drop)),
+    // 0 is "no status port", as Istio's validateStatusPort (ParseUint) accepts it.
+    (STATUS_PORT, |v| match v.trim() {
+        "0" => Ok(()),
+        _ => port(v).map(drop),
+    }),
     (READINESS_INITIAL_DELAY, |v| integer(v, 0)),
     (READINESS_PERIOD, |v| integer(v, 1)),
     (READINESS_FAILURE_THRESHOLD, |v| integer(v, 1)),
@@ -246,8 +250,8 @@ mod tests {
             ),
             (
                 STATUS_PORT,
-                &["15020"],
-                &[("0", "not a port"), ("http", "not a port")],
+                &["15020", "0"],
+                &[("70000", "not a port"), ("http", "not a port")],
             ),
             (
                 READINESS_INITIAL_DELAY,

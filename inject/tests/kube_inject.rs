@@ -419,3 +419,29 @@ fn logs_go_to_stderr_in_the_chosen_format() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("use text or json"));
 }
+
+#[test]
+fn files_with_a_byte_order_mark_are_read_and_duplicate_keys_refused() {
+    // Issue 14 #12: kubectl accepts a UTF-8 BOM before a file and refuses a key written twice.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shop = std::fs::read_to_string(sample("shop.yaml")).expect("sample");
+    let bom = dir.path().join("bom.yaml");
+    std::fs::write(&bom, format!("\u{feff}---\n{shop}")).expect("write");
+    let bom = bom.to_str().expect("UTF-8 path");
+    let (alone, _) = ok(&["-f", bom]);
+    let (joined, _) = ok(&["-f", &sample("workloads.yaml"), "-f", bom]);
+    assert!(!alone.starts_with('\u{feff}'));
+    assert!(!joined.contains('\u{feff}'));
+    assert_eq!(docs(&alone).len(), docs(&shop).len());
+    let dup = kube_inject(
+        &["-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  containers:\n  - name: a\n    image: x\n  containers: []\n",
+        ),
+    );
+    assert_eq!(dup.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&dup.stderr).trim_end(),
+        "kube-inject: document 1: not valid YAML: line 9: in spec: duplicate key \"containers\" (kubectl refuses it); first set at line 6"
+    );
+}

@@ -29,6 +29,9 @@ pub struct Invocation {
     pub args: CniArgs,
     pub cni_path: Vec<PathBuf>,
     pub config: PluginConfig,
+    /// What was wrong with the invocation but did not stop it (DEL: malformed CNI_ARGS items,
+    /// which are skipped); logged when the command runs.
+    pub warnings: Vec<String>,
 }
 
 /// CNI_ARGS: `KEY=VALUE` pairs separated by `;`.
@@ -36,18 +39,31 @@ pub struct Invocation {
 pub struct CniArgs(Vec<(String, String)>);
 
 impl CniArgs {
+    /// Strict: an item that is not `KEY=VALUE` is an invalid environment (4), as libcni's
+    /// `LoadArgs` refuses it.
     pub fn parse(text: &str) -> Result<Self, CniError> {
-        let mut pairs = Vec::new();
-        for item in text.split(';').filter(|item| !item.is_empty()) {
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidEnvironment,
-                    format!("CNI_ARGS item {item:?} is not KEY=VALUE"),
-                )
-            })?;
-            pairs.push((key.to_string(), value.to_string()));
+        let (args, mut malformed) = Self::parse_lenient(text);
+        match malformed.is_empty() {
+            true => Ok(args),
+            false => Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                malformed.swap_remove(0),
+            )),
         }
-        Ok(Self(pairs))
+    }
+
+    /// Lenient (DEL, which must never fail a teardown): the well-formed items, and one message
+    /// per item that is not `KEY=VALUE`.
+    pub fn parse_lenient(text: &str) -> (Self, Vec<String>) {
+        let mut pairs = Vec::new();
+        let mut malformed = Vec::new();
+        for item in text.split(';').filter(|item| !item.is_empty()) {
+            match item.split_once('=') {
+                Some((key, value)) => pairs.push((key.to_string(), value.to_string())),
+                None => malformed.push(format!("CNI_ARGS item {item:?} is not KEY=VALUE")),
+            }
+        }
+        (Self(pairs), malformed)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -77,10 +93,10 @@ impl Command {
         })?;
         match verb.as_str() {
             "VERSION" => Ok(Self::Version(PluginConfig::sniff_version(stdin))),
-            "ADD" => Ok(Self::Add(Invocation::parse(&env, stdin, true)?)),
-            "DEL" => Ok(Self::Del(Invocation::parse(&env, stdin, false)?)),
+            "ADD" => Ok(Self::Add(Invocation::parse(&env, stdin, Verb::Add)?)),
+            "DEL" => Ok(Self::Del(Invocation::parse(&env, stdin, Verb::Del)?)),
             "CHECK" => {
-                let invocation = Invocation::parse(&env, stdin, true)?;
+                let invocation = Invocation::parse(&env, stdin, Verb::Check)?;
                 require(
                     invocation.config.cni_version.supports_check(),
                     "CHECK",
@@ -133,12 +149,22 @@ fn require(supported: bool, verb: &str, config: &PluginConfig) -> Result<(), Cni
     }
 }
 
+/// Which container-scoped command is parsed: DEL may come without a namespace and must not
+/// fail on CNI_ARGS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Add,
+    Del,
+    Check,
+}
+
 impl Invocation {
     fn parse(
         env: &impl Fn(&str) -> Option<String>,
         stdin: &[u8],
-        netns_required: bool,
+        verb: Verb,
     ) -> Result<Self, CniError> {
+        let netns_required = verb != Verb::Del;
         let required = |key: &str| {
             env(key).filter(|v| !v.is_empty()).ok_or_else(|| {
                 CniError::new(ErrorCode::InvalidEnvironment, format!("{key} is not set"))
@@ -153,7 +179,11 @@ impl Invocation {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        let args = CniArgs::parse(&env("CNI_ARGS").unwrap_or_default())?;
+        let args_text = env("CNI_ARGS").unwrap_or_default();
+        let (args, warnings) = match verb {
+            Verb::Del => CniArgs::parse_lenient(&args_text),
+            Verb::Add | Verb::Check => (CniArgs::parse(&args_text)?, Vec::new()),
+        };
         let cni_path = env("CNI_PATH")
             .map(|p| {
                 std::env::split_paths(&p)
@@ -169,6 +199,7 @@ impl Invocation {
             args,
             cni_path,
             config,
+            warnings,
         })
     }
 }
@@ -342,5 +373,29 @@ mod tests {
                 .pod(),
             Some(("a", "b"))
         );
+    }
+
+    #[test]
+    fn del_never_fails_on_malformed_cni_args() {
+        // Issue 14 #15: DEL failed the teardown on an item that is not KEY=VALUE.
+        let mut pairs = full_env("DEL");
+        pairs[4].1 = "K8S_POD_NAMESPACE=shop;garbage;K8S_POD_NAME=web-0;=;also bad";
+        let Command::Del(inv) = Command::parse(env(&pairs), CONF).unwrap() else {
+            panic!("expected DEL");
+        };
+        assert_eq!(inv.args.pod(), Some(("shop", "web-0")));
+        assert_eq!(
+            inv.warnings,
+            [
+                r#"CNI_ARGS item "garbage" is not KEY=VALUE"#,
+                r#"CNI_ARGS item "also bad" is not KEY=VALUE"#
+            ]
+        );
+        for verb in ["ADD", "CHECK"] {
+            pairs[0].1 = verb;
+            let err = Command::parse(env(&pairs), CONF).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidEnvironment, "{verb}");
+            assert_eq!(err.msg, r#"CNI_ARGS item "garbage" is not KEY=VALUE"#);
+        }
     }
 }

@@ -15,68 +15,101 @@ pub fn reencode_result(prev: Option<&Value>, version: CniVersion) -> Result<Valu
     let Some(prev) = prev else {
         return Ok(serde_json::json!({ "cniVersion": version.as_str(), "dns": {} }));
     };
-    let Value::Object(prev) = prev else {
-        return Err(CniError::new(
-            ErrorCode::InvalidNetworkConfig,
-            "prevResult is not a JSON object",
-        ));
-    };
-    let mut result = prev.clone();
+    validate_prev_result(prev)?;
+    let mut result = prev.as_object().cloned().unwrap_or_default();
     result.insert("cniVersion".into(), Value::String(version.as_str().into()));
-    if let Some(ips) = result.get_mut("ips") {
-        let Value::Array(ips) = ips else {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                "prevResult.ips is not a list",
-            ));
-        };
-        for (index, ip) in ips.iter_mut().enumerate() {
-            let Value::Object(ip) = ip else {
-                return Err(CniError::new(
-                    ErrorCode::InvalidNetworkConfig,
-                    format!("prevResult.ips[{index}] is not an object"),
-                ));
-            };
-            encode_ip(ip, index, version)?;
+    if let Some(Value::Array(ips)) = result.get_mut("ips") {
+        for ip in ips.iter_mut().filter_map(Value::as_object_mut) {
+            encode_ip(ip, version);
         }
     }
     Ok(Value::Object(result))
 }
 
-fn encode_ip(
-    ip: &mut Map<String, Value>,
-    index: usize,
-    version: CniVersion,
-) -> Result<(), CniError> {
+/// Checks the previous plugin's result before it is passed on (ADD) or compared (CHECK): an
+/// object whose `ips` (when present) are objects with an `address` in CIDR notation (as libcni
+/// reads it, Go's `net.ParseCIDR`), a `gateway` that is an IP address and a `version` ("4" or
+/// "6", pre-1.0.0 results) that matches the address. Errors name the field and the value.
+pub fn validate_prev_result(prev: &Value) -> Result<(), CniError> {
+    let invalid = |msg: String| CniError::new(ErrorCode::InvalidNetworkConfig, msg);
+    let Value::Object(prev) = prev else {
+        return Err(invalid("prevResult is not a JSON object".into()));
+    };
+    let Some(ips) = prev.get("ips") else {
+        return Ok(());
+    };
+    let Value::Array(ips) = ips else {
+        return Err(invalid("prevResult.ips is not a list".into()));
+    };
+    for (index, ip) in ips.iter().enumerate() {
+        let Value::Object(ip) = ip else {
+            return Err(invalid(format!("prevResult.ips[{index}] is not an object")));
+        };
+        let address = match ip.get("address") {
+            None => {
+                return Err(invalid(format!(
+                    "prevResult.ips[{index}].address is missing"
+                )));
+            }
+            Some(Value::String(address)) => address,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "prevResult.ips[{index}].address {other} is not a string"
+                )));
+            }
+        };
+        let net = address.parse::<IpNet>().map_err(|_| {
+            invalid(format!(
+                "prevResult.ips[{index}].address {address:?} is not an IP address in CIDR notation (10.1.0.7/24, fd00::7/64)"
+            ))
+        })?;
+        if let Some(gateway) = ip.get("gateway") {
+            let valid = gateway
+                .as_str()
+                .is_some_and(|g| g.parse::<IpAddr>().is_ok());
+            if !valid {
+                return Err(invalid(format!(
+                    "prevResult.ips[{index}].gateway {gateway} is not an IP address"
+                )));
+            }
+        }
+        if let Some(family) = ip.get("version") {
+            let expected = family_of(net.addr());
+            if family.as_str() != Some(expected) {
+                return Err(invalid(format!(
+                    "prevResult.ips[{index}].version {family} does not match address {address:?} (IPv{expected})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn family_of(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "4",
+        IpAddr::V6(_) => "6",
+    }
+}
+
+/// Adds or removes the per-IP `version` as the configuration's version wants it; the address
+/// was validated by [`validate_prev_result`].
+fn encode_ip(ip: &mut Map<String, Value>, version: CniVersion) {
     if !version.ips_carry_version() {
         ip.remove("version");
-        return Ok(());
+        return;
     }
     if ip.contains_key("version") {
-        return Ok(());
+        return;
     }
-    let address = ip.get("address").and_then(Value::as_str).ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidNetworkConfig,
-            format!("prevResult.ips[{index}].address is missing"),
-        )
-    })?;
-    let family = match address
-        .parse::<IpNet>()
-        .map(|net| net.addr())
-        .or_else(|_| address.parse::<IpAddr>())
-    {
-        Ok(IpAddr::V4(_)) => "4",
-        Ok(IpAddr::V6(_)) => "6",
-        Err(_) => {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("prevResult.ips[{index}].address {address:?} is not an IP address"),
-            ));
-        }
-    };
-    ip.insert("version".into(), Value::String(family.into()));
-    Ok(())
+    let family = ip
+        .get("address")
+        .and_then(Value::as_str)
+        .and_then(|address| address.parse::<IpNet>().ok())
+        .map(|net| family_of(net.addr()));
+    if let Some(family) = family {
+        ip.insert("version".into(), Value::String(family.into()));
+    }
 }
 
 #[cfg(test)]
@@ -152,5 +185,39 @@ mod tests {
             let err = reencode_result(Some(&prev), CniVersion::V0_3_0).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidNetworkConfig, "{prev}");
         }
+    }
+    #[test]
+    fn an_invalid_ip_in_prev_result_is_refused_in_every_version() {
+        // Issue 14 #15: a 1.0.0 result was passed on without looking at its addresses.
+        let cases = [
+            (
+                json!({"ips": [{"address": "10.1.0.999/24"}]}),
+                r#"prevResult.ips[0].address "10.1.0.999/24" is not an IP address in CIDR notation (10.1.0.7/24, fd00::7/64)"#,
+            ),
+            (
+                json!({"ips": [{"address": "10.1.0.7/24"}, {"address": "10.1.0.8"}]}),
+                r#"prevResult.ips[1].address "10.1.0.8" is not an IP address in CIDR notation (10.1.0.7/24, fd00::7/64)"#,
+            ),
+            (
+                json!({"ips": [{"address": 7}]}),
+                "prevResult.ips[0].address 7 is not a string",
+            ),
+            (
+                json!({"ips": [{"address": "10.1.0.7/24", "gateway": "10.1.0"}]}),
+                r#"prevResult.ips[0].gateway "10.1.0" is not an IP address"#,
+            ),
+            (
+                json!({"ips": [{"version": "6", "address": "10.1.0.7/24"}]}),
+                r#"prevResult.ips[0].version "6" does not match address "10.1.0.7/24" (IPv4)"#,
+            ),
+        ];
+        for (prev, message) in cases {
+            for version in CniVersion::ALL {
+                let err = reencode_result(Some(&prev), version).unwrap_err();
+                assert_eq!(err.code, ErrorCode::InvalidNetworkConfig, "{prev}");
+                assert_eq!(err.msg, message, "{prev} {version}");
+            }
+        }
+        assert!(validate_prev_result(&bridge_result_1_0()).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 
 mod chain;
 mod cli;
+mod fetch;
 mod installer;
 mod manifests;
 mod repair;

@@ -142,13 +142,16 @@ fn prepare(common: &Common) -> Result<(String, outrigger_inject::Config, Options
         } else {
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
         };
+        // A byte order mark starts a file, not the stream they are joined into (kubectl
+        // accepts one in each file it reads).
+        let piece = piece.strip_prefix('\u{feff}').unwrap_or(&piece);
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         if !text.is_empty() && !piece.starts_with("---") {
             text.push_str("---\n");
         }
-        text.push_str(&piece);
+        text.push_str(piece);
     }
     let opts = Options {
         revision: common.revision.clone(),

@@ -462,3 +462,34 @@ fn reinjection_changes_nothing() {
     );
     assert_eq!(names(&native, "containers"), ["web", "log-shipper"]);
 }
+
+#[test]
+fn status_port_zero_means_no_status_port() {
+    // Istio: `status.sidecar.istio.io/port: "0"` is accepted; the proxy gets no readiness or
+    // startup probe, the port is not excluded from capture, and nothing is sent to it.
+    let pod = annotate(web(), &[("status.sidecar.istio.io/port", "0")]);
+    let out = run(&pod);
+    let proxy = find(&out, "containers", "istio-proxy");
+    assert!(proxy.get("readinessProbe").is_none(), "{proxy}");
+    assert!(proxy.get("startupProbe").is_none(), "{proxy}");
+    assert_eq!(env(proxy, "ISTIO_KUBE_APP_PROBERS"), None);
+    assert_eq!(env(proxy, "ISTIO_PROMETHEUS_ANNOTATIONS"), None);
+    let app = find(&out, "containers", "web");
+    let original = find(&pod, "containers", "web");
+    assert_eq!(app["readinessProbe"], original["readinessProbe"]);
+    assert_eq!(app["livenessProbe"], original["livenessProbe"]);
+    let anns = &out["metadata"]["annotations"];
+    assert_eq!(anns["prometheus.io/port"], "9102", "{anns}");
+    let init = find(&out, "initContainers", "istio-init");
+    let excluded = args(init)
+        .windows(2)
+        .find(|w| w[0] == "-d")
+        .map(|w| w[1].to_owned())
+        .expect("-d");
+    assert_eq!(excluded, "15090,15021");
+    // The default still gets all of it.
+    let out = run(&web());
+    let proxy = find(&out, "containers", "istio-proxy");
+    assert!(proxy.get("readinessProbe").is_some());
+    assert!(env(proxy, "ISTIO_KUBE_APP_PROBERS").is_some());
+}

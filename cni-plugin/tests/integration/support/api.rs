@@ -18,6 +18,8 @@ struct State {
     pods: Mutex<HashMap<String, Value>>,
     /// Statuses to answer before serving normally, one per request.
     failures: Mutex<VecDeque<u16>>,
+    /// Bodies to answer with 200 before serving normally, one per request.
+    raw: Mutex<VecDeque<Vec<u8>>>,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -142,6 +144,11 @@ impl FakeApiServer {
             .extend(statuses);
     }
 
+    /// The next requests get `200 OK` with these bodies (whatever they are), in order.
+    pub fn answer_next_raw(&self, bodies: Vec<Vec<u8>>) {
+        self.state.raw.lock().expect("raw lock").extend(bodies);
+    }
+
     /// "METHOD path" of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.recorded()
@@ -200,6 +207,13 @@ fn answer(
         });
     if let Some(code) = state.failures.lock().expect("failures lock").pop_front() {
         return status(code, "scripted failure");
+    }
+    if let Some(body) = state.raw.lock().expect("raw lock").pop_front() {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("response builds");
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut pods = state.pods.lock().expect("pods lock");
