@@ -393,3 +393,32 @@ fn deployment_arguments_parse() {
         assert!(output.status.success(), "{overlay}: {stderr}");
     }
 }
+
+/// SIGTERM: the shutdown delay (serving, not ready) and the drain grace both fit inside the
+/// pod's termination grace, so the kubelet never kills a draining injector.
+#[test]
+fn shutdown_delay_and_grace_fit_in_the_termination_grace() {
+    for overlay in ["", "overlays/self-managed"] {
+        let docs = build(&manifests().join(overlay));
+        let flag = |name: &str| -> u64 {
+            let prefix = format!("--{name}=");
+            args(&docs)
+                .iter()
+                .find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("{overlay}: --{name} is set"))
+                .parse()
+                .expect("seconds")
+        };
+        let delay = flag("shutdown-delay-seconds");
+        let grace = flag("grace-period-seconds");
+        let deployment = find(&docs, "Deployment", "outrigger-injector");
+        let termination = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        assert!(delay > 0, "{overlay}: a shutdown delay is set");
+        assert!(
+            delay + grace < termination,
+            "{overlay}: {delay}s + {grace}s must fit in {termination}s"
+        );
+    }
+}

@@ -38,6 +38,10 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:15014";
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default grace period for in-flight requests after SIGTERM.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
+/// Default time the injector keeps serving, not ready, after SIGTERM before it drains: long
+/// enough for the endpoint removal to reach the API servers (which otherwise still dial a pod
+/// that stopped accepting, and with `failurePolicy: Fail` reject pod creations).
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
@@ -58,6 +62,13 @@ pub struct Options {
     pub grace: Duration,
     /// Time a client gets for the TLS handshake, the headers, and the body (each).
     pub read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long (both ports).
+    pub idle_timeout: Duration,
+    /// Connections served at once on the TLS port and on the metrics port.
+    pub max_connections: usize,
+    pub metrics_max_connections: usize,
+    /// After SIGTERM: keep serving (readiness failing) this long, then stop accepting and drain.
+    pub shutdown_delay: Duration,
     /// Keep the caBundle of this MutatingWebhookConfiguration equal to the serving CA.
     pub webhook_config: Option<String>,
     /// The CA for the caBundle; defaults to the self-signed CA.
@@ -168,38 +179,50 @@ pub async fn run(
             source,
         })?;
 
-    let shutdown = shutdown.shared();
+    // SIGTERM: not ready at once, keep serving for the shutdown delay (the API servers learn of
+    // the endpoint's removal meanwhile), then stop accepting and drain.
+    let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let delay = options.shutdown_delay;
+    let stop = {
+        let ready = ready_flag.clone();
+        async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+            tracing::info!(
+                shutdown_delay_seconds = delay.as_secs_f64(),
+                "SIGTERM: not ready; serving until the shutdown delay is over"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+    .shared();
     let mut state = app::AppState::with_replica_memo(config, metrics.clone(), options.replica_memo);
     state.body_timeout = options.read_timeout;
-    let ready = state.ready.clone();
+    state.ready = ready_flag.clone();
+    let limits = serve::Limits {
+        read_timeout: options.read_timeout,
+        idle_timeout: options.idle_timeout,
+        max_connections: options.max_connections,
+        grace: options.grace,
+    };
     let metrics_server = tokio::spawn(serve::serve_plain(
         metrics_listener,
         app::metrics_app(metrics),
-        shutdown.clone(),
+        stop.clone(),
+        serve::Limits {
+            max_connections: options.metrics_max_connections,
+            ..limits
+        },
     ));
-    ready.store(true, Ordering::Release);
+    ready_flag.store(true, Ordering::Release);
     tracing::info!(addr = %local, metrics_addr = %metrics_local, "listening");
 
-    let stop = {
-        let ready = ready.clone();
-        shutdown
-            .clone()
-            .map(move |()| ready.store(false, Ordering::Release))
-    };
-    serve::serve_tls(
-        listener,
-        tls_config,
-        app::app(state),
-        stop,
-        options.grace,
-        options.read_timeout,
-    )
-    .await;
+    serve::serve_tls(listener, tls_config, app::app(state), stop, limits).await;
     for task in background {
         task.abort();
     }
-    if let Ok(Err(error)) = metrics_server.await {
-        tracing::warn!(%error, "metrics server ended with an error");
+    if let Err(error) = metrics_server.await {
+        tracing::warn!(%error, "metrics server task failed");
     }
     tracing::info!("stopped");
     Ok(())
