@@ -110,6 +110,16 @@ impl Injector {
         }
     }
 
+    /// How many log lines contain `needle` so far.
+    pub fn count_logs(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// The Prometheus text of the metrics port.
     pub async fn metrics(&self) -> String {
         let tcp = tokio::net::TcpStream::connect(self.metrics_addr)
