@@ -44,13 +44,19 @@ struct Args {
     /// Without it the embedded default configuration is used.
     #[arg(long)]
     config_dir: Option<PathBuf>,
-    /// Keep the caBundle of every webhook in this MutatingWebhookConfiguration equal to the
-    /// serving CA (self-managed certificates; needs RBAC get/list/watch/patch on it).
+    /// Keep the caBundle of every webhook in this MutatingWebhookConfiguration holding the
+    /// serving CA and every other CA a live replica serves with (self-managed certificates;
+    /// needs RBAC get/list/watch/patch on it).
     #[arg(long)]
     webhook_config: Option<String>,
     /// CA certificate (PEM) to put in the caBundle; defaults to the self-signed CA.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// Self-signed mode for several replicas: share the CA through this Secret in
+    /// --service-namespace (the first replica creates it, the others read it; needs RBAC get and
+    /// create on Secrets there). Each replica issues its own serving certificate from it.
+    #[arg(long, conflicts_with = "tls_cert")]
+    ca_secret: Option<String>,
     /// Only parse and check the flags, print the resulting settings, and exit.
     #[arg(long)]
     check_args: bool,
@@ -124,6 +130,7 @@ impl Args {
             shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
             webhook_config: self.webhook_config,
             ca_cert: self.ca_cert,
+            ca_secret: self.ca_secret,
             replica_memo: replica_memo::Limits {
                 budget_bytes: self.replica_memo_bytes,
                 max_pod_bytes: self.replica_memo_max_pod_bytes,

@@ -11,6 +11,7 @@ pub mod replica_memo;
 pub mod review;
 pub mod selfsigned;
 pub mod serve;
+pub mod shared_ca;
 pub mod tls;
 pub mod watch;
 
@@ -73,6 +74,9 @@ pub struct Options {
     pub webhook_config: Option<String>,
     /// The CA for the caBundle; defaults to the self-signed CA.
     pub ca_cert: Option<PathBuf>,
+    /// Self-signed mode for several replicas: the CA is shared through this Secret (in the
+    /// service namespace), created by the first replica and read by the others.
+    pub ca_secret: Option<String>,
     /// How much the replica memo keeps.
     pub replica_memo: replica_memo::Limits,
 }
@@ -102,8 +106,10 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create the Kubernetes client for --webhook-config")]
+    #[error("cannot create the Kubernetes client for --webhook-config or --ca-secret")]
     Kube(#[source] kube::Error),
+    #[error("cannot get the shared CA (--ca-secret)")]
+    SharedCa(#[source] shared_ca::SharedCaError),
 }
 
 /// Run the injector until `shutdown` resolves; returns once in-flight requests have finished
@@ -119,12 +125,29 @@ pub async fn run(
     );
     let (cert_paths, self_signed_ca) = match &options.tls {
         TlsSource::Files(paths) => (paths.clone(), None),
-        TlsSource::SelfSigned { dir, names } => {
-            let (files, created) =
-                selfsigned::ensure(dir, names).map_err(ServerError::SelfSigned)?;
-            tracing::info!(dir = %dir.display(), created, ca = %files.ca.display(), "self-signed certificates");
-            (files.serving, Some(files.ca))
-        }
+        TlsSource::SelfSigned { dir, names } => match &options.ca_secret {
+            Some(secret) => {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(ServerError::Kube)?;
+                let shared = shared_ca::CaSecret {
+                    namespace: names.namespace.clone(),
+                    name: secret.clone(),
+                };
+                let (files, obtained) = shared
+                    .ensure_dir(client, dir, names)
+                    .await
+                    .map_err(ServerError::SharedCa)?;
+                tracing::info!(secret = %format!("{}/{}", shared.namespace, shared.name), ?obtained, dir = %dir.display(), "shared CA; serving certificate issued from it");
+                (files.serving, Some(files.ca))
+            }
+            None => {
+                let (files, created) =
+                    selfsigned::ensure(dir, names).map_err(ServerError::SelfSigned)?;
+                tracing::info!(dir = %dir.display(), created, ca = %files.ca.display(), "self-signed certificates");
+                (files.serving, Some(files.ca))
+            }
+        },
     };
     let resolver = Arc::new(ReloadingResolver::load(cert_paths.clone()).map_err(ServerError::Tls)?);
     let tls_config = tls::server_config(resolver.clone()).map_err(ServerError::Tls)?;
