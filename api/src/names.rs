@@ -147,6 +147,11 @@ pub mod env {
     pub const DISABLE_ENVOY: &str = "DISABLE_ENVOY";
     pub const INVALID_DROP: &str = "INVALID_DROP";
     pub const DUAL_STACK: &str = "ISTIO_DUAL_STACK";
+    /// pilot-agent's switch: after SIGTERM, end the drain as soon as no connection is open
+    /// (checked once [`MINIMUM_DRAIN_DURATION`] has passed). A Go boolean.
+    pub const EXIT_ON_ZERO_ACTIVE_CONNECTIONS: &str = "EXIT_ON_ZERO_ACTIVE_CONNECTIONS";
+    /// pilot-agent's least drain before the open connections are counted (Go duration, `5s`).
+    pub const MINIMUM_DRAIN_DURATION: &str = "MINIMUM_DRAIN_DURATION";
 }
 
 /// HTTP paths of the proxy's status servers.

@@ -8,6 +8,10 @@ pub const PLUGIN_TYPE: &str = "outrigger-cni";
 pub const PLUGIN_BINARY: &str = "outrigger-cni";
 /// The kubeconfig file the installer writes next to the network configuration.
 pub const KUBECONFIG_FILE: &str = "outrigger-cni-kubeconfig";
+/// Appended to a network configuration's file name for the copy of its bytes from before the
+/// installer first edited it (`10-bridge.conf.outrigger-original`); uninstall puts them back.
+/// Runtimes read only `.conf`, `.conflist` and `.json` files, so the copy is never loaded.
+pub const ORIGINAL_SUFFIX: &str = ".outrigger-original";
 
 /// Keys of CNI_ARGS set by kubelet / the container runtime.
 pub const CNI_ARG_POD_NAMESPACE: &str = "K8S_POD_NAMESPACE";

@@ -148,9 +148,26 @@ pub struct ProxyConfig {
     pub interception_mode: Option<String>,
     pub proxy_metadata: BTreeMap<String, String>,
     pub hold_application_until_proxy_starts: Option<bool>,
-    pub drain_duration: Option<String>,
+    /// How long the proxy keeps serving, not ready, after SIGTERM (Istio's shutdown drain;
+    /// `drainDuration` is Istio's hot-restart drain, which Outrigger has no use for and ignores).
+    #[serde(deserialize_with = "termination_drain_duration")]
+    pub termination_drain_duration: Option<String>,
     pub status_port: Option<u16>,
     pub concurrency: Option<u32>,
+}
+
+/// `terminationDrainDuration` must be a duration the proxy's `--drain-duration` takes
+/// (protobuf JSON's `5s`, `0.5s`, and Go's `1m30s` alike); kept as written.
+fn termination_drain_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    if let Some(text) = &text {
+        outrigger_api::duration::parse_duration(text).map_err(|e| {
+            serde::de::Error::custom(format!("terminationDrainDuration '{text}': {e}"))
+        })?;
+    }
+    Ok(text)
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -146,7 +146,8 @@ pub(super) fn apply(
             app_containers: &app_containers,
             pod_ports: &pod_ports,
             concurrency: s.typed.concurrency,
-            drain_duration: s.typed.drain_duration.as_deref(),
+            termination_drain_duration: s.typed.termination_drain_duration.as_deref(),
+            termination_grace_seconds: pod["spec"]["terminationGracePeriodSeconds"].as_i64(),
             hold_application: s.hold,
         };
         names

@@ -46,7 +46,10 @@ pub(crate) struct Context<'a> {
     pub app_containers: &'a str,
     pub pod_ports: &'a str,
     pub concurrency: Option<u32>,
-    pub drain_duration: Option<&'a str>,
+    /// Mesh/annotation `terminationDrainDuration`, given to the proxy as `--drain-duration`.
+    pub termination_drain_duration: Option<&'a str>,
+    /// The pod's `terminationGracePeriodSeconds`, given to the proxy as `--termination-grace`.
+    pub termination_grace_seconds: Option<i64>,
     pub hold_application: bool,
 }
 

@@ -34,11 +34,13 @@ pub struct RunArgs {
     /// [env: OUTRIGGER_PROXY_CONCURRENCY] [default: 2]
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// How long to stay up, not ready, after SIGTERM before refusing new connections
-    /// [env: OUTRIGGER_PROXY_DRAIN_DURATION] [default: 5s]
+    /// How long to stay up, not ready, after SIGTERM before refusing new connections (Istio's
+    /// `terminationDrainDuration`; ends early when no connection is open, see
+    /// EXIT_ON_ZERO_ACTIVE_CONNECTIONS) [env: OUTRIGGER_PROXY_DRAIN_DURATION] [default: 5s]
     #[arg(long, value_parser = parse_duration)]
     pub drain_duration: Option<Duration>,
-    /// Time after SIGTERM after which open connections are closed
+    /// The pod's terminationGracePeriodSeconds: the proxy is gone before it ends (open
+    /// connections are closed a tenth of it, at most 1s, earlier)
     /// [env: OUTRIGGER_PROXY_TERMINATION_GRACE] [default: 30s]
     #[arg(long, value_parser = parse_duration)]
     pub termination_grace: Option<Duration>,

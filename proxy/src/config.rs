@@ -19,6 +19,7 @@ use crate::workload::{UNKNOWN, Workload};
 use outrigger_api::duration::{DurationError, parse_duration};
 use outrigger_api::names::{env, port};
 use outrigger_api::proxy_env::EnvFormatError;
+use outrigger_api::values;
 
 /// Environment variables, as a map the caller built (from the process, or in a test).
 #[derive(Debug, Clone, Default)]
@@ -81,8 +82,13 @@ pub struct Ports {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub concurrency: usize,
+    /// Istio's `terminationDrainDuration` (the injector passes it as `--drain-duration`).
     pub drain_duration: Duration,
     pub termination_grace: Duration,
+    /// `EXIT_ON_ZERO_ACTIVE_CONNECTIONS` (default true here; see the README).
+    pub exit_on_zero_active_connections: bool,
+    /// `MINIMUM_DRAIN_DURATION` (default 5s, Istio's).
+    pub minimum_drain_duration: Duration,
     pub connect_timeout: Duration,
     pub ports: Ports,
     pub ipv6: Ipv6Mode,
@@ -176,6 +182,20 @@ impl ProxyConfig {
                 vars,
                 flag_env::TERMINATION_GRACE,
                 names::DEFAULT_TERMINATION_GRACE,
+            )?,
+            exit_on_zero_active_connections: match vars.get(env::EXIT_ON_ZERO_ACTIVE_CONNECTIONS) {
+                None => names::DEFAULT_EXIT_ON_ZERO_ACTIVE_CONNECTIONS,
+                Some(text) => values::parse_bool(text.trim()).map_err(|e| ConfigError::Value {
+                    name: env::EXIT_ON_ZERO_ACTIVE_CONNECTIONS,
+                    value: text.to_owned(),
+                    reason: e.to_string(),
+                })?,
+            },
+            minimum_drain_duration: pick_duration(
+                None,
+                vars,
+                env::MINIMUM_DRAIN_DURATION,
+                names::DEFAULT_MINIMUM_DRAIN_DURATION,
             )?,
             connect_timeout: pick_duration(
                 args.connect_timeout,
@@ -314,6 +334,30 @@ mod tests {
         assert_eq!(config.ports.outbound, 15001);
         assert_eq!(config.ports.inbound, 15006);
         assert_eq!(config.ipv6, Ipv6Mode::Auto);
+    }
+
+    #[test]
+    fn exit_on_zero_active_connections_is_on_by_default_and_istios_env_turns_it_off() {
+        let config = ProxyConfig::resolve(&RunArgs::default(), &EnvSource::default()).unwrap();
+        assert!(config.exit_on_zero_active_connections);
+        assert_eq!(config.minimum_drain_duration, Duration::from_secs(5));
+        let vars = EnvSource::from_map([
+            (env::EXIT_ON_ZERO_ACTIVE_CONNECTIONS, "false"),
+            (env::MINIMUM_DRAIN_DURATION, "1500ms"),
+        ]);
+        let config = ProxyConfig::resolve(&RunArgs::default(), &vars).unwrap();
+        assert!(!config.exit_on_zero_active_connections);
+        assert_eq!(config.minimum_drain_duration, Duration::from_millis(1500));
+        for (name, value) in [
+            (env::EXIT_ON_ZERO_ACTIVE_CONNECTIONS, "maybe"),
+            (env::MINIMUM_DRAIN_DURATION, "5"),
+        ] {
+            let err =
+                ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map([(name, value)]))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.starts_with(&format!("{name}=\"{value}\"")), "{err}");
+        }
     }
 
     #[test]

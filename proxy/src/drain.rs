@@ -105,8 +105,26 @@ impl Lifecycle {
 /// Drain timing from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct DrainTiming {
+    /// How long the proxy keeps accepting, not ready, after SIGTERM (Istio's mesh
+    /// `terminationDrainDuration`).
     pub drain_duration: Duration,
+    /// The pod's `terminationGracePeriodSeconds`: the kubelet kills the proxy then.
     pub termination_grace: Duration,
+    /// End the drain early once no connection is open (Istio's `EXIT_ON_ZERO_ACTIVE_CONNECTIONS`).
+    pub exit_on_zero_active_connections: bool,
+    /// With `exit_on_zero_active_connections`: the drain lasts at least this long (Istio's
+    /// `MINIMUM_DRAIN_DURATION`), so clients that have not yet seen the endpoint go still
+    /// connect.
+    pub minimum_drain_duration: Duration,
+}
+
+impl DrainTiming {
+    /// Time after SIGTERM by which the proxy must be gone: the termination grace less a margin
+    /// (a tenth of it, at most one second), so it exits before the kubelet's SIGKILL.
+    pub fn exit_by(&self) -> Duration {
+        let margin = (self.termination_grace / 10).min(Duration::from_secs(1));
+        self.termination_grace.saturating_sub(margin)
+    }
 }
 
 /// What ended the proxy.
@@ -116,12 +134,35 @@ pub enum Ended {
     Quit,
 }
 
+/// Why the proxy stopped accepting after SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// The drain duration passed.
+    DrainDuration,
+    /// No connection was open (after the minimum drain).
+    NoActiveConnections,
+    /// The termination grace (less the exit margin) came first.
+    TerminationGrace,
+}
+
+impl DrainEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainEnd::DrainDuration => "drain duration over",
+            DrainEnd::NoActiveConnections => "no active connections",
+            DrainEnd::TerminationGrace => "termination grace reached",
+        }
+    }
+}
+
 /// Waits for a termination trigger and runs the shutdown sequence; returns when every
 /// connection task tracked by `tracker` has finished (or was closed).
 ///
 /// SIGTERM: not ready at once; keep accepting until the drain duration has passed (counted from
-/// an earlier `/drain` if there was one); stop accepting; let connections finish until the
-/// termination grace (from the signal) and then close them.
+/// an earlier `/drain` if there was one), or, with `exit_on_zero_active_connections`, until no
+/// connection is open once the minimum drain has passed; stop accepting; let connections finish
+/// and close what is left at [`DrainTiming::exit_by`]. Nothing outlives the termination grace:
+/// the drain itself is cut there too.
 /// `/quitquitquit`: stop accepting at once; connections get the drain duration, then close.
 pub async fn coordinate(
     lifecycle: &Lifecycle,
@@ -154,13 +195,24 @@ pub async fn coordinate(
     let close_at = match ended {
         Ended::Signal => {
             let began = lifecycle.start_draining();
-            tracing::info!(drain_duration = ?timing.drain_duration, termination_grace = ?timing.termination_grace, "SIGTERM: draining");
-            tokio::time::sleep_until(began + timing.drain_duration).await;
-            now + timing.termination_grace
+            tracing::info!(
+                drain_duration = ?timing.drain_duration,
+                termination_grace = ?timing.termination_grace,
+                exit_on_zero_active_connections = timing.exit_on_zero_active_connections,
+                "SIGTERM: draining"
+            );
+            let close_at = now + timing.exit_by();
+            let why = drain(began, close_at, timing, tracker).await;
+            tracing::info!(
+                reason = why.as_str(),
+                open = tracker.len(),
+                "SIGTERM: no longer accepting connections"
+            );
+            close_at
         }
         Ended::Quit => {
             lifecycle.start_draining();
-            tracing::info!("quitquitquit: stopping");
+            tracing::info!("quitquitquit: no longer accepting connections");
             now + timing.drain_duration
         }
     };
@@ -180,15 +232,77 @@ pub async fn coordinate(
     ended
 }
 
+/// The accepting part of the SIGTERM drain, begun at `began`; returns why it ended. Never
+/// lasts past `close_at`.
+async fn drain(
+    began: Instant,
+    close_at: Instant,
+    timing: DrainTiming,
+    tracker: &TaskTracker,
+) -> DrainEnd {
+    let (end, at_end) = if began + timing.drain_duration <= close_at {
+        (began + timing.drain_duration, DrainEnd::DrainDuration)
+    } else {
+        (close_at, DrainEnd::TerminationGrace)
+    };
+    if !timing.exit_on_zero_active_connections {
+        tokio::time::sleep_until(end).await;
+        return at_end;
+    }
+    let minimum = began + timing.minimum_drain_duration.min(timing.drain_duration);
+    tokio::time::sleep_until(minimum.min(end)).await;
+    // A closed tracker's `wait` ends whenever it is empty; connections accepted meanwhile are
+    // still tracked (and waited for after the drain).
+    tracker.close();
+    let zero = tokio::time::timeout_at(end, tracker.wait()).await;
+    tracker.reopen();
+    match zero {
+        Ok(()) => DrainEnd::NoActiveConnections,
+        Err(_) => at_end,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Drain and grace without ending early on zero connections (the pre-Istio-model timing).
     fn timing(drain_ms: u64, grace_ms: u64) -> DrainTiming {
         DrainTiming {
             drain_duration: Duration::from_millis(drain_ms),
             termination_grace: Duration::from_millis(grace_ms),
+            exit_on_zero_active_connections: false,
+            minimum_drain_duration: Duration::ZERO,
         }
+    }
+
+    fn exit_on_zero(drain_ms: u64, grace_ms: u64, minimum_ms: u64) -> DrainTiming {
+        DrainTiming {
+            exit_on_zero_active_connections: true,
+            minimum_drain_duration: Duration::from_millis(minimum_ms),
+            ..timing(drain_ms, grace_ms)
+        }
+    }
+
+    /// Runs `coordinate` for a SIGTERM that arrives at once; returns when the proxy stopped
+    /// accepting and when it was done, both from the signal.
+    async fn sigterm(
+        lifecycle: &Lifecycle,
+        requests: Requests,
+        timing: DrainTiming,
+        tracker: &TaskTracker,
+    ) -> (Duration, Duration) {
+        let started = Instant::now();
+        let accept = lifecycle.accept_token();
+        let stopped = tokio::spawn(async move {
+            accept.cancelled().await;
+            started.elapsed()
+        });
+        assert_eq!(
+            coordinate(lifecycle, requests, async {}, timing, tracker).await,
+            Ended::Signal
+        );
+        (stopped.await.unwrap(), started.elapsed())
     }
 
     #[tokio::test]
@@ -247,8 +361,8 @@ mod tests {
         assert_eq!(run.await.unwrap(), Ended::Signal);
         let total = started.elapsed();
         assert!(
-            total >= Duration::from_millis(1500),
-            "closed at grace: {total:?}"
+            total >= Duration::from_millis(1350) && total < Duration::from_millis(1500),
+            "closed a tenth of the grace before it ends: {total:?}"
         );
         assert!(connection.is_finished());
     }
@@ -263,6 +377,70 @@ mod tests {
         assert_eq!(ended, Ended::Signal);
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(!lifecycle.connections_token().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn the_drain_never_outlives_the_termination_grace() {
+        // A drain longer than the grace (the injector used to pass mesh drainDuration 45s
+        // against a 30s grace): the proxy stops accepting and exits before the grace ends.
+        let (lifecycle, requests) = Lifecycle::new();
+        let tracker = TaskTracker::new();
+        let closed = lifecycle.connections_token();
+        tracker.spawn(async move { closed.cancelled().await });
+        let (stopped, done) = sigterm(&lifecycle, requests, timing(10_000, 1_000), &tracker).await;
+        assert!(stopped < Duration::from_millis(1_000), "{stopped:?}");
+        assert!(done >= Duration::from_millis(900), "{done:?}");
+        assert!(
+            done < Duration::from_millis(1_000),
+            "gone before the grace: {done:?}"
+        );
+        assert!(lifecycle.connections_token().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn with_no_connection_the_drain_ends_after_the_minimum() {
+        let (lifecycle, requests) = Lifecycle::new();
+        let tracker = TaskTracker::new();
+        let (stopped, done) = sigterm(
+            &lifecycle,
+            requests,
+            exit_on_zero(10_000, 30_000, 200),
+            &tracker,
+        )
+        .await;
+        assert!(stopped >= Duration::from_millis(200), "{stopped:?}");
+        assert!(done < Duration::from_secs(2), "{done:?}");
+    }
+
+    #[tokio::test]
+    async fn the_drain_ends_when_the_last_connection_finishes() {
+        let (lifecycle, requests) = Lifecycle::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(tokio::time::sleep(Duration::from_millis(600)));
+        let (stopped, done) = sigterm(
+            &lifecycle,
+            requests,
+            exit_on_zero(10_000, 30_000, 100),
+            &tracker,
+        )
+        .await;
+        assert!(stopped >= Duration::from_millis(600), "{stopped:?}");
+        assert!(done < Duration::from_secs(3), "{done:?}");
+    }
+
+    #[tokio::test]
+    async fn without_exit_on_zero_the_whole_drain_is_waited_for() {
+        let (lifecycle, requests) = Lifecycle::new();
+        let tracker = TaskTracker::new();
+        let (stopped, _) = sigterm(&lifecycle, requests, timing(700, 30_000), &tracker).await;
+        assert!(stopped >= Duration::from_millis(700), "{stopped:?}");
+    }
+
+    #[test]
+    fn the_exit_margin_is_a_tenth_of_the_grace_at_most_one_second() {
+        assert_eq!(timing(0, 30_000).exit_by(), Duration::from_secs(29));
+        assert_eq!(timing(0, 2_000).exit_by(), Duration::from_millis(1_800));
+        assert_eq!(timing(0, 0).exit_by(), Duration::ZERO);
     }
 
     #[tokio::test]

@@ -13,7 +13,13 @@ pub const INBOUND_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 /// Defaults of the `run` flags.
 pub const DEFAULT_CONCURRENCY: usize = 2;
 pub const DEFAULT_DRAIN_DURATION: Duration = Duration::from_secs(5);
+/// Kubernetes' default `terminationGracePeriodSeconds`; the injector passes the pod's own.
 pub const DEFAULT_TERMINATION_GRACE: Duration = Duration::from_secs(30);
+/// `EXIT_ON_ZERO_ACTIVE_CONNECTIONS` when unset. Istio's default is false; ours is true
+/// because the proxy counts its connections exactly and has no hot restart (README).
+pub const DEFAULT_EXIT_ON_ZERO_ACTIVE_CONNECTIONS: bool = true;
+/// `MINIMUM_DRAIN_DURATION` when unset: Istio's 5 s.
+pub const DEFAULT_MINIMUM_DRAIN_DURATION: Duration = Duration::from_secs(5);
 /// Buffered copying: `splice(2)` was not measurably faster in bench/proxy-load (see README).
 pub const DEFAULT_RELAY: crate::relay::RelayMode = crate::relay::RelayMode::Copy;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

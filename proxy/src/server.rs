@@ -209,6 +209,8 @@ impl BoundProxy {
         let timing = DrainTiming {
             drain_duration: config.drain_duration,
             termination_grace: config.termination_grace,
+            exit_on_zero_active_connections: config.exit_on_zero_active_connections,
+            minimum_drain_duration: config.minimum_drain_duration,
         };
         let ended = drain::coordinate(&lifecycle, requests, signal, timing, &tracker).await;
         accept_loops.join_all().await;

@@ -10,6 +10,8 @@ mod common;
 mod e2e;
 #[path = "server/injection.rs"]
 mod injection;
+#[path = "server/limits.rs"]
+mod limits;
 #[path = "server/logs.rs"]
 mod logs;
 #[path = "server/process.rs"]

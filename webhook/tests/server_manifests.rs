@@ -248,10 +248,11 @@ fn default_install_uses_cert_manager_and_validates() {
 
     // cert-manager keeps the caBundle: the injector itself gets no API permissions at all.
     assert!(
-        !docs
-            .iter()
-            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
-        "the cert-manager install grants the injector nothing"
+        !docs.iter().any(
+            |d| ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+                .contains(&d["kind"].as_str().unwrap_or_default())
+        ),
+        "the cert-manager install grants the injector nothing (no Secret access either)"
     );
 
     // cert-manager objects: kubernetes-validate has no schema for them, so check their wiring.
@@ -329,12 +330,25 @@ fn self_managed_overlay_validates_and_keeps_the_ca_bundle() {
         !args.iter().any(|a| a.starts_with("--tls-cert")),
         "{args:?}"
     );
+    assert!(
+        args.iter()
+            .any(|a| a == "--ca-secret=outrigger-injector-ca"),
+        "{args:?}"
+    );
+    // Safe for several replicas now (one CA shared through the Secret): the base's two.
     assert_eq!(
         find(&docs, "Deployment", "outrigger-injector")["spec"]["replicas"],
-        1
+        2
     );
-    let pdb = find(&docs, "PodDisruptionBudget", "outrigger-injector");
-    assert!(pdb["spec"]["minAvailable"].is_null());
+    let ca_role = find(&docs, "Role", "outrigger-injector-ca");
+    assert_eq!(
+        ca_role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["outrigger-injector-ca"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+        ])
+    );
+    find(&docs, "RoleBinding", "outrigger-injector-ca");
     let mwc = find(&docs, "MutatingWebhookConfiguration", "outrigger-injector");
     assert!(
         mwc["metadata"]["annotations"].is_null(),
@@ -391,5 +405,34 @@ fn deployment_arguments_parse() {
             .expect("binary runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{overlay}: {stderr}");
+    }
+}
+
+/// SIGTERM: the shutdown delay (serving, not ready) and the drain grace both fit inside the
+/// pod's termination grace, so the kubelet never kills a draining injector.
+#[test]
+fn shutdown_delay_and_grace_fit_in_the_termination_grace() {
+    for overlay in ["", "overlays/self-managed"] {
+        let docs = build(&manifests().join(overlay));
+        let flag = |name: &str| -> u64 {
+            let prefix = format!("--{name}=");
+            args(&docs)
+                .iter()
+                .find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("{overlay}: --{name} is set"))
+                .parse()
+                .expect("seconds")
+        };
+        let delay = flag("shutdown-delay-seconds");
+        let grace = flag("grace-period-seconds");
+        let deployment = find(&docs, "Deployment", "outrigger-injector");
+        let termination = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        assert!(delay > 0, "{overlay}: a shutdown delay is set");
+        assert!(
+            delay + grace < termination,
+            "{overlay}: {delay}s + {grace}s must fit in {termination}s"
+        );
     }
 }

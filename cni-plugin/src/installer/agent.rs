@@ -145,6 +145,17 @@ impl Installer {
         } else {
             path.with_extension("conflist")
         };
+        // The bytes as the network plugin wrote them, for uninstall. A file that already holds a
+        // (stale) entry of ours is not the original: the copy taken before that edit stays.
+        let untouched = conflist::without_entry(&list).is_ok_and(|clean| clean == list);
+        if untouched && let Some(bytes) = files::read_optional(&path)? {
+            let mode = std::fs::metadata(&path)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+                .unwrap_or(0o644);
+            let original = original_copy(&path);
+            files::remove_if_present(&original)?;
+            files::write_atomic(&original, &bytes, mode)?;
+        }
         files::write_atomic(&target, &to_pretty_json(&merged), 0o644)?;
         if !is_list {
             files::remove_if_present(&path)?;
@@ -187,6 +198,18 @@ impl Installer {
             path: dir.clone(),
             source,
         };
+        let mut problems = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read_err)? {
+            let path = entry.map_err(read_err)?.path();
+            if let Some(original) = original_of(&path)
+                && let Err(err) = restore_original(&path, &original)
+            {
+                problems.push(err);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(InstallError::Uninstall(problems));
+        }
         for entry in std::fs::read_dir(dir).map_err(read_err)? {
             let path = entry.map_err(read_err)?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("conflist") {
@@ -276,6 +299,71 @@ impl Installer {
         tracing::info!("shutting down: removing our entry, kubeconfig and binary");
         self.uninstall()
     }
+}
+
+/// Where the original bytes of the network configuration at `path` are kept.
+fn original_copy(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(names::ORIGINAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The configuration a copy of original bytes belongs to, when `copy` is one.
+fn original_of(copy: &std::path::Path) -> Option<PathBuf> {
+    let text = copy.to_str()?;
+    text.strip_suffix(names::ORIGINAL_SUFFIX).map(PathBuf::from)
+}
+
+/// Puts the original bytes of `original` back when the file we edited is still what we made of
+/// it (the original plus our entry): a `.conf` comes back as that `.conf` (the `.conflist` we
+/// made is removed), a `.conflist` byte for byte. When the network plugin changed the file since,
+/// its version wins: only our entry is removed (the generic pass). The copy is removed either way.
+fn restore_original(
+    copy: &std::path::Path,
+    original: &std::path::Path,
+) -> Result<(), InstallError> {
+    let is_list = original.extension().and_then(|e| e.to_str()) == Some("conflist");
+    let edited = if is_list {
+        original.to_path_buf()
+    } else {
+        original.with_extension("conflist")
+    };
+    let bytes = files::read_optional(copy)?;
+    let current = files::read_optional(&edited)?;
+    let expected = bytes
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .and_then(|v| {
+            if is_list {
+                Some(v)
+            } else {
+                conflist::conf_to_conflist(&v).ok()
+            }
+        });
+    let cleaned = current
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .and_then(|v| conflist::without_entry(&v).ok());
+    match (bytes, expected, cleaned) {
+        (Some(bytes), Some(expected), Some(cleaned)) if expected == cleaned => {
+            let mode = std::fs::metadata(copy)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+                .unwrap_or(0o644);
+            if edited != original {
+                files::remove_if_present(original)?;
+            }
+            files::write_atomic(original, &bytes, mode)?;
+            if edited != original {
+                files::remove_if_present(&edited)?;
+            }
+            tracing::info!(path = %original.display(), "restored the original network configuration");
+        }
+        _ => {
+            tracing::warn!(path = %edited.display(), "network configuration changed since we edited it: only our entry is removed");
+        }
+    }
+    files::remove_if_present(copy)?;
+    Ok(())
 }
 
 /// Whether a watch event can change what a pass would find: a file created, written, removed or

@@ -52,7 +52,17 @@ fn classic_injection_has_istio_shape() {
         "ghcr.io/outrigger-mesh/outrigger-proxy:0.1.0"
     );
     assert_eq!(proxy["command"], json!(["outrigger-proxy"]));
-    assert_eq!(args(proxy), ["run", "--drain-duration", "45s"]);
+    // Istio's shutdown drain (mesh terminationDrainDuration, 5s) and the pod's grace.
+    assert_eq!(
+        args(proxy),
+        [
+            "run",
+            "--drain-duration",
+            "5s",
+            "--termination-grace",
+            "30s"
+        ]
+    );
     assert_eq!(
         proxy["ports"],
         json!([{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}])
@@ -369,7 +379,15 @@ fn proxy_config_annotation_hold_concurrency_and_metadata() {
     let proxy = find(&pod, "containers", "istio-proxy");
     assert_eq!(
         args(proxy),
-        ["run", "--concurrency", "2", "--drain-duration", "45s"]
+        [
+            "run",
+            "--concurrency",
+            "2",
+            "--drain-duration",
+            "5s",
+            "--termination-grace",
+            "30s"
+        ]
     );
     assert_eq!(
         proxy["lifecycle"]["postStart"]["exec"]["command"],
@@ -383,6 +401,57 @@ fn proxy_config_annotation_hold_concurrency_and_metadata() {
             "invalid value 'concurrency: lots' for annotation 'proxy.istio.io/config': "
         ),
         "{e}"
+    );
+}
+
+#[test]
+fn the_proxys_drain_is_terminationdrainduration_not_the_hot_restart_drain() {
+    // Istio's names: terminationDrainDuration is the shutdown drain; drainDuration (the
+    // hot-restart drain) does not reach the proxy.
+    let mut pod = annotate(
+        web(),
+        &[(
+            PROXY_CONFIG,
+            "terminationDrainDuration: 12s\ndrainDuration: 45s\n",
+        )],
+    );
+    pod["spec"]["terminationGracePeriodSeconds"] = json!(60);
+    let injected = run(&pod);
+    let proxy = find(&injected, "containers", "istio-proxy");
+    assert_eq!(
+        args(proxy),
+        [
+            "run",
+            "--drain-duration",
+            "12s",
+            "--termination-grace",
+            "60s"
+        ]
+    );
+    // Without the field (kube-inject on a bare manifest) the proxy keeps its 30s default.
+    let mut bare = web();
+    if let Some(spec) = bare["spec"].as_object_mut() {
+        spec.remove("terminationGracePeriodSeconds");
+    }
+    let proxy_args = args(find(&run(&bare), "containers", "istio-proxy")).join(" ");
+    assert_eq!(proxy_args, "run --drain-duration 5s");
+    // A value the proxy could not parse is refused here, naming the annotation and the field.
+    let bad = annotate(web(), &[(PROXY_CONFIG, "terminationDrainDuration: 5sec")]);
+    let e = inject(&bad, &req(), &Config::embedded().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "invalid value 'terminationDrainDuration: 5sec' for annotation 'proxy.istio.io/config': terminationDrainDuration '5sec': "
+        ),
+        "{e}"
+    );
+    let mesh = Config::parse("", "", "defaultConfig:\n  terminationDrainDuration: soon\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        mesh.contains("mesh.yaml") && mesh.contains("terminationDrainDuration 'soon'"),
+        "{mesh}"
     );
 }
 

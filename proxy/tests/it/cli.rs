@@ -215,3 +215,81 @@ fn a_bad_config_file_stops_the_start_with_its_path_and_reason() {
         "{stderr}"
     );
 }
+
+/// Starts the real proxy with `extra` flags and `env`, waits until ready, sends SIGTERM and
+/// returns the exit status, the time from the signal to the exit, and what it logged.
+fn sigterm_to_exit(
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, Duration, String) {
+    use std::io::Read as _;
+    let ports = Ports {
+        outbound: free_port(),
+        inbound: free_port(),
+        status: free_port(),
+        health: free_port(),
+        stats: free_port(),
+    };
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .args(["--outbound-port", &ports.outbound.to_string()])
+        .args(["--inbound-port", &ports.inbound.to_string()])
+        .args(["--status-port", &ports.status.to_string()])
+        .args(["--health-port", &ports.health.to_string()])
+        .args(["--stats-port", &ports.stats.to_string()])
+        .args(["--ipv6", "false"])
+        .args(extra)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn outrigger-proxy");
+    assert!(wait_ready(ports.health).status.success());
+    let signalled = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits in i32")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("send SIGTERM");
+    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits after SIGTERM");
+    let took = signalled.elapsed();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut log)
+        .expect("read stderr");
+    (status, took, log)
+}
+
+#[test]
+fn sigterm_with_a_drain_longer_than_the_grace_exits_before_the_grace() {
+    // What the injector used to pass (mesh drainDuration 45s) against a 2s grace, with the
+    // early end on zero connections off: the grace still wins.
+    let (status, took, log) = sigterm_to_exit(
+        &["--drain-duration", "45s", "--termination-grace", "2s"],
+        &[("EXIT_ON_ZERO_ACTIVE_CONNECTIONS", "false")],
+    );
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(took < Duration::from_secs(2), "{took:?}\n{log}");
+    assert!(
+        log.contains("no longer accepting connections")
+            && log.contains("termination grace reached"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_with_no_connection_ends_the_drain_after_the_minimum() {
+    let (status, took, log) = sigterm_to_exit(
+        &["--drain-duration", "30s", "--termination-grace", "30s"],
+        &[("MINIMUM_DRAIN_DURATION", "300ms")],
+    );
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}\n{log}");
+    assert!(
+        log.contains("no longer accepting connections") && log.contains("no active connections"),
+        "{log}"
+    );
+}

@@ -253,8 +253,9 @@ async fn sigterm_drains_then_closes_open_connections_at_the_grace() {
         .await
         .expect("closed by the grace");
     assert!(matches!(closed, Ok(0)), "{closed:?}");
+    // Closed a tenth of the grace early, so the proxy is gone before the kubelet's SIGKILL.
     assert!(
-        started.elapsed() >= Duration::from_millis(2500),
+        started.elapsed() >= Duration::from_millis(2250),
         "{:?}",
         started.elapsed()
     );

@@ -172,15 +172,19 @@ fn the_proxy_listens_where_outrigger_iptables_redirects() {
 
 #[test]
 fn proxy_config_annotation_settings_reach_the_proxy() {
-    let pod = inject_with(
-        &web_pod(&[(
-            "proxy.istio.io/config",
-            "concurrency: 1\ndrainDuration: 7s\n",
-        )]),
-        "",
-        None,
-    );
+    let mut pod = web_pod(&[(
+        "proxy.istio.io/config",
+        "concurrency: 1\nterminationDrainDuration: 7s\ndrainDuration: 45s\n",
+    )]);
+    pod["spec"]["terminationGracePeriodSeconds"] = serde_json::json!(45);
+    let pod = inject_with(&pod, "", None);
     let config = proxy_config(&pod);
     assert_eq!(config.concurrency, 1);
+    // The shutdown drain is terminationDrainDuration; drainDuration (hot restart) is not used.
     assert_eq!(config.drain_duration.as_secs(), 7);
+    assert_eq!(
+        config.termination_grace.as_secs(),
+        45,
+        "the pod's terminationGracePeriodSeconds reaches the proxy"
+    );
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use outrigger_runtime::logging::{self, LogFormat, Logging};
-use outrigger_webhook::server::replica_memo;
 use outrigger_webhook::server::selfsigned::{DEFAULT_NAMESPACE, DEFAULT_SERVICE, ServiceNames};
 use outrigger_webhook::server::tls::CertPaths;
 use outrigger_webhook::server::{self, Options, TlsSource};
+use outrigger_webhook::server::{replica_memo, serve};
 
 /// Each admission request builds and drops thousands of small JSON nodes; under load glibc
 /// malloc/free took about a third of the server's CPU (perf), mimalloc much less.
@@ -44,13 +44,19 @@ struct Args {
     /// Without it the embedded default configuration is used.
     #[arg(long)]
     config_dir: Option<PathBuf>,
-    /// Keep the caBundle of every webhook in this MutatingWebhookConfiguration equal to the
-    /// serving CA (self-managed certificates; needs RBAC get/list/watch/patch on it).
+    /// Keep the caBundle of every webhook in this MutatingWebhookConfiguration holding the
+    /// serving CA and every other CA a live replica serves with (self-managed certificates;
+    /// needs RBAC get/list/watch/patch on it).
     #[arg(long)]
     webhook_config: Option<String>,
     /// CA certificate (PEM) to put in the caBundle; defaults to the self-signed CA.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// Self-signed mode for several replicas: share the CA through this Secret in
+    /// --service-namespace (the first replica creates it, the others read it; needs RBAC get and
+    /// create on Secrets there). Each replica issues its own serving certificate from it.
+    #[arg(long, conflicts_with = "tls_cert")]
+    ca_secret: Option<String>,
     /// Only parse and check the flags, print the resulting settings, and exit.
     #[arg(long)]
     check_args: bool,
@@ -60,9 +66,27 @@ struct Args {
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = server::DEFAULT_GRACE.as_secs())]
     grace_period_seconds: u64,
-    /// Seconds a client gets for the TLS handshake, the request headers, and the body (each).
+    /// Seconds a client gets for the TLS handshake, the request headers (HTTP/1, and the first
+    /// request of an HTTP/2 connection), and the body (each), on both ports.
     #[arg(long, default_value_t = server::DEFAULT_READ_TIMEOUT.as_secs())]
     read_timeout_seconds: u64,
+    /// Seconds a connection (HTTP/1 or HTTP/2, either port) may stay open with no request in
+    /// flight before it is closed.
+    #[arg(long, default_value_t = serve::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout_seconds: u64,
+    /// Connections the HTTPS port serves at once; more wait in the accept queue until one ends.
+    #[arg(long, default_value_t = serve::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Connections the metrics port serves at once.
+    #[arg(long, default_value_t = serve::DEFAULT_METRICS_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    metrics_max_connections: u64,
+    /// Seconds to keep serving after SIGTERM, with /readyz failing, before stopping accepting
+    /// and draining (so the endpoint is gone before the server stops); then
+    /// --grace-period-seconds for in-flight requests.
+    #[arg(long, default_value_t = server::DEFAULT_SHUTDOWN_DELAY.as_secs())]
+    shutdown_delay_seconds: u64,
     /// Bytes of answers the replica memo keeps at most (replicas of a workload are answered
     /// from it); 0 turns it off. Keep it well under the container's memory limit.
     #[arg(long, default_value_t = replica_memo::DEFAULT_BUDGET_BYTES)]
@@ -98,8 +122,15 @@ impl Args {
             config_dir: self.config_dir,
             grace: Duration::from_secs(self.grace_period_seconds),
             read_timeout: Duration::from_secs(self.read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            // Both at most a million (the flags' range): they fit any usize.
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            metrics_max_connections: usize::try_from(self.metrics_max_connections)
+                .unwrap_or(usize::MAX),
+            shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
             webhook_config: self.webhook_config,
             ca_cert: self.ca_cert,
+            ca_secret: self.ca_secret,
             replica_memo: replica_memo::Limits {
                 budget_bytes: self.replica_memo_bytes,
                 max_pod_bytes: self.replica_memo_max_pod_bytes,

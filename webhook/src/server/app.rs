@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::BodyExt as _;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
@@ -27,6 +27,10 @@ const ADMISSION_SPAN: &str = "admission";
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB per object).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// How much of a too-large body is read and dropped so the client gets its 413; a larger one
+/// is cut off (the connection closes).
+pub const DISCARD_LIMIT_BYTES: usize = 4 * MAX_BODY_BYTES;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -183,23 +187,43 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        discard(body).await;
         return Err(HttpError::TooLarge);
     }
-    let bytes = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                HttpError::TooLarge
-            } else {
-                HttpError::Read(e.to_string())
-            }
-        })?
-        .to_bytes();
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| HttpError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > MAX_BODY_BYTES {
+            discard(body).await;
+            return Err(HttpError::TooLarge);
+        }
+        bytes.extend_from_slice(&data);
+    }
     if bytes.is_empty() {
         return Err(HttpError::Empty);
     }
-    Ok(bytes)
+    Ok(axum::body::Bytes::from(bytes))
+}
+
+/// Reads and drops the rest of a body refused for its size (at most [`DISCARD_LIMIT_BYTES`],
+/// within the body timeout). The API server sends the body without `Expect: 100-continue`, so
+/// it is still writing when the 413 is ready: answering before the body is read makes the
+/// server close a socket with unread data, which the client sees as a TCP reset (HTTP/1.1) or a
+/// reset stream (HTTP/2) instead of the answer.
+async fn discard(mut body: Body) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            seen += data.len();
+            if seen > DISCARD_LIMIT_BYTES {
+                return;
+            }
+        }
+    }
 }
 
 /// Decode, decide, answer. The request's span is opened once the review is decoded, with every

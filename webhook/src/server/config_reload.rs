@@ -1,14 +1,27 @@
 //! The injector configuration in service: loaded once, swapped atomically on reload, and kept
 //! as it is when a new version is invalid.
+//!
+//! A reload whose files are byte for byte the ones last read does nothing (no log, no count):
+//! the watcher may wake more than once for one ConfigMap update (the kubelet writes a new
+//! timestamped directory, swaps the `..data` link, then removes the old directory), and one
+//! update must be one reload.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use super::metrics::{Metrics, Reload};
 use outrigger_inject::config_source::load_config_dir;
+use outrigger_inject::{CONFIG_FILE, MESH_FILE, VALUES_FILE};
 use outrigger_inject::{Config, ConfigError};
+
+/// The bytes of the three files as last read (`None`: absent or unreadable).
+type Contents = [Option<Vec<u8>>; 3];
+
+fn contents(dir: &Path) -> Contents {
+    [CONFIG_FILE, VALUES_FILE, MESH_FILE].map(|name| std::fs::read(dir.join(name)).ok())
+}
 
 /// The configuration currently used by the request handlers.
 #[derive(Debug)]
@@ -16,11 +29,14 @@ pub struct ConfigStore {
     current: ArcSwap<Config>,
     dir: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    /// What the last load or reload read, accepted or not.
+    last: Mutex<Option<Contents>>,
 }
 
 impl ConfigStore {
     /// Load from `dir`, or the embedded default when `None`. A bad initial config is an error.
     pub fn load(dir: Option<&Path>, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
+        let last = dir.map(contents);
         let config = match dir {
             Some(dir) => load_config_dir(dir)?,
             None => Config::embedded()?,
@@ -29,6 +45,7 @@ impl ConfigStore {
             current: ArcSwap::from_pointee(config),
             dir: dir.map(Path::to_path_buf),
             metrics,
+            last: Mutex::new(last),
         })
     }
 
@@ -38,6 +55,7 @@ impl ConfigStore {
             current: ArcSwap::from_pointee(config),
             dir: None,
             metrics,
+            last: Mutex::new(None),
         }
     }
 
@@ -57,6 +75,18 @@ impl ConfigStore {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
+        let read = contents(dir);
+        {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.as_ref() == Some(&read) {
+                tracing::debug!(dir = %dir.display(), "configuration unchanged");
+                return Ok(());
+            }
+            *last = Some(read);
+        }
         match load_config_dir(dir) {
             Ok(config) => {
                 self.current.store(Arc::new(config));

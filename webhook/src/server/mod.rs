@@ -11,6 +11,7 @@ pub mod replica_memo;
 pub mod review;
 pub mod selfsigned;
 pub mod serve;
+pub mod shared_ca;
 pub mod tls;
 pub mod watch;
 
@@ -38,6 +39,10 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:15014";
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default grace period for in-flight requests after SIGTERM.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
+/// Default time the injector keeps serving, not ready, after SIGTERM before it drains: long
+/// enough for the endpoint removal to reach the API servers (which otherwise still dial a pod
+/// that stopped accepting, and with `failurePolicy: Fail` reject pod creations).
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
@@ -58,10 +63,20 @@ pub struct Options {
     pub grace: Duration,
     /// Time a client gets for the TLS handshake, the headers, and the body (each).
     pub read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long (both ports).
+    pub idle_timeout: Duration,
+    /// Connections served at once on the TLS port and on the metrics port.
+    pub max_connections: usize,
+    pub metrics_max_connections: usize,
+    /// After SIGTERM: keep serving (readiness failing) this long, then stop accepting and drain.
+    pub shutdown_delay: Duration,
     /// Keep the caBundle of this MutatingWebhookConfiguration equal to the serving CA.
     pub webhook_config: Option<String>,
     /// The CA for the caBundle; defaults to the self-signed CA.
     pub ca_cert: Option<PathBuf>,
+    /// Self-signed mode for several replicas: the CA is shared through this Secret (in the
+    /// service namespace), created by the first replica and read by the others.
+    pub ca_secret: Option<String>,
     /// How much the replica memo keeps.
     pub replica_memo: replica_memo::Limits,
 }
@@ -91,8 +106,10 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create the Kubernetes client for --webhook-config")]
+    #[error("cannot create the Kubernetes client for --webhook-config or --ca-secret")]
     Kube(#[source] kube::Error),
+    #[error("cannot get the shared CA (--ca-secret)")]
+    SharedCa(#[source] shared_ca::SharedCaError),
 }
 
 /// Run the injector until `shutdown` resolves; returns once in-flight requests have finished
@@ -108,12 +125,29 @@ pub async fn run(
     );
     let (cert_paths, self_signed_ca) = match &options.tls {
         TlsSource::Files(paths) => (paths.clone(), None),
-        TlsSource::SelfSigned { dir, names } => {
-            let (files, created) =
-                selfsigned::ensure(dir, names).map_err(ServerError::SelfSigned)?;
-            tracing::info!(dir = %dir.display(), created, ca = %files.ca.display(), "self-signed certificates");
-            (files.serving, Some(files.ca))
-        }
+        TlsSource::SelfSigned { dir, names } => match &options.ca_secret {
+            Some(secret) => {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(ServerError::Kube)?;
+                let shared = shared_ca::CaSecret {
+                    namespace: names.namespace.clone(),
+                    name: secret.clone(),
+                };
+                let (files, obtained) = shared
+                    .ensure_dir(client, dir, names)
+                    .await
+                    .map_err(ServerError::SharedCa)?;
+                tracing::info!(secret = %format!("{}/{}", shared.namespace, shared.name), ?obtained, dir = %dir.display(), "shared CA; serving certificate issued from it");
+                (files.serving, Some(files.ca))
+            }
+            None => {
+                let (files, created) =
+                    selfsigned::ensure(dir, names).map_err(ServerError::SelfSigned)?;
+                tracing::info!(dir = %dir.display(), created, ca = %files.ca.display(), "self-signed certificates");
+                (files.serving, Some(files.ca))
+            }
+        },
     };
     let resolver = Arc::new(ReloadingResolver::load(cert_paths.clone()).map_err(ServerError::Tls)?);
     let tls_config = tls::server_config(resolver.clone()).map_err(ServerError::Tls)?;
@@ -168,38 +202,50 @@ pub async fn run(
             source,
         })?;
 
-    let shutdown = shutdown.shared();
+    // SIGTERM: not ready at once, keep serving for the shutdown delay (the API servers learn of
+    // the endpoint's removal meanwhile), then stop accepting and drain.
+    let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let delay = options.shutdown_delay;
+    let stop = {
+        let ready = ready_flag.clone();
+        async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+            tracing::info!(
+                shutdown_delay_seconds = delay.as_secs_f64(),
+                "SIGTERM: not ready; serving until the shutdown delay is over"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+    .shared();
     let mut state = app::AppState::with_replica_memo(config, metrics.clone(), options.replica_memo);
     state.body_timeout = options.read_timeout;
-    let ready = state.ready.clone();
+    state.ready = ready_flag.clone();
+    let limits = serve::Limits {
+        read_timeout: options.read_timeout,
+        idle_timeout: options.idle_timeout,
+        max_connections: options.max_connections,
+        grace: options.grace,
+    };
     let metrics_server = tokio::spawn(serve::serve_plain(
         metrics_listener,
         app::metrics_app(metrics),
-        shutdown.clone(),
+        stop.clone(),
+        serve::Limits {
+            max_connections: options.metrics_max_connections,
+            ..limits
+        },
     ));
-    ready.store(true, Ordering::Release);
+    ready_flag.store(true, Ordering::Release);
     tracing::info!(addr = %local, metrics_addr = %metrics_local, "listening");
 
-    let stop = {
-        let ready = ready.clone();
-        shutdown
-            .clone()
-            .map(move |()| ready.store(false, Ordering::Release))
-    };
-    serve::serve_tls(
-        listener,
-        tls_config,
-        app::app(state),
-        stop,
-        options.grace,
-        options.read_timeout,
-    )
-    .await;
+    serve::serve_tls(listener, tls_config, app::app(state), stop, limits).await;
     for task in background {
         task.abort();
     }
-    if let Ok(Err(error)) = metrics_server.await {
-        tracing::warn!(%error, "metrics server ended with an error");
+    if let Err(error) = metrics_server.await {
+        tracing::warn!(%error, "metrics server task failed");
     }
     tracing::info!("stopped");
     Ok(())

@@ -74,9 +74,14 @@ pub struct Bundle {
     pub key_pem: String,
 }
 
-/// Generate a CA and a serving certificate signed by it (pure, nothing written).
-pub fn generate(names: &ServiceNames) -> Result<Bundle, SelfSignedError> {
-    let ca_key = KeyPair::generate().map_err(SelfSignedError::Generate)?;
+/// A CA certificate and its key (PEM).
+#[derive(Debug, Clone)]
+pub struct CaPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn ca_params() -> Result<CertificateParams, SelfSignedError> {
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(SelfSignedError::Generate)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![
@@ -86,9 +91,28 @@ pub fn generate(names: &ServiceNames) -> Result<Bundle, SelfSignedError> {
     ];
     ca.distinguished_name
         .push(DnType::CommonName, "outrigger-injector CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(SelfSignedError::Generate)?;
-    let issuer = Issuer::new(ca, &ca_key);
+    Ok(ca)
+}
 
+/// Generate a CA (pure, nothing written).
+pub fn generate_ca() -> Result<CaPair, SelfSignedError> {
+    let ca_key = KeyPair::generate().map_err(SelfSignedError::Generate)?;
+    let ca_cert = ca_params()?
+        .self_signed(&ca_key)
+        .map_err(SelfSignedError::Generate)?;
+    Ok(CaPair {
+        cert_pem: ca_cert.pem(),
+        key_pem: ca_key.serialize_pem(),
+    })
+}
+
+/// Issue a serving certificate for `names` from `ca` (pure, nothing written).
+pub fn issue(ca: &CaPair, names: &ServiceNames) -> Result<Bundle, SelfSignedError> {
+    // The issuer is rebuilt from the CA's parameters and key (its subject and key identifier
+    // follow from them), so the CA certificate need not be parsed: a CA made by
+    // [`generate_ca`] in any replica issues certificates that verify against it.
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(SelfSignedError::Generate)?;
+    let issuer = Issuer::new(ca_params()?, &ca_key);
     let key = KeyPair::generate().map_err(SelfSignedError::Generate)?;
     let mut leaf =
         CertificateParams::new(names.subject_alt_names()).map_err(SelfSignedError::Generate)?;
@@ -105,10 +129,37 @@ pub fn generate(names: &ServiceNames) -> Result<Bundle, SelfSignedError> {
         .signed_by(&key, &issuer)
         .map_err(SelfSignedError::Generate)?;
     Ok(Bundle {
-        ca_pem: ca_cert.pem(),
+        ca_pem: ca.cert_pem.clone(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// Generate a CA and a serving certificate signed by it (pure, nothing written).
+pub fn generate(names: &ServiceNames) -> Result<Bundle, SelfSignedError> {
+    issue(&generate_ca()?, names)
+}
+
+/// Write `ca` and a serving certificate issued from it into `dir` (replacing what is there).
+pub fn write_issued(
+    dir: &Path,
+    ca: &CaPair,
+    names: &ServiceNames,
+) -> Result<SelfSignedFiles, SelfSignedError> {
+    let files = SelfSignedFiles::in_dir(dir);
+    std::fs::create_dir_all(dir).map_err(|source| SelfSignedError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_bundle(&files, &issue(ca, names)?)?;
+    Ok(files)
+}
+
+fn write_bundle(files: &SelfSignedFiles, bundle: &Bundle) -> Result<(), SelfSignedError> {
+    // The key first and the certificate last, each replaced atomically.
+    write_atomic(&files.serving.key, bundle.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&files.ca, bundle.ca_pem.as_bytes(), 0o644)?;
+    write_atomic(&files.serving.cert, bundle.cert_pem.as_bytes(), 0o644)
 }
 
 /// The three files of a self-signed directory.
@@ -150,11 +201,7 @@ pub fn ensure(
         path: dir.to_path_buf(),
         source,
     })?;
-    let bundle = generate(names)?;
-    // The key first and the certificate last, each replaced atomically.
-    write_atomic(&files.serving.key, bundle.key_pem.as_bytes(), 0o600)?;
-    write_atomic(&files.ca, bundle.ca_pem.as_bytes(), 0o644)?;
-    write_atomic(&files.serving.cert, bundle.cert_pem.as_bytes(), 0o644)?;
+    write_bundle(&files, &generate(names)?)?;
     Ok((files, true))
 }
 
@@ -181,6 +228,35 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SelfSignedEr
 mod tests {
     use super::*;
     use crate::server::tls::ReloadingResolver;
+
+    #[test]
+    fn certificates_issued_from_one_ca_in_two_places_verify_against_it() {
+        let ca = generate_ca().unwrap();
+        let names = ServiceNames::default();
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject as _;
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        use rustls::client::danger::ServerCertVerifier as _;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .unwrap();
+        for _ in 0..2 {
+            let bundle = issue(&ca, &names).unwrap();
+            let leaf =
+                rustls::pki_types::CertificateDer::from_pem_slice(bundle.cert_pem.as_bytes())
+                    .unwrap();
+            let name =
+                rustls::pki_types::ServerName::try_from("outrigger-injector.outrigger-system.svc")
+                    .unwrap();
+            verifier
+                .verify_server_cert(&leaf, &[], &name, &[], rustls::pki_types::UnixTime::now())
+                .expect("verifies against the shared CA");
+        }
+    }
 
     #[test]
     fn creates_once_then_reuses() {

@@ -110,6 +110,16 @@ impl Injector {
         }
     }
 
+    /// How many log lines contain `needle` so far.
+    pub fn count_logs(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// The Prometheus text of the metrics port.
     pub async fn metrics(&self) -> String {
         let tcp = tokio::net::TcpStream::connect(self.metrics_addr)
@@ -215,6 +225,19 @@ impl Client {
 }
 
 impl Connection {
+    /// GET `path`; returns the status.
+    pub async fn get(&mut self, path: &str) -> Result<u16, hyper::Error> {
+        self.sender.ready().await?;
+        let request = hyper::Request::get(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let _ = response.into_body().collect().await?;
+        Ok(status)
+    }
+
     /// POST a JSON document; returns status and parsed JSON body (or the raw text as a string).
     pub async fn post(&mut self, path: &str, body: &Value) -> Result<(u16, Value), hyper::Error> {
         self.sender.ready().await?;

@@ -16,6 +16,8 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         certs.to_str().expect("utf-8 path"),
         "--grace-period-seconds",
         "20",
+        "--shutdown-delay-seconds",
+        "0",
     ]);
     let client = Client::trusting(&certs.join("ca.crt"));
     let body = serde_json::to_vec(&pod_review()).expect("json");

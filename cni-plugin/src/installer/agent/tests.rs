@@ -282,3 +282,94 @@ async fn idle_agent_does_not_wake_on_its_own_reads() {
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+/// A bridge `.conf` as a node's provisioning wrote it: its own key order, spacing and mode.
+const BRIDGE_CONF: &str = "{\n    \"cniVersion\": \"0.4.0\",\n    \"name\": \"bridge\",\n    \"type\": \"bridge\",\n    \"bridge\": \"cni0\",\n    \"isGateway\": true,\n    \"ipam\": {\"type\": \"host-local\", \"subnet\": \"10.22.0.0/16\"}\n}\n";
+
+fn installed(h: &Host) {
+    h.installer.install_binary().unwrap();
+    h.installer.sync_kubeconfig().unwrap();
+    h.installer.reconcile_chain().unwrap();
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn uninstall_puts_a_primary_conf_back_as_the_conf_it_was() {
+    let h = host();
+    let conf = h.conf_dir.join("10-bridge.conf");
+    fs::write(&conf, BRIDGE_CONF).unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o600)).unwrap();
+    installed(&h);
+    assert!(!conf.exists(), "converted while installed");
+    assert!(h.conf_dir.join("10-bridge.conflist").is_file());
+    h.installer.uninstall().unwrap();
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        BRIDGE_CONF,
+        "byte for byte"
+    );
+    assert_eq!(
+        fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        names_in(&h.conf_dir),
+        ["10-bridge.conf"],
+        "nothing of ours is left"
+    );
+}
+
+#[test]
+fn uninstall_puts_a_conflist_back_byte_for_byte() {
+    let h = host();
+    // Calico's list, tab-indented with its own key order (our rewrite is pretty-printed).
+    let pretty: Value = serde_json::from_str(CALICO).unwrap();
+    let text = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&pretty)
+            .unwrap()
+            .replace("  ", "\t")
+    );
+    let path = h.conf_dir.join("10-calico.conflist");
+    fs::write(&path, &text).unwrap();
+    installed(&h);
+    assert_ne!(fs::read_to_string(&path).unwrap(), text);
+    h.installer.uninstall().unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    assert_eq!(names_in(&h.conf_dir), ["10-calico.conflist"]);
+}
+
+#[test]
+fn a_configuration_rewritten_by_the_network_plugin_is_kept_as_it_now_is() {
+    let h = host();
+    let path = h.conf_dir.join("10-calico.conflist");
+    fs::write(&path, CALICO).unwrap();
+    installed(&h);
+    // Calico rewrites its list (new MTU) and drops our entry; we chain again; uninstall then
+    // restores Calico's new bytes, not the first ones.
+    let newer = CALICO.replace("\"ipam\"", "\"mtu\":1440,\"ipam\"");
+    fs::write(&path, &newer).unwrap();
+    h.installer.reconcile_chain().unwrap();
+    h.installer.uninstall().unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), newer);
+
+    // Changed while our entry was in it (kept our entry): its version wins, our entry goes.
+    fs::write(&path, CALICO).unwrap();
+    installed(&h);
+    let mut edited = read_json(&path);
+    edited["cniVersion"] = json!("1.0.0");
+    fs::write(&path, edited.to_string()).unwrap();
+    h.installer.uninstall().unwrap();
+    let mut expected: Value = serde_json::from_str(CALICO).unwrap();
+    expected["cniVersion"] = json!("1.0.0");
+    assert_eq!(read_json(&path), expected);
+    assert_eq!(names_in(&h.conf_dir), ["10-calico.conflist"]);
+}
