@@ -12,6 +12,8 @@ command -v iptables-restore >/dev/null 2>&1 || apt_pkgs+=(iptables)
 command -v ip >/dev/null 2>&1 || apt_pkgs+=(iproute2)
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || apt_pkgs+=(containernetworking-plugins)
 command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3 python3-pip)
+# The layer-7 e2e test sends HTTP/2 with prior knowledge through curl.
+command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
