@@ -12,6 +12,11 @@ use crate::names;
 /// How long ADD keeps retrying the API server unless the configuration says otherwise.
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest `api_timeout_seconds` accepted: an hour is already far past any runtime's own
+/// CNI timeout (kubelet's runtime requests give up after 2 minutes). Larger values used to
+/// panic converting to a Duration (found by the `cni_invocation` fuzz target).
+pub const MAX_API_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Log levels accepted in `log_level`.
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
@@ -109,11 +114,16 @@ impl PluginConfig {
         }
         let api_timeout = match raw.api_timeout_seconds {
             None => DEFAULT_API_TIMEOUT,
-            Some(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+            Some(secs) if (0.0..=MAX_API_TIMEOUT.as_secs_f64()).contains(&secs) => {
+                Duration::from_secs_f64(secs)
+            }
             Some(secs) => {
                 return Err(CniError::new(
                     ErrorCode::InvalidNetworkConfig,
-                    format!("api_timeout_seconds {secs} is not a non-negative number"),
+                    format!(
+                        "api_timeout_seconds {secs} is not a number of seconds from 0 to {}",
+                        MAX_API_TIMEOUT.as_secs()
+                    ),
                 ));
             }
         };
@@ -223,5 +233,30 @@ mod tests {
             Some(CniVersion::V0_4_0)
         );
         assert_eq!(PluginConfig::sniff_version(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_huge_api_timeout_is_refused_not_a_panic() {
+        // Fuzz crash (cni_invocation): 2.2e66 seconds panicked in Duration::from_secs_f64,
+        // on DEL too.
+        for secs in [
+            "2222222222222222222222222222222222222222222222222222222222222222225",
+            "1e300",
+            "3600.5",
+            "-0.5",
+        ] {
+            let stdin = format!(r#"{{"cniVersion":"1.0.0","api_timeout_seconds":{secs}}}"#);
+            let err = PluginConfig::parse(stdin.as_bytes()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidNetworkConfig, "{secs}");
+            assert!(err.msg.starts_with("api_timeout_seconds "), "{err}");
+            assert!(
+                err.msg
+                    .ends_with(" is not a number of seconds from 0 to 3600"),
+                "{err}"
+            );
+        }
+        let conf =
+            PluginConfig::parse(br#"{"cniVersion":"1.0.0","api_timeout_seconds":3600}"#).unwrap();
+        assert_eq!(conf.api_timeout, MAX_API_TIMEOUT);
     }
 }

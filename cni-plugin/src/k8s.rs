@@ -43,7 +43,8 @@ pub enum FetchError {
     #[error("API server's answer to GET pod is not a Pod object (not retried)")]
     Undecodable(#[source] serde_json::Error),
     /// Every attempt failed transiently until the budget ran out.
-    #[error("API server not reachable after {attempts} attempts")]
+    /// Not "not reachable": a 503 or 429 is an answer; the last error (the chain) says which.
+    #[error("GET pod failed {attempts} times (retried until the budget ran out)")]
     GaveUp {
         attempts: u32,
         #[source]
@@ -252,6 +253,11 @@ mod tests {
         })
         .await
         .unwrap_err();
+        assert!(
+            err.to_string().starts_with("GET pod failed ")
+                && !err.to_string().contains("reachable"),
+            "{err}"
+        );
         let FetchError::GaveUp { attempts, .. } = err else {
             panic!("expected GaveUp, got {err:?}")
         };
