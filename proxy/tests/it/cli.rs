@@ -237,6 +237,7 @@ fn sigterm_to_exit(
         .args(["--status-port", &ports.status.to_string()])
         .args(["--health-port", &ports.health.to_string()])
         .args(["--stats-port", &ports.stats.to_string()])
+        .args(["--admin-port", &free_port().to_string()])
         .args(["--ipv6", "false"])
         .args(extra)
         .envs(env.iter().copied())

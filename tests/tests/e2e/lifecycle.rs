@@ -107,7 +107,8 @@ fn sigterm_drains_with_a_long_lived_connection_open() {
         "the proxy waits for the open connection"
     );
 
-    // At the termination grace the proxy closes the connection and exits 0.
+    // Just before the termination grace (a tenth of it, at most 1 s, so the kubelet's SIGKILL
+    // never comes) the proxy closes the connection and exits 0.
     let exit = proxy_a
         .process
         .wait_timeout(Duration::from_secs(10))
@@ -115,8 +116,8 @@ fn sigterm_drains_with_a_long_lived_connection_open() {
     let elapsed = started.elapsed();
     assert_eq!(exit.code(), Some(0), "{}", proxy_a.log_text());
     assert!(
-        elapsed >= Duration::from_secs(6),
-        "exited before the grace: {elapsed:?}"
+        elapsed >= Duration::from_millis(5400) && elapsed < Duration::from_secs(6),
+        "exited at {elapsed:?}, not in the last tenth before the 6 s grace"
     );
     drop(input);
     line.clear();
