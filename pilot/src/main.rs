@@ -1,0 +1,2 @@
+//! outrigger-pilot (the server comes with the xDS step).
+fn main() {}
