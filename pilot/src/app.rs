@@ -160,6 +160,16 @@ impl Pilot {
     }
 }
 
+/// A tonic server builder for the TLS xDS port (rustls, ring), from a PEM chain and key.
+pub fn tls_server(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+    tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+}
+
 async fn metrics_handler(State(pilot): State<Pilot>) -> impl IntoResponse {
     (
         [(

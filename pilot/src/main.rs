@@ -111,12 +111,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(xds = %cli.xds_address, monitoring = %cli.monitoring_address, "outrigger-pilot listening");
     match (&cli.tls_cert_file, &cli.tls_key_file) {
         (Some(cert), Some(key)) => {
-            let identity = tonic::transport::Identity::from_pem(
-                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-                std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-            );
-            let tls = tonic::transport::Server::builder()
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            let tls = outrigger_pilot::app::tls_server(&cert, &key)
                 .context("TLS configuration of the xDS port")?
                 .add_service(pilot.xds().into_service())
                 .serve_with_shutdown(cli.xds_tls_address, outrigger_runtime::shutdown_signal());

@@ -419,3 +419,101 @@ async fn bad_tokens_and_foreign_namespaces_are_refused() {
     );
     assert!(h.pilot.ready().is_ok());
 }
+
+#[tokio::test]
+async fn tls_port_serves_the_same_stream() {
+    let h = harness().await;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert =
+        rcgen::CertificateParams::new(vec!["outrigger-pilot.outrigger-system.svc".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server =
+        outrigger_pilot::app::tls_server(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .expect("TLS server");
+    let mut server = server;
+    tokio::spawn(
+        server
+            .add_service(h.pilot.xds().into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert.pem()))
+        .domain_name("outrigger-pilot.outrigger-system.svc");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("client TLS")
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: STOREFRONT.to_owned(),
+            cluster: String::new(),
+        }),
+        type_url: DESTINATION_TYPE.to_owned(),
+        resource_names_subscribe: vec!["catalog:8080".to_owned()],
+        ..Default::default()
+    })
+    .await
+    .expect("request");
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer token-storefront".parse().expect("metadata"),
+    );
+    let mut responses = client
+        .delta_aggregated_resources(request)
+        .await
+        .expect("stream")
+        .into_inner();
+    let response = tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("a response");
+    assert_eq!(
+        response.resources[0].aliases,
+        ["catalog.shop.svc.cluster.local:8080"]
+    );
+}
+
+#[tokio::test]
+async fn monitoring_answers_ready_and_metrics() {
+    use tower::ServiceExt as _;
+    let h = harness().await;
+    eventually("ready", || h.pilot.ready().is_ok()).await;
+    let get = |path: &str| {
+        axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let ready = h
+        .pilot
+        .monitoring()
+        .oneshot(get("/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    let metrics = h
+        .pilot
+        .monitoring()
+        .oneshot(get("/metrics"))
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    let body = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("# TYPE pilot_xds gauge"), "{text}");
+    assert!(text.contains("pilot_rebuilds_total"), "{text}");
+}
