@@ -129,6 +129,10 @@ impl View {
             .iter()
             .map(|(name, cluster)| (name.clone(), wire(name, &cluster.endpoints)))
             .collect();
+        // Lookups read only addresses, aliases and destinations; the clusters (with every
+        // endpoint) now live in the wire resources, so the typed copy is dropped.
+        let mut config = config;
+        config.clusters.clear();
         Self {
             config,
             destinations,
