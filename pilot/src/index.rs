@@ -4,7 +4,7 @@
 //! `Endpoints` per cluster. Pure: no I/O, no async; the xDS layer only translates.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use outrigger_mesh::config::{Cluster, DestinationConfig};
@@ -177,7 +177,8 @@ pub struct Generation {
     snapshot: Arc<Snapshot>,
     source_label_keys: BTreeSet<String>,
     pods: HashMap<(String, String), usize>,
-    views: Mutex<HashMap<ViewKey, Arc<View>>>,
+    /// One cell per key: the first caller resolves, concurrent callers wait for it.
+    views: Mutex<HashMap<ViewKey, Arc<OnceLock<Arc<View>>>>>,
 }
 
 impl Generation {
@@ -249,34 +250,39 @@ impl Generation {
         }
     }
 
-    /// The view of `key`, resolved on first use.
+    /// The view of `key`, resolved on first use (once, however many callers ask at the same
+    /// time). Blocking: async callers go through `spawn_blocking` unless `is_resolved`.
     pub fn view(&self, key: &ViewKey) -> Arc<View> {
-        if let Some(view) = self.lock_views().get(key) {
-            return view.clone();
-        }
-        let view = Arc::new(resolve_view(&Resolver::new(&self.snapshot), key));
-        self.lock_views().entry(key.clone()).or_insert(view).clone()
+        let cell = self.cell(key);
+        cell.get_or_init(|| Arc::new(resolve_view(&Resolver::new(&self.snapshot), key)))
+            .clone()
+    }
+
+    /// Whether `view(key)` would answer without resolving.
+    pub fn is_resolved(&self, key: &ViewKey) -> bool {
+        self.lock_views()
+            .get(key)
+            .is_some_and(|c| c.get().is_some())
     }
 
     /// Resolves every key not resolved yet with one index of the snapshot.
     pub fn precompute<'k>(&self, keys: impl IntoIterator<Item = &'k ViewKey>) {
-        let missing: Vec<&ViewKey> = {
-            let views = self.lock_views();
-            keys.into_iter()
-                .filter(|k| !views.contains_key(*k))
-                .collect()
-        };
+        let missing: Vec<&ViewKey> = keys.into_iter().filter(|k| !self.is_resolved(k)).collect();
         if missing.is_empty() {
             return;
         }
         let resolver = Resolver::new(&self.snapshot);
         for key in missing {
-            let view = Arc::new(resolve_view(&resolver, key));
-            self.lock_views().entry(key.clone()).or_insert(view);
+            self.cell(key)
+                .get_or_init(|| Arc::new(resolve_view(&resolver, key)));
         }
     }
 
-    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<ViewKey, Arc<View>>> {
+    fn cell(&self, key: &ViewKey) -> Arc<OnceLock<Arc<View>>> {
+        self.lock_views().entry(key.clone()).or_default().clone()
+    }
+
+    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<ViewKey, Arc<OnceLock<Arc<View>>>>> {
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -378,6 +384,23 @@ spec:
             a.endpoints(cluster).map(|r| &r.version),
             b.endpoints(cluster).map(|r| &r.version)
         );
+    }
+
+    #[test]
+    fn concurrent_callers_share_one_resolution() {
+        let generation = Arc::new(generation(SHOP));
+        let key = generation.view_key("shop", &BTreeMap::new());
+        let views: Vec<Arc<View>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| generation.view(&key)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert!(views.iter().all(|v| Arc::ptr_eq(v, &views[0])));
+        assert!(generation.is_resolved(&key));
     }
 
     #[test]
