@@ -1,0 +1,243 @@
+//! The cluster, watched once: kube-runtime reflectors on Services, EndpointSlices, Pods (stripped
+//! to what resolution reads), Namespaces and Istio's networking kinds, a change signal per event,
+//! readiness once every reflector has listed, and the stores turned into a mesh `Snapshot`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use outrigger_mesh::Snapshot;
+use tokio::sync::mpsc;
+
+/// What changed: endpoints (EndpointSlices, Pods) or configuration (everything else). Both
+/// trigger a debounced rebuild; the kind is for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change {
+    Endpoints,
+    Config,
+}
+
+/// The Istio networking kinds pilot reads, watched at `networking.istio.io/v1` (Istio 1.22+;
+/// our CRDs serve v1, v1beta1 and v1alpha3 with one schema).
+pub const ISTIO_KINDS: [(&str, &str); 5] = [
+    ("VirtualService", "virtualservices"),
+    ("DestinationRule", "destinationrules"),
+    ("ServiceEntry", "serviceentries"),
+    ("Gateway", "gateways"),
+    ("Sidecar", "sidecars"),
+];
+pub const ISTIO_GROUP: &str = "networking.istio.io";
+pub const ISTIO_VERSION: &str = "v1";
+
+/// The reflector stores, readable at any time.
+#[derive(Clone)]
+pub struct Stores {
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub istio: Vec<(&'static str, Store<DynamicObject>)>,
+    synced: Arc<Vec<(&'static str, AtomicBool)>>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("unsynced", &self.unsynced())
+            .finish()
+    }
+}
+
+const REFLECTORS: [&str; 9] = [
+    "Service",
+    "EndpointSlice",
+    "Pod",
+    "Namespace",
+    "VirtualService",
+    "DestinationRule",
+    "ServiceEntry",
+    "Gateway",
+    "Sidecar",
+];
+
+impl Stores {
+    /// Whether every reflector has finished its first list.
+    pub fn synced(&self) -> bool {
+        self.synced.iter().all(|(_, s)| s.load(Ordering::Acquire))
+    }
+
+    /// The reflectors that have not listed yet (for the readiness answer and logs).
+    pub fn unsynced(&self) -> Vec<&'static str> {
+        self.synced
+            .iter()
+            .filter(|(_, s)| !s.load(Ordering::Acquire))
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// The stores as the mesh model's input, plus one line per Istio resource that could not be
+    /// read (left out, as Istio's webhook would have refused it).
+    pub fn snapshot(&self) -> (Snapshot, Vec<String>) {
+        let mut snapshot = Snapshot::default();
+        snapshot.services = clone_all(&self.services);
+        snapshot.endpoint_slices = clone_all(&self.endpoint_slices);
+        snapshot.pods = clone_all(&self.pods);
+        snapshot.namespaces = clone_all(&self.namespaces);
+        let mut errors = Vec::new();
+        for (kind, store) in &self.istio {
+            for object in store.state() {
+                let Ok(mut value) = serde_json::to_value(&*object) else {
+                    continue;
+                };
+                // List items may come without their type; the model dispatches on it.
+                value["apiVersion"] = serde_json::json!(format!("{ISTIO_GROUP}/{ISTIO_VERSION}"));
+                value["kind"] = serde_json::json!(kind);
+                if let Err(error) = snapshot.add_value("cluster", 1, value) {
+                    errors.push(error.to_string());
+                }
+            }
+        }
+        (snapshot, errors)
+    }
+}
+
+fn clone_all<K>(store: &Store<K>) -> Vec<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// Keeps only what resolution reads of a Pod: labels, owner, service account, container ports,
+/// phase and IPs (a 10,000-pod store stays small).
+pub fn strip_pod(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.annotations = None;
+    meta.managed_fields = None;
+    meta.finalizers = None;
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            service_account_name: spec.service_account_name,
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    ports: c.ports,
+                    ..Container::default()
+                })
+                .collect(),
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            ..PodStatus::default()
+        });
+    }
+}
+
+/// Starts every reflector on the current runtime; each event sends a [`Change`].
+pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> Stores {
+    let synced: Arc<Vec<(&'static str, AtomicBool)>> = Arc::new(
+        REFLECTORS
+            .iter()
+            .map(|name| (*name, AtomicBool::new(false)))
+            .collect(),
+    );
+    let config = watcher::Config::default();
+
+    let (services, writer) = reflector::store::<Service>();
+    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
+    spawn_reflector("Service", Change::Config, stream, &synced, &changes);
+
+    let (endpoint_slices, writer) = reflector::store::<EndpointSlice>();
+    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
+    spawn_reflector(
+        "EndpointSlice",
+        Change::Endpoints,
+        stream,
+        &synced,
+        &changes,
+    );
+
+    let (pods, writer) = reflector::store::<Pod>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<Pod>::all(client.clone()), config.clone()).modify(strip_pod),
+    );
+    spawn_reflector("Pod", Change::Endpoints, stream, &synced, &changes);
+
+    let (namespaces, writer) = reflector::store::<Namespace>();
+    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
+    spawn_reflector("Namespace", Change::Config, stream, &synced, &changes);
+
+    let mut istio = Vec::new();
+    for (kind, plural) in ISTIO_KINDS {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(ISTIO_GROUP, ISTIO_VERSION, kind),
+            plural,
+        );
+        let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+        let store = writer.as_reader();
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        let stream = reflector::reflector(writer, watcher(api, config.clone()));
+        spawn_reflector(kind, Change::Config, stream, &synced, &changes);
+        istio.push((kind, store));
+    }
+    Stores {
+        services,
+        endpoint_slices,
+        pods,
+        namespaces,
+        istio,
+        synced,
+    }
+}
+
+fn spawn_reflector<K, S>(
+    name: &'static str,
+    change: Change,
+    stream: S,
+    synced: &Arc<Vec<(&'static str, AtomicBool)>>,
+    changes: &mpsc::UnboundedSender<Change>,
+) where
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let synced = synced.clone();
+    let changes = changes.clone();
+    tokio::spawn(async move {
+        // kube-runtime's default backoff: a failed list or watch is retried, never fatal.
+        let stream = stream.default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    if let Some((_, flag)) = synced.iter().find(|(n, _)| *n == name)
+                        && !flag.swap(true, Ordering::AcqRel)
+                    {
+                        tracing::info!(reflector = name, "synced");
+                    }
+                    let _ = changes.send(change);
+                }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                    let _ = changes.send(change);
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Err(error) => {
+                    tracing::warn!(reflector = name, error = %outrigger_runtime::error_chain(&error), "watch failed; retrying");
+                }
+            }
+        }
+    });
+}

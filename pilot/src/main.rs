@@ -1,0 +1,134 @@
+//! `outrigger-pilot`: parses the flags, sets up logging, runs pilot until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use outrigger_pilot::app::{Debounce, Pilot};
+use outrigger_pilot::auth::{Authenticator, ISTIO_CA_AUDIENCE};
+use outrigger_runtime::LogFormat;
+use outrigger_runtime::logging::Logging;
+
+/// The control plane: watches the cluster once and streams each proxy its destinations.
+#[derive(Debug, Parser)]
+#[command(name = "outrigger-pilot", version)]
+struct Cli {
+    /// Plaintext delta xDS (as istiod's 15010; for tests and in-cluster meshes without TLS).
+    #[arg(long, default_value = "0.0.0.0:15010", env = "PILOT_XDS_ADDRESS")]
+    xds_address: SocketAddr,
+    /// TLS delta xDS (as istiod's 15012); needs --tls-cert-file and --tls-key-file.
+    #[arg(long, default_value = "0.0.0.0:15012", env = "PILOT_XDS_TLS_ADDRESS")]
+    xds_tls_address: SocketAddr,
+    /// PEM certificate chain for the TLS port; without it the TLS port is not opened.
+    #[arg(long, env = "PILOT_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "PILOT_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// /metrics, /ready, /healthz (as istiod's 15014).
+    #[arg(
+        long,
+        default_value = "0.0.0.0:15014",
+        env = "PILOT_MONITORING_ADDRESS"
+    )]
+    monitoring_address: SocketAddr,
+    /// Audience the proxies' tokens must carry (Istio's istio-token volume).
+    #[arg(long, default_value = ISTIO_CA_AUDIENCE, env = "PILOT_TOKEN_AUDIENCE")]
+    token_audience: String,
+    /// Accept every proxy without a token (local development only).
+    #[arg(long)]
+    insecure_skip_auth: bool,
+    /// Quiet period before a rebuild (Istio's PILOT_DEBOUNCE_AFTER).
+    #[arg(long, default_value = "100ms", env = "PILOT_DEBOUNCE_AFTER", value_parser = duration)]
+    debounce_after: Duration,
+    /// Longest wait before a rebuild (Istio's PILOT_DEBOUNCE_MAX).
+    #[arg(long, default_value = "10s", env = "PILOT_DEBOUNCE_MAX", value_parser = duration)]
+    debounce_max: Duration,
+    #[arg(long, default_value = "json", env = "PILOT_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// Views and wire resources are many short-lived allocations per rebuild; mimalloc returns
+/// them to the system better than glibc malloc (peak RSS in bench/pilot-load).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn duration(text: &str) -> Result<Duration, String> {
+    outrigger_api::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let directives = std::env::var(outrigger_runtime::logging::FILTER_ENV).ok();
+    outrigger_runtime::logging::init(Logging {
+        format: cli.log_format,
+        directives: directives.as_deref(),
+        default: "info",
+        file: None,
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot start the runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %outrigger_runtime::error_chain(error.as_ref()), "outrigger-pilot failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the API server (in-cluster config or KUBECONFIG)")?;
+    let auth = if cli.insecure_skip_auth {
+        tracing::warn!("--insecure-skip-auth: proxies are not authenticated");
+        Authenticator::Disabled
+    } else {
+        Authenticator::token_review(client.clone(), &cli.token_audience)
+    };
+    let pilot = Pilot::start(
+        client,
+        auth,
+        Debounce {
+            quiet: cli.debounce_after,
+            max: cli.debounce_max,
+        },
+    );
+    let monitoring = tokio::net::TcpListener::bind(cli.monitoring_address)
+        .await
+        .with_context(|| format!("binding the monitoring port {}", cli.monitoring_address))?;
+    let router = pilot.monitoring();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(monitoring, router).await {
+            tracing::error!(error = %error, "monitoring server ended");
+        }
+    });
+    let plain = tonic::transport::Server::builder()
+        .add_service(pilot.xds().into_service())
+        .serve_with_shutdown(cli.xds_address, outrigger_runtime::shutdown_signal());
+    tracing::info!(xds = %cli.xds_address, monitoring = %cli.monitoring_address, "outrigger-pilot listening");
+    match (&cli.tls_cert_file, &cli.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            let tls = outrigger_pilot::app::tls_server(&cert, &key)
+                .context("TLS configuration of the xDS port")?
+                .add_service(pilot.xds().into_service())
+                .serve_with_shutdown(cli.xds_tls_address, outrigger_runtime::shutdown_signal());
+            tracing::info!(xds_tls = %cli.xds_tls_address, "TLS xDS listening");
+            let (a, b) = tokio::join!(plain, tls);
+            a.context("plaintext xDS server")?;
+            b.context("TLS xDS server")?;
+        }
+        _ => plain.await.context("plaintext xDS server")?,
+    }
+    Ok(())
+}

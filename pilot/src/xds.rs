@@ -1,0 +1,484 @@
+//! The delta xDS server (envoy.service.discovery.v3 `DeltaAggregatedResources`) carrying our
+//! `Destination` and `Endpoints` types. Per stream: the proxy's identity (token) and node id,
+//! subscriptions by resource name per type, the version last sent of each, ACK/NACK by nonce.
+//! A new generation sends each proxy only the subscribed resources whose version changed, so
+//! an endpoint change reaches only the subscribers of that cluster's `Endpoints`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::Stream;
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, Authenticator, Identity};
+use crate::index::{DESTINATION_TYPE, ENDPOINTS_TYPE, Generation, ViewKey, WireResource};
+use crate::metrics::Metrics;
+use crate::proto::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use crate::proto::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use crate::proto::outrigger::v1alpha1;
+
+/// The latest generation; `None` until every reflector has synced.
+pub type Generations = watch::Receiver<Option<Arc<Generation>>>;
+
+/// View keys of the connected proxies, counted, so a rebuild resolves them ahead.
+#[derive(Debug, Default)]
+pub struct ActiveViews(Mutex<HashMap<ViewKey, usize>>);
+
+impl ActiveViews {
+    fn add(&self, key: &ViewKey) {
+        *self.lock().entry(key.clone()).or_default() += 1;
+    }
+
+    fn remove(&self, key: &ViewKey) {
+        let mut map = self.lock();
+        if let Some(count) = map.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(key);
+            }
+        }
+    }
+
+    pub fn keys(&self) -> Vec<ViewKey> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ViewKey, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The proxy as its node id names it (Istio's `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.DOMAIN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId {
+    pub ip: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+impl NodeId {
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = id.split('~').collect();
+        let [kind, ip, pod_ns, domain] = parts.as_slice() else {
+            return Err(format!(
+                "node id {id:?} is not TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local"
+            ));
+        };
+        if !matches!(*kind, "sidecar" | "router") {
+            return Err(format!(
+                "node id {id:?}: type {kind:?} is not sidecar or router"
+            ));
+        }
+        let namespace = domain.split('.').next().unwrap_or("");
+        let pod = pod_ns
+            .strip_suffix(&format!(".{namespace}"))
+            .filter(|p| !p.is_empty() && !namespace.is_empty())
+            .ok_or_else(|| format!("node id {id:?}: {pod_ns:?} is not POD.{namespace}"))?;
+        Ok(Self {
+            ip: (*ip).to_owned(),
+            pod: pod.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+    }
+}
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct XdsServer {
+    generations: Generations,
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    active: Arc<ActiveViews>,
+}
+
+impl XdsServer {
+    pub fn new(
+        generations: Generations,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+        active: Arc<ActiveViews>,
+    ) -> Self {
+        Self {
+            generations,
+            auth,
+            metrics,
+            active,
+        }
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsServer {
+    type DeltaAggregatedResourcesStream = ResponseStream;
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let token = auth::bearer(
+            request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let identity = match self.auth.authenticate(token).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::warn!(%peer, error = %error, "proxy refused: authentication failed");
+                return Err(Status::unauthenticated(format!("outrigger-pilot: {error}")));
+            }
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let connection = Connection {
+            peer,
+            identity,
+            server: self.clone(),
+            tx,
+            node: None,
+            key: None,
+            subscriptions: HashMap::new(),
+            nonce: 0,
+            pending: HashMap::new(),
+            acked_generation: 0,
+        };
+        tokio::spawn(connection.run(request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What was last sent of a subscribed resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    Nothing,
+    /// The client said at reconnect it has this version (`initial_resource_versions`), or we sent it.
+    Version(String),
+    /// Sent in `removed_resources` (does not exist in this proxy's view).
+    Removed,
+}
+
+struct Connection {
+    peer: String,
+    identity: Option<Identity>,
+    server: XdsServer,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    node: Option<NodeId>,
+    key: Option<ViewKey>,
+    /// type URL → resource name → what was sent.
+    subscriptions: HashMap<String, BTreeMap<String, Sent>>,
+    nonce: u64,
+    /// nonce → (type URL, generation number, when its first change was seen).
+    pending: HashMap<String, (String, u64, Instant)>,
+    acked_generation: u64,
+}
+
+fn type_label(type_url: &str) -> &'static str {
+    match type_url {
+        DESTINATION_TYPE => "destination",
+        ENDPOINTS_TYPE => "endpoints",
+        _ => "unknown",
+    }
+}
+
+fn encode(type_url: &str, resource: &WireResource) -> prost_types::Any {
+    let value = match type_url {
+        DESTINATION_TYPE => v1alpha1::Destination {
+            json: resource.json.clone(),
+        }
+        .encode_to_vec(),
+        _ => v1alpha1::Endpoints {
+            json: resource.json.clone(),
+        }
+        .encode_to_vec(),
+    };
+    prost_types::Any {
+        type_url: type_url.to_owned(),
+        value,
+    }
+}
+
+impl Connection {
+    async fn run(mut self, mut requests: Streaming<DeltaDiscoveryRequest>) {
+        self.server.metrics.connected.inc();
+        let result = self.serve(&mut requests).await;
+        self.server.metrics.connected.dec();
+        if let Some(key) = &self.key {
+            self.server.active.remove(key);
+        }
+        let node = self
+            .node
+            .as_ref()
+            .map(|n| format!("{}/{}", n.namespace, n.pod));
+        match result {
+            Ok(()) => tracing::info!(peer = %self.peer, node = ?node, "proxy disconnected"),
+            Err(status) => {
+                tracing::warn!(peer = %self.peer, node = ?node, error = %status.message(), "proxy refused");
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        requests: &mut Streaming<DeltaDiscoveryRequest>,
+    ) -> Result<(), Status> {
+        let mut generations = self.server.generations.clone();
+        // Wait for the first generation (every reflector synced) before answering anything.
+        let mut generation = loop {
+            if let Some(g) = generations.borrow_and_update().clone() {
+                break g;
+            }
+            if generations.changed().await.is_err() {
+                return Err(Status::unavailable("outrigger-pilot is shutting down"));
+            }
+        };
+        loop {
+            tokio::select! {
+                request = requests.next() => {
+                    let request = match request {
+                        None => return Ok(()),
+                        Some(Err(status)) => {
+                            tracing::debug!(peer = %self.peer, error = %status, "stream ended");
+                            return Ok(());
+                        }
+                        Some(Ok(request)) => request,
+                    };
+                    self.on_request(&generation, request).await?;
+                }
+                changed = generations.changed() => {
+                    if changed.is_err() {
+                        return Err(Status::unavailable("outrigger-pilot is shutting down"));
+                    }
+                    let Some(next) = generations.borrow_and_update().clone() else { continue };
+                    generation = next;
+                    if self.key.is_some() {
+                        for type_url in [DESTINATION_TYPE, ENDPOINTS_TYPE] {
+                            self.push(&generation, type_url, None).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Identity, namespace and pod checks on the first request; the view key.
+    fn admit(
+        &mut self,
+        generation: &Generation,
+        request: &DeltaDiscoveryRequest,
+    ) -> Result<(), Status> {
+        let id = request.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
+        let node = NodeId::parse(id).map_err(Status::invalid_argument)?;
+        if let Some(identity) = &self.identity
+            && identity.namespace != node.namespace
+        {
+            return Err(Status::permission_denied(format!(
+                "outrigger-pilot: the token of service account {}/{} may not read the view of namespace {:?} (node {id:?})",
+                identity.namespace, identity.service_account, node.namespace
+            )));
+        }
+        let pod = generation.pod(&node.namespace, &node.pod);
+        if let (Some(identity), Some(pod)) = (&self.identity, pod) {
+            let account = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.as_deref())
+                .unwrap_or("default");
+            if account != identity.service_account {
+                return Err(Status::permission_denied(format!(
+                    "outrigger-pilot: pod {}/{} runs as service account {account:?}, the token is {:?}'s",
+                    node.namespace, node.pod, identity.service_account
+                )));
+            }
+        }
+        // A pod not in the store yet (just created) gets its namespace's view without labels.
+        let labels = pod
+            .and_then(|p| p.metadata.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let key = generation.view_key(&node.namespace, &labels);
+        tracing::info!(peer = %self.peer, namespace = %node.namespace, pod = %node.pod, "proxy connected");
+        self.server.active.add(&key);
+        self.key = Some(key);
+        self.node = Some(node);
+        Ok(())
+    }
+
+    async fn on_request(
+        &mut self,
+        generation: &Generation,
+        request: DeltaDiscoveryRequest,
+    ) -> Result<(), Status> {
+        if self.key.is_none() {
+            self.admit(generation, &request)?;
+        }
+        let type_url = request.type_url.clone();
+        if type_url != DESTINATION_TYPE && type_url != ENDPOINTS_TYPE {
+            return Err(Status::invalid_argument(format!(
+                "outrigger-pilot serves {DESTINATION_TYPE} and {ENDPOINTS_TYPE}, not {type_url:?}"
+            )));
+        }
+        if !request.response_nonce.is_empty()
+            && let Some((sent_type, number, changed_at)) =
+                self.pending.remove(&request.response_nonce)
+        {
+            match &request.error_detail {
+                Some(error) => {
+                    self.server.metrics.reject(type_label(&sent_type));
+                    tracing::warn!(peer = %self.peer, nonce = %request.response_nonce, r#type = type_label(&sent_type), error = %error.message, "proxy rejected a response (NACK)");
+                }
+                None if number > self.acked_generation && number == generation.number => {
+                    self.acked_generation = number;
+                    self.server
+                        .metrics
+                        .convergence
+                        .observe(changed_at.elapsed().as_secs_f64());
+                }
+                None => {}
+            }
+        }
+        let subscriptions = self.subscriptions.entry(type_url.clone()).or_default();
+        for name in &request.resource_names_unsubscribe {
+            subscriptions.remove(name);
+        }
+        let mut new = Vec::new();
+        for name in &request.resource_names_subscribe {
+            if !subscriptions.contains_key(name) {
+                let known = request
+                    .initial_resource_versions
+                    .get(name)
+                    .map_or(Sent::Nothing, |v| Sent::Version(v.clone()));
+                subscriptions.insert(name.clone(), known);
+                new.push(name.clone());
+            }
+        }
+        // Names the client says it has but did not subscribe to are kept too (Envoy's rule).
+        for (name, version) in &request.initial_resource_versions {
+            subscriptions
+                .entry(name.clone())
+                .or_insert_with(|| Sent::Version(version.clone()));
+            new.push(name.clone());
+        }
+        if !new.is_empty() {
+            self.push(generation, &type_url, Some(new)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the subscribed resources of `type_url` (only `names` when given) whose version in
+    /// this generation differs from what the proxy has.
+    async fn push(
+        &mut self,
+        generation: &Generation,
+        type_url: &str,
+        names: Option<Vec<String>>,
+    ) -> Result<(), Status> {
+        let Some(key) = &self.key else { return Ok(()) };
+        let view = generation.view(key);
+        let Some(subscriptions) = self.subscriptions.get_mut(type_url) else {
+            return Ok(());
+        };
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        let names: Vec<String> = names.unwrap_or_else(|| subscriptions.keys().cloned().collect());
+        for name in names {
+            let Some(sent) = subscriptions.get_mut(&name) else {
+                continue;
+            };
+            match view.resource(type_url, &name) {
+                Some(resource) => {
+                    if *sent != Sent::Version(resource.version.clone()) {
+                        *sent = Sent::Version(resource.version.clone());
+                        resources.push(Resource {
+                            name: name.clone(),
+                            aliases: if resource.name == name {
+                                Vec::new()
+                            } else {
+                                vec![resource.name.clone()]
+                            },
+                            version: resource.version.clone(),
+                            resource: Some(encode(type_url, resource)),
+                        });
+                    }
+                }
+                None => {
+                    if *sent != Sent::Removed {
+                        *sent = Sent::Removed;
+                        removed.push(name);
+                    }
+                }
+            }
+        }
+        if resources.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        self.pending.insert(
+            nonce.clone(),
+            (
+                type_url.to_owned(),
+                generation.number,
+                generation.changed_at,
+            ),
+        );
+        let response = DeltaDiscoveryResponse {
+            system_version_info: generation.number.to_string(),
+            resources,
+            type_url: type_url.to_owned(),
+            removed_resources: removed,
+            nonce,
+        };
+        self.server.metrics.push(type_label(type_url));
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| Status::cancelled("proxy went away"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_as_istio_writes_them() {
+        assert_eq!(
+            NodeId::parse("sidecar~10.244.1.30~storefront-7b9c-xyz12.shop~shop.svc.cluster.local"),
+            Ok(NodeId {
+                ip: "10.244.1.30".into(),
+                pod: "storefront-7b9c-xyz12".into(),
+                namespace: "shop".into()
+            })
+        );
+        for bad in [
+            "",
+            "sidecar~1.2.3.4~pod~shop.svc.cluster.local",
+            "gateway~1~p.shop~shop.svc",
+            "sidecar~1~.shop~shop.svc",
+        ] {
+            assert!(NodeId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The reflectors against the fake API server: readiness after every first list, the stores as
+//! a mesh Snapshot, pods stripped, and changes during the test signalled and reflected.
+
+use outrigger_pilot::cluster::{self, Change};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::support::{api_server, eventually};
+
+#[tokio::test]
+async fn reflectors_sync_and_follow_changes() {
+    let server = api_server().await;
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let stores = cluster::start(server.client().expect("client"), tx);
+    eventually("every reflector synced", || stores.synced()).await;
+    assert!(stores.unsynced().is_empty());
+
+    let (snapshot, errors) = stores.snapshot();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(snapshot.services.len(), 1);
+    assert_eq!(snapshot.endpoint_slices.len(), 1);
+    assert_eq!(snapshot.pods.len(), 3);
+    assert_eq!(snapshot.namespaces.len(), 1);
+    assert_eq!(
+        snapshot.virtual_services.len(),
+        1,
+        "v1beta1 fixture served at v1"
+    );
+    assert_eq!(snapshot.destination_rules.len(), 1);
+    let pod = snapshot
+        .pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("catalog-v1-6d8f7c9b5-abcde"))
+        .expect("pod");
+    assert!(pod.metadata.annotations.is_none(), "annotations dropped");
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.service_account_name.as_deref(), Some("catalog"));
+    assert!(spec.node_name.is_none() && spec.containers[0].env.is_none());
+    assert_eq!(spec.containers[0].ports.as_ref().map(Vec::len), Some(1));
+    let status = pod.status.as_ref().expect("status");
+    assert_eq!(status.pod_ip.as_deref(), Some("10.244.1.11"));
+    assert!(status.host_ip.is_none());
+
+    while changes.try_recv().is_ok() {}
+    server
+        .modify(
+            "networking.istio.io/v1",
+            "VirtualService",
+            "shop",
+            "catalog",
+            |vs| vs["spec"]["http"][1]["route"][0]["destination"]["subset"] = json!("v2"),
+        )
+        .expect("edit the VirtualService");
+    let change = tokio::time::timeout(std::time::Duration::from_secs(5), changes.recv())
+        .await
+        .expect("a change in time");
+    assert_eq!(change, Some(Change::Config));
+    eventually("the edit in the store", || {
+        stores.snapshot().0.virtual_services[0].spec.http[1].route[0]
+            .destination
+            .subset
+            .as_deref()
+            == Some("v2")
+    })
+    .await;
+
+    server
+        .delete(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            "shop",
+            "catalog-7xk2p",
+        )
+        .expect("delete the slice");
+    let change = tokio::time::timeout(std::time::Duration::from_secs(5), changes.recv())
+        .await
+        .expect("a change in time");
+    assert_eq!(change, Some(Change::Endpoints));
+    eventually("the slice gone", || {
+        stores.snapshot().0.endpoint_slices.is_empty()
+    })
+    .await;
+
+    // A VirtualService the model cannot read is left out with a line, not a crash.
+    server
+        .create(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                       "metadata": {"name": "bad", "namespace": "shop"},
+                       "spec": {"hosts": "not-a-list"}}),
+        )
+        .expect("create");
+    eventually("the bad one reported", || {
+        stores.snapshot().1.iter().any(|e| e.contains("shop/bad"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn not_ready_until_every_reflector_listed() {
+    // No API server listening: nothing syncs, and readiness names every reflector.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let client =
+        kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+    let (tx, _changes) = mpsc::unbounded_channel();
+    let stores = cluster::start(client, tx);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!stores.synced());
+    assert_eq!(stores.unsynced().len(), 9);
+}

@@ -1,0 +1,11 @@
+//! Test support shared by the workspace. [`FakeApiServer`] is an in-test kube-apiserver that
+//! serves any resource kind from YAML fixtures with the API server's JSON: GET, LIST (with
+//! `resourceVersion`, `limit`/`continue`, label and field selectors), WATCH (ADDED, MODIFIED,
+//! DELETED, BOOKMARK, `ERROR` 410 Gone for a compacted `resourceVersion`), and create, replace and
+//! delete both over HTTP and from the test code, reaching every open watch.
+
+mod selector;
+mod server;
+
+pub use selector::{FieldSelector, LabelSelector, SelectorError};
+pub use server::{CreateHandler, FakeApiServer, KindInfo, Recorded};
