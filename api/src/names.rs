@@ -30,6 +30,10 @@ pub mod port {
     pub const DNS_CAPTURE: u16 = 15053;
     /// Admin port (loopback only).
     pub const ADMIN: u16 = 15000;
+    /// The control plane's plaintext and TLS xDS ports and its monitoring port (istiod's).
+    pub const PILOT_XDS: u16 = 15010;
+    pub const PILOT_XDS_TLS: u16 = 15012;
+    pub const PILOT_MONITORING: u16 = 15014;
     /// Ports the proxy owns: an application may not claim them for scraping.
     pub const RESERVED: [u16; 7] = [
         OUTBOUND_CAPTURE,
@@ -109,6 +113,10 @@ pub mod label {
     /// Put by the CNI repair loop on pods that raced the plugin.
     pub const CNI_UNINITIALIZED: &str = "cni.istio.io/uninitialized";
 }
+
+/// Audience of the `istio-token` projected service-account token the proxies present to the
+/// control plane (Istio's `istio-ca`).
+pub const TOKEN_AUDIENCE: &str = "istio-ca";
 
 /// Names of Istio's traffic API (`networking.istio.io`).
 pub mod networking {

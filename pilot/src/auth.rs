@@ -9,7 +9,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
 /// Istio's audience for the `istio-token` projected volume.
-pub const ISTIO_CA_AUDIENCE: &str = "istio-ca";
+pub const ISTIO_CA_AUDIENCE: &str = outrigger_api::names::TOKEN_AUDIENCE;
 /// A reviewed token is trusted this long before it is reviewed again (a reconnect storm after a
 /// pilot restart then costs one TokenReview per proxy, not one per stream).
 const CACHE_TTL: Duration = Duration::from_secs(60);

@@ -6,20 +6,26 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use outrigger_api::names::port;
 use outrigger_pilot::app::{Debounce, Pilot};
 use outrigger_pilot::auth::{Authenticator, ISTIO_CA_AUDIENCE};
 use outrigger_runtime::LogFormat;
 use outrigger_runtime::logging::Logging;
+
+/// `0.0.0.0:<port>`: pilot serves every proxy of the cluster.
+fn any_address(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
 
 /// The control plane: watches the cluster once and streams each proxy its destinations.
 #[derive(Debug, Parser)]
 #[command(name = "outrigger-pilot", version)]
 struct Cli {
     /// Plaintext delta xDS (as istiod's 15010; for tests and in-cluster meshes without TLS).
-    #[arg(long, default_value = "0.0.0.0:15010", env = "PILOT_XDS_ADDRESS")]
+    #[arg(long, default_value_t = any_address(port::PILOT_XDS), env = "PILOT_XDS_ADDRESS")]
     xds_address: SocketAddr,
     /// TLS delta xDS (as istiod's 15012); needs --tls-cert-file and --tls-key-file.
-    #[arg(long, default_value = "0.0.0.0:15012", env = "PILOT_XDS_TLS_ADDRESS")]
+    #[arg(long, default_value_t = any_address(port::PILOT_XDS_TLS), env = "PILOT_XDS_TLS_ADDRESS")]
     xds_tls_address: SocketAddr,
     /// PEM certificate chain for the TLS port; without it the TLS port is not opened.
     #[arg(long, env = "PILOT_TLS_CERT_FILE", requires = "tls_key_file")]
@@ -29,7 +35,7 @@ struct Cli {
     /// /metrics, /ready, /healthz (as istiod's 15014).
     #[arg(
         long,
-        default_value = "0.0.0.0:15014",
+        default_value_t = any_address(port::PILOT_MONITORING),
         env = "PILOT_MONITORING_ADDRESS"
     )]
     monitoring_address: SocketAddr,
