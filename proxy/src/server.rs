@@ -228,41 +228,20 @@ fn servers_watch(store: Arc<ConfigStore>) {
     ));
 }
 
+/// Binds `0.0.0.0:port`, and `[::]:port` when IPv6 is on (or available, for `auto`).
 fn bind_all(
     what: &'static str,
     port: u16,
     ipv6: Ipv6Mode,
     bound: &mut Vec<SocketAddr>,
 ) -> Result<Vec<TcpListener>, ServeError> {
-    let mut listeners = Vec::new();
-    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    let listener = listener::bind(v4).map_err(|source| ServeError::Bind {
+    bind_pair(
         what,
-        addr: v4,
-        source,
-    })?;
-    bound.push(local_addr(&listener, v4));
-    listeners.push(listener);
-    if ipv6 != Ipv6Mode::False {
-        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-        match listener::bind(v6) {
-            Ok(listener) => {
-                bound.push(local_addr(&listener, v6));
-                listeners.push(listener);
-            }
-            Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
-                tracing::debug!(%error, what, "no IPv6 listener: IPv6 is not available");
-            }
-            Err(source) => {
-                return Err(ServeError::Bind {
-                    what,
-                    addr: v6,
-                    source,
-                });
-            }
-        }
-    }
-    Ok(listeners)
+        (Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED),
+        port,
+        ipv6,
+        bound,
+    )
 }
 
 /// Binds `127.0.0.1:port`, and `[::1]:port` when IPv6 is on (or available, for `auto`).
@@ -272,8 +251,26 @@ fn bind_loopback(
     ipv6: Ipv6Mode,
     bound: &mut Vec<SocketAddr>,
 ) -> Result<Vec<TcpListener>, ServeError> {
+    bind_pair(
+        what,
+        (Ipv4Addr::LOCALHOST, Ipv6Addr::LOCALHOST),
+        port,
+        ipv6,
+        bound,
+    )
+}
+
+/// Binds the IPv4 address, then the IPv6 one on the same port (the one the kernel gave, for
+/// port 0) unless IPv6 is off; with `auto` a host without IPv6 is not an error.
+fn bind_pair(
+    what: &'static str,
+    (ip4, ip6): (Ipv4Addr, Ipv6Addr),
+    port: u16,
+    ipv6: Ipv6Mode,
+    bound: &mut Vec<SocketAddr>,
+) -> Result<Vec<TcpListener>, ServeError> {
     let mut listeners = Vec::new();
-    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let v4 = SocketAddr::new(IpAddr::V4(ip4), port);
     let listener = listener::bind(v4).map_err(|source| ServeError::Bind {
         what,
         addr: v4,
@@ -283,14 +280,14 @@ fn bind_loopback(
     bound.push(local_addr(&listener, v4));
     listeners.push(listener);
     if ipv6 != Ipv6Mode::False {
-        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port);
+        let v6 = SocketAddr::new(IpAddr::V6(ip6), port);
         match listener::bind(v6) {
             Ok(listener) => {
                 bound.push(local_addr(&listener, v6));
                 listeners.push(listener);
             }
             Err(error) if ipv6 == Ipv6Mode::Auto && ipv6_unavailable(&error) => {
-                tracing::debug!(%error, what, "no IPv6 loopback listener");
+                tracing::debug!(%error, what, %v6, "no IPv6 listener: IPv6 is not available");
             }
             Err(source) => {
                 return Err(ServeError::Bind {
