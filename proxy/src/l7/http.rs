@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
-use crate::l7::request::{self, Flag, Flags, Outcome, RetryOn, View};
+use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
 use crate::l7::upstream::{Body, Upstream};
@@ -287,7 +287,7 @@ impl Outbound {
             }
             Payload::Streaming(_) => 1,
         };
-        let retry_on = RetryOn::parse(&route.retries.retry_on);
+        let retry_on = loaded.retry_on(&route.retries.retry_on);
         let per_try = route.retries.per_try_timeout_ms.map(Duration::from_millis);
         let client = self.upstream.client(cluster);
         let mut tried = Vec::new();

@@ -3,6 +3,8 @@
 //! A bad file is refused with its path and the reason, counted, and the last good configuration
 //! stays in force.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use outrigger_mesh::names::{PROXY_CONFIG_API_VERSION, PROXY_CONFIG_KIND};
 use tokio_util::sync::CancellationToken;
 
 use crate::l7::balance::Clusters;
+use crate::l7::request::RetryOn;
 use crate::l7::telemetry::L7Metrics;
 use outrigger_runtime::error_chain;
 
@@ -58,8 +61,33 @@ pub enum LoadError {
 pub struct Loaded {
     pub config: MeshConfig,
     pub clusters: Clusters,
+    /// Every route's `retryOn` list, parsed once here (by its text; routes share a few lists).
+    retry_on: HashMap<String, RetryOn>,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
+}
+
+impl Loaded {
+    /// The parsed `retryOn` of a route of this configuration.
+    pub fn retry_on(&self, text: &str) -> Cow<'_, RetryOn> {
+        match self.retry_on.get(text) {
+            Some(parsed) => Cow::Borrowed(parsed),
+            None => Cow::Owned(RetryOn::parse(text)),
+        }
+    }
+}
+
+fn parse_retry_lists(config: &MeshConfig) -> HashMap<String, RetryOn> {
+    let mut lists = HashMap::new();
+    for destination in config.destinations.values() {
+        for route in &destination.http.routes {
+            let text = &route.retries.retry_on;
+            if !lists.contains_key(text) {
+                lists.insert(text.clone(), RetryOn::parse(text));
+            }
+        }
+    }
+    lists
 }
 
 /// Reads and checks a `ProxyConfig` file (JSON when it starts with `{`, else YAML).
@@ -77,6 +105,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             address,
         })?;
     Ok(Loaded {
+        retry_on: parse_retry_lists(&config),
         config,
         clusters,
         loaded_at: SystemTime::now(),

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use outrigger_proxy::l7::request::RetryOn;
 use outrigger_proxy::l7::source::{self, ConfigStore, LoadError, Reload};
 use outrigger_proxy::metrics::Metrics;
 
@@ -49,6 +50,18 @@ fn routes_build_output_loads_in_json_and_yaml() {
                 loaded.clusters.get(name).is_some(),
                 "{name} has run-time state"
             );
+        }
+        // Every route's retryOn was parsed at load, not per request.
+        for destination in loaded.config.destinations.values() {
+            for route in &destination.http.routes {
+                let text = &route.retries.retry_on;
+                let parsed = loaded.retry_on(text);
+                assert!(
+                    matches!(parsed, std::borrow::Cow::Borrowed(_)),
+                    "{name}: retryOn {text:?} not parsed at load"
+                );
+                assert_eq!(*parsed, RetryOn::parse(text));
+            }
         }
     }
 }
