@@ -202,16 +202,7 @@ fn output_is_valid_kubernetes() {
     let first = dir.path().join("first.yaml");
     let first_s = first.to_str().expect("UTF-8 path");
     ok(&["-f", &sample("shop.yaml"), "-o", first_s]);
-    let v = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet", first_s])
-        .output()
-        .expect("kubernetes-validate runs (scripts/test.sh installs it from PyPI)");
-    assert!(
-        v.status.success(),
-        "schema validation failed:\n{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    outrigger_testkit::kubernetes_validate::validate_files("kube-inject output", &[&first]);
 }
 
 #[test]

@@ -11,7 +11,6 @@ use outrigger_pilot::cluster::{ISTIO_GROUP, ISTIO_KINDS, ISTIO_VERSION};
 use serde::Deserialize;
 use serde_json::Value;
 
-const VALIDATOR: &str = "kubernetes-validate";
 
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,39 +54,7 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 fn validate(name: &str, docs: &[Value]) {
-    let core: Vec<&Value> = docs
-        .iter()
-        .filter(|d| {
-            !d["apiVersion"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("cert-manager.io/"))
-        })
-        .collect();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = tmp.path().join(format!("{name}.yaml"));
-    let text: Vec<String> = core
-        .iter()
-        .map(|d| serde_yaml_ng::to_string(d).expect("yaml"))
-        .collect();
-    std::fs::write(&file, text.join("---\n")).expect("write");
-    let output = Command::new(VALIDATOR)
-        .args(["--strict", "--quiet"])
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {VALIDATOR} ({e}); install it with `pip install kubernetes-validate` (scripts/test.sh does)"));
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{name}: {VALIDATOR} failed:\n{report}"
-    );
-    assert!(
-        !report.contains("WARN") && !report.contains("ERROR"),
-        "{name}: {VALIDATOR} reported:\n{report}"
-    );
+    outrigger_testkit::kubernetes_validate::validate_documents(name, docs);
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! `resourceVersion`, `limit`/`continue`, label and field selectors), WATCH (ADDED, MODIFIED,
 //! DELETED, BOOKMARK, `ERROR` 410 Gone for a compacted `resourceVersion`), and create, replace and
 //! delete both over HTTP and from the test code, reaching every open watch.
+//! [`kubernetes_validate`] checks manifests against the real Kubernetes schemas.
 
+pub mod kubernetes_validate;
 mod selector;
 mod server;
 

@@ -10,7 +10,6 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-const VALIDATOR: &str = "kubernetes-validate";
 
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/webhook")
@@ -77,39 +76,7 @@ fn build(dir: &Path) -> Vec<Value> {
 
 /// Validate core objects with kubernetes-validate (strict); returns the objects it cannot know.
 fn validate(name: &str, docs: &[Value]) -> Vec<Value> {
-    let (custom, core): (Vec<Value>, Vec<Value>) = docs.iter().cloned().partition(|d| {
-        d["apiVersion"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("cert-manager.io/"))
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join(format!("{name}.yaml"));
-    let text: Vec<String> = core
-        .iter()
-        .map(|d| serde_yaml_ng::to_string(d).expect("yaml"))
-        .collect();
-    std::fs::write(&file, text.join("---\n")).expect("write rendered manifests");
-    let output = Command::new(VALIDATOR)
-        .args(["--strict", "--quiet"])
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {VALIDATOR} ({e}); install it with `pip install kubernetes-validate` (scripts/test.sh does)")
-        });
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{name}: {VALIDATOR} failed:\n{report}"
-    );
-    assert!(
-        !report.contains("WARN") && !report.contains("ERROR"),
-        "{name}: {VALIDATOR} reported:\n{report}"
-    );
-    custom
+    outrigger_testkit::kubernetes_validate::validate_documents(name, docs)
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {

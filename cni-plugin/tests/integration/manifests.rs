@@ -1,7 +1,6 @@
 //! The CNI manifests against the real Kubernetes schemas (PyPI kubernetes-validate, strict).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/cni")
@@ -27,22 +26,12 @@ fn resources() -> Vec<PathBuf> {
 fn manifests_validate_against_kubernetes_schemas() {
     let files = resources();
     assert_eq!(files.len(), 5, "{files:?}");
-    let output = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate must be installed (pip install kubernetes-validate; scripts/test.sh does it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "validation failed:\n{stdout}\n{stderr}"
-    );
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = outrigger_testkit::kubernetes_validate::validate_files("cni", &paths);
     assert_eq!(
-        stdout.matches(" passed for resource ").count()
-            + stderr.matches(" passed for resource ").count(),
+        report.matches(" passed for resource ").count(),
         5,
-        "{stdout}{stderr}"
+        "{report}"
     );
 }
 
