@@ -11,7 +11,6 @@ use outrigger_pilot::cluster::{ISTIO_GROUP, ISTIO_KINDS, ISTIO_VERSION};
 use serde::Deserialize;
 use serde_json::Value;
 
-
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../manifests")

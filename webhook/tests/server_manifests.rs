@@ -10,7 +10,6 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/webhook")
 }
