@@ -11,10 +11,7 @@ use outrigger_mesh::config::{Cluster, DestinationConfig};
 use outrigger_mesh::{ProxyConfig, ProxyId, Resolver, Snapshot};
 use serde::Serialize;
 
-/// Type URL of a resolved destination (routes, protocol, cluster policy).
-pub const DESTINATION_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Destination";
-/// Type URL of one cluster's endpoints.
-pub const ENDPOINTS_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Endpoints";
+pub use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
 
 /// Which proxies share a view: the namespace, and only those pod labels that some
 /// VirtualService's `sourceLabels` reads (resolution reads no other label), so the pods of one

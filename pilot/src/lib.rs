@@ -7,5 +7,4 @@ pub mod auth;
 pub mod cluster;
 pub mod index;
 pub mod metrics;
-pub mod proto;
 pub mod xds;

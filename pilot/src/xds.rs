@@ -19,13 +19,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{self, Authenticator, Identity};
 use crate::index::{DESTINATION_TYPE, ENDPOINTS_TYPE, Generation, ViewKey, WireResource};
 use crate::metrics::Metrics;
-use crate::proto::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
-use crate::proto::envoy::service::discovery::v3::{
+use outrigger_xds_api::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use crate::proto::outrigger::v1alpha1;
+use outrigger_xds_api::outrigger::v1alpha1;
 
 /// The latest generation; `None` until every reflector has synced.
 pub type Generations = watch::Receiver<Option<Arc<Generation>>>;

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use outrigger_pilot::index::{DESTINATION_TYPE, ENDPOINTS_TYPE};
-use outrigger_pilot::proto::envoy::config::core::v3::Node;
-use outrigger_pilot::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use outrigger_pilot::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use outrigger_testkit::FakeApiServer;
+use outrigger_xds_api::envoy::config::core::v3::Node;
+use outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

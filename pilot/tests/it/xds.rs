@@ -9,14 +9,14 @@ use std::time::Duration;
 use outrigger_pilot::app::{Debounce, Pilot};
 use outrigger_pilot::auth::Authenticator;
 use outrigger_pilot::index::{DESTINATION_TYPE, ENDPOINTS_TYPE};
-use outrigger_pilot::proto::envoy::config::core::v3::Node;
-use outrigger_pilot::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use outrigger_pilot::proto::envoy::service::discovery::v3::{
+use outrigger_testkit::FakeApiServer;
+use outrigger_xds_api::envoy::config::core::v3::Node;
+use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use outrigger_xds_api::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
-use outrigger_pilot::proto::google::rpc::Status as RpcStatus;
-use outrigger_pilot::proto::outrigger::v1alpha1;
-use outrigger_testkit::FakeApiServer;
+use outrigger_xds_api::google::rpc::Status as RpcStatus;
+use outrigger_xds_api::outrigger::v1alpha1;
 use prost::Message as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;

@@ -1,4 +1,4 @@
-//! Compiles pilot/proto with protox (a pure-Rust protobuf compiler): no system `protoc`.
+//! Compiles proto/ with protox (a pure-Rust protobuf compiler): no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [

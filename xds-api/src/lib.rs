@@ -1,5 +1,12 @@
-//! The generated protobuf and gRPC code of pilot/proto (see pilot/proto/README.md).
+//! The wire contract of pilot and the proxy's discovery client: the protobuf and gRPC code
+//! generated from `proto/` (see proto/README.md) and the type URLs of our resources. One
+//! definition, used by both sides (as linkerd2-proxy-api is for Linkerd).
 #![allow(clippy::all, missing_docs, unreachable_pub)]
+
+/// Type URL of a resolved destination (routes, protocol, cluster policy).
+pub const DESTINATION_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Destination";
+/// Type URL of one cluster's endpoints.
+pub const ENDPOINTS_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Endpoints";
 
 pub mod envoy {
     pub mod config {
