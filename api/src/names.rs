@@ -118,6 +118,22 @@ pub mod label {
 /// control plane (Istio's `istio-ca`).
 pub const TOKEN_AUDIENCE: &str = "istio-ca";
 
+/// How a proxy finds and authenticates to the control plane (Istio's `istio-token` volume and
+/// `discoveryAddress`).
+pub mod discovery {
+    /// The projected volume holding the proxy's service-account token, and its file name.
+    pub const TOKEN_VOLUME: &str = "istio-token";
+    /// Where `istio-proxy` mounts [`TOKEN_VOLUME`].
+    pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/tokens";
+    /// The token file the proxy reads (re-read at each reconnect: the kubelet rotates it).
+    pub const TOKEN_PATH: &str = "/var/run/secrets/tokens/istio-token";
+    /// The token's lifetime the injector asks for (Istio's 43200 s).
+    pub const TOKEN_EXPIRATION_SECONDS: u32 = 43200;
+    /// The `discoveryAddress` a proxy gets when neither the mesh `defaultConfig` nor
+    /// `proxy.istio.io/config` sets one: pilot's TLS port ([`super::port::PILOT_XDS_TLS`]).
+    pub const DEFAULT_ADDRESS: &str = "outrigger-pilot.outrigger-system.svc:15012";
+}
+
 /// Names of Istio's traffic API (`networking.istio.io`).
 pub mod networking {
     /// The API group and the versions read (one schema for all three).
@@ -144,6 +160,10 @@ pub mod env {
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
     pub const INSTANCE_IP: &str = "INSTANCE_IP";
     pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+    /// The pod's merged proxy configuration as JSON (mesh `defaultConfig` deep-merged with
+    /// `proxy.istio.io/config`), as Istio's template writes it; the proxy reads
+    /// `discoveryAddress` from it.
+    pub const PROXY_CONFIG: &str = "PROXY_CONFIG";
     pub const HOST_IP: &str = "HOST_IP";
     pub const WORKLOAD_NAME: &str = "ISTIO_META_WORKLOAD_NAME";
     pub const INTERCEPTION_MODE: &str = "ISTIO_META_INTERCEPTION_MODE";
