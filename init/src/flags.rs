@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::apply::{ApplyOptions, BackendChoice};
+use crate::conflicts::{self, Conflict, Given};
 use outrigger_api::capture::ConfigError;
 use outrigger_api::capture::{self as config, CaptureConfig, ProbeSettings};
 use outrigger_api::iptables::{env, flag};
@@ -33,6 +34,8 @@ pub struct Invocation {
     pub resolv_conf: PathBuf,
     /// `--log-as-json`: JSON log lines on stderr (for clusters).
     pub log_as_json: bool,
+    /// Flags that have no effect as combined (`conflicts`); logged at warn before the run.
+    pub warnings: Vec<String>,
 }
 
 /// Why the command line was not accepted.
@@ -43,6 +46,9 @@ pub enum FlagsError {
     Usage(#[from] clap::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Two flags that contradict each other.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
 }
 
 #[derive(Debug, Parser)]
@@ -191,7 +197,37 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let args = Args::try_parse_from(argv)?;
-    Ok(resolve(args, env_map)?)
+    let given = given(&args, env_map);
+    let mut invocation = resolve(args, env_map)?;
+    invocation.warnings = conflicts::check(&invocation, &given)?;
+    Ok(invocation)
+}
+
+/// The flags set on the command line or through their environment variable, among those whose
+/// being set matters to `conflicts` (a default value is never a conflict).
+fn given(a: &Args, env_map: &HashMap<String, String>) -> Given {
+    let set = |v: &Option<String>, env_name: &str| v.is_some() || env_map.contains_key(env_name);
+    let flags = [
+        (flag::TPROXY_MARK, set(&a.tproxy_mark, env::TPROXY_MARK)),
+        (
+            flag::TPROXY_ROUTE_TABLE,
+            set(&a.tproxy_route_table, env::TPROXY_ROUTE_TABLE),
+        ),
+    ];
+    Given {
+        flags: flags
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect(),
+        owner_groups_exclude: env_map
+            .get(env::OWNER_GROUPS_EXCLUDE)
+            .map(|v| {
+                outrigger_api::values::split_list(v)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, ConfigError> {
@@ -370,6 +406,7 @@ fn resolve(a: Args, env_map: &HashMap<String, String>) -> Result<Invocation, Con
             .resolv_conf
             .unwrap_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF)),
         log_as_json: src.bool(a.log_as_json, env::LOG_AS_JSON, flag::LOG_AS_JSON, false)?,
+        warnings: Vec::new(),
     })
 }
 
@@ -639,6 +676,7 @@ mod tests {
             match parse(argv, &HashMap::new()) {
                 Ok(inv) => proptest::prop_assert!(inv.capture.validate().is_ok()),
                 Err(FlagsError::Config(e)) => proptest::prop_assert!(!e.reason.is_empty() && !e.flag.is_empty()),
+                Err(FlagsError::Conflict(c)) => proptest::prop_assert!(!c.reason.is_empty() && c.first != c.second),
                 Err(FlagsError::Usage(_)) => {}
             }
         }

@@ -4,6 +4,7 @@
 //! file; `host`, `apply` and `validation` are the parts with side effects.
 
 pub mod apply;
+pub mod conflicts;
 pub mod error;
 pub mod flags;
 pub mod host;

@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             eprintln!("outrigger-iptables: {err}");
             return ExitCode::FAILURE;
         }
+        Err(FlagsError::Conflict(err)) => {
+            eprintln!("outrigger-iptables: {err}");
+            return ExitCode::FAILURE;
+        }
     };
     // Logs go to stderr (stdout is for `--dry-run`), filtered by `RUST_LOG` (default `info`).
     logging::init(Logging {
@@ -43,6 +47,9 @@ fn main() -> ExitCode {
         default: "info",
         file: None,
     });
+    for warning in &invocation.warnings {
+        tracing::warn!("{warning}");
+    }
     match run(&invocation) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::NotCaptured(err)) => {

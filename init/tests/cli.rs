@@ -345,3 +345,24 @@ fn json_logs_on_stderr_keep_stdout_clean() {
             .all(|l| !l.starts_with('{'))
     );
 }
+
+#[test]
+fn conflicting_flags_exit_1_naming_both_and_redundant_ones_are_warned() {
+    let out = run(&["--dry-run", "-b", "8080", "-d", "8080"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "printed rules on a refusal");
+    assert!(
+        stderr.contains(
+            "conflicting flags -b/--istio-inbound-ports and -d/--istio-local-exclude-ports: port 8080 is in both"
+        ),
+        "{stderr}"
+    );
+    let out = run(&["--dry-run", "--ipv6=false", "-t", "42"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("-t/--istio-inbound-tproxy-mark has no effect"),
+        "{stderr}"
+    );
+}

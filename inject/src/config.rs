@@ -203,7 +203,8 @@ impl Config {
         check_injector(&injector)?;
         let values_raw = merged(VALUES_FILE, DEFAULT_VALUES_YAML, values_yaml)?;
         let values: Values = from_merged(VALUES_FILE, &values_raw)?;
-        let mesh_raw = merged(MESH_FILE, DEFAULT_MESH_YAML, mesh_yaml)?;
+        let mut mesh_raw = merged(MESH_FILE, DEFAULT_MESH_YAML, mesh_yaml)?;
+        default_discovery_address(&mut mesh_raw);
         let mesh: Mesh = from_merged(MESH_FILE, &mesh_raw)?;
         let sources: Vec<(String, String)> = match &injector.templates {
             Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -284,6 +285,21 @@ fn merged(file: &str, default: &str, user: &str) -> Result<Value, ConfigError> {
     }
     merge::deep_merge(&mut base, over);
     Ok(base)
+}
+
+/// Mesh `defaultConfig.discoveryAddress` defaults to pilot's TLS port in `outrigger-system`
+/// (Istio's to istiod's `istiod.istio-system.svc:15012`), so every pod's merged proxy config,
+/// and its `PROXY_CONFIG`, names the control plane unless the mesh or the pod says otherwise.
+fn default_discovery_address(mesh: &mut Value) {
+    let Value::Object(mesh) = mesh else { return };
+    let defaults = mesh
+        .entry("defaultConfig")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Value::Object(defaults) = defaults {
+        defaults
+            .entry("discoveryAddress")
+            .or_insert_with(|| Value::from(outrigger_api::names::discovery::DEFAULT_ADDRESS));
+    }
 }
 
 fn from_merged<T: DeserializeOwned>(file: &str, v: &Value) -> Result<T, ConfigError> {

@@ -129,6 +129,8 @@ pub(super) fn apply(
         .revision
         .clone()
         .unwrap_or_else(|| c.injector.revision.clone());
+    // Serializing a JSON value cannot fail.
+    let proxy_config_json = serde_json::to_string(s.proxy_config.as_ref()).unwrap_or_default();
     let overlays = {
         let ctx = template::Context {
             pod: &pod,
@@ -149,6 +151,10 @@ pub(super) fn apply(
             termination_drain_duration: s.typed.termination_drain_duration.as_deref(),
             termination_grace_seconds: pod["spec"]["terminationGracePeriodSeconds"].as_i64(),
             hold_application: s.hold,
+            proxy_status_port: (s.status_port != 0 && s.status_port != port::STATUS)
+                .then_some(s.status_port),
+            proxy_config_json: &proxy_config_json,
+            istio_token: template::IstioToken::NAMES,
         };
         names
             .iter()

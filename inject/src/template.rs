@@ -51,6 +51,31 @@ pub(crate) struct Context<'a> {
     /// The pod's `terminationGracePeriodSeconds`, given to the proxy as `--termination-grace`.
     pub termination_grace_seconds: Option<i64>,
     pub hold_application: bool,
+    /// The status port to pass to the proxy (`--status-port`), when it is not its default
+    /// (15020) and not 0 ("no status port": the proxy keeps 15020 for `/drain`).
+    pub proxy_status_port: Option<u16>,
+    /// `proxy_config` as compact JSON: the proxy's `PROXY_CONFIG` env.
+    pub proxy_config_json: &'a str,
+    /// The `istio-token` projected volume (names from `outrigger_api::names::discovery`).
+    pub istio_token: IstioToken,
+}
+
+/// The names of the `istio-token` volume, given to templates as `istio_token.*`.
+#[derive(Debug, Serialize)]
+pub(crate) struct IstioToken {
+    pub volume: &'static str,
+    pub mount_path: &'static str,
+    pub audience: &'static str,
+    pub expiration_seconds: u32,
+}
+
+impl IstioToken {
+    pub const NAMES: IstioToken = IstioToken {
+        volume: outrigger_api::names::discovery::TOKEN_VOLUME,
+        mount_path: outrigger_api::names::discovery::TOKEN_MOUNT_PATH,
+        audience: outrigger_api::names::TOKEN_AUDIENCE,
+        expiration_seconds: outrigger_api::names::discovery::TOKEN_EXPIRATION_SECONDS,
+    };
 }
 
 impl Templates {

@@ -14,6 +14,8 @@ mod injection;
 mod limits;
 #[path = "server/logs.rs"]
 mod logs;
+#[path = "server/memory.rs"]
+mod memory;
 #[path = "server/process.rs"]
 mod process;
 #[path = "server/reload.rs"]

@@ -50,6 +50,10 @@ struct Args {
     /// The injector binary (default: next to this one).
     #[arg(long)]
     injector: Option<PathBuf>,
+    /// One more argument for the injector (repeatable), e.g.
+    /// `--injector-arg=--max-inflight-body-bytes=1073741824` to measure without the budget.
+    #[arg(long, allow_hyphen_values = true)]
+    injector_arg: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +194,7 @@ async fn measure(args: &Args, work: &Path) -> anyhow::Result<()> {
         .arg("--self-signed-dir")
         .arg(&certs)
         .args(["--log-format", "json"])
+        .args(&args.injector_arg)
         .env(
             "RUST_LOG",
             "warn,outrigger_webhook::server=info,outrigger_webhook::server::app=warn",
@@ -355,6 +360,9 @@ async fn measure_large(
             rows[0].2.errors,
             rows[0].2.first_error.as_deref().unwrap_or("?")
         );
+    }
+    if peak >= MEMORY_LIMIT_MIB {
+        bail!("injector peak RSS {peak:.1} MiB is over the {MEMORY_LIMIT_MIB:.0} MiB memory limit");
     }
     Ok(())
 }

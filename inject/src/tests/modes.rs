@@ -138,6 +138,7 @@ fn classic_injection_has_istio_shape() {
             "istio-envoy",
             "istio-data",
             "istio-podinfo",
+            "istio-token",
             "kube-api-access-x7k2p"
         ]
     );
@@ -159,7 +160,7 @@ fn classic_injection_has_istio_shape() {
     assert_eq!(anns["example.com/owner"], "team-a");
     assert_eq!(
         anns[STATUS],
-        r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy","istio-data","istio-podinfo"],"imagePullSecrets":null,"revision":"default"}"#
+        r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy","istio-data","istio-podinfo","istio-token"],"imagePullSecrets":null,"revision":"default"}"#
     );
     // Fields the engine does not know pass through untouched.
     assert_eq!(
@@ -561,4 +562,141 @@ fn status_port_zero_means_no_status_port() {
     let proxy = find(&out, "containers", "istio-proxy");
     assert!(proxy.get("readinessProbe").is_some());
     assert!(env(proxy, "ISTIO_KUBE_APP_PROBERS").is_some());
+}
+
+/// The `istio-proxy` container's env value `name`, parsed as JSON.
+fn env_json(proxy: &Value, name: &str) -> Value {
+    let text = env(proxy, name).unwrap_or_else(|| panic!("no {name} in {proxy}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{name} is not JSON ({e}): {text}"))
+}
+
+#[test]
+fn a_non_default_status_port_reaches_the_proxy_and_every_user_of_it() {
+    let pod = annotate(web(), &[(STATUS_PORT, "15030")]);
+    let out = run(&pod);
+    let proxy = find(&out, "containers", "istio-proxy");
+    let proxy_args = args(proxy);
+    let at = proxy_args
+        .iter()
+        .position(|a| *a == "--status-port")
+        .unwrap_or_else(|| panic!("no --status-port in {proxy_args:?}"));
+    assert_eq!(proxy_args[at + 1], "15030");
+    // The app's probes go to the proxy's status port, the scrape points there, and the port is
+    // kept out of inbound capture; the proxy's own readiness stays on the health port (15021),
+    // as in Istio's template.
+    let app = find(&out, "containers", "web");
+    assert_eq!(app["readinessProbe"]["httpGet"]["port"], 15030, "{app}");
+    assert_eq!(
+        out["metadata"]["annotations"]["prometheus.io/port"],
+        "15030"
+    );
+    let init = find(&out, "initContainers", "istio-init");
+    let excluded = args(init)
+        .windows(2)
+        .find(|w| w[0] == "-d")
+        .map(|w| w[1].to_owned())
+        .expect("-d");
+    assert_eq!(excluded, "15090,15021,15030");
+    assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], 15021);
+    // The native sidecar's preStop drain asks the same port.
+    let native = run(&annotate(
+        web(),
+        &[(STATUS_PORT, "15030"), (NATIVE_SIDECAR, "true")],
+    ));
+    let proxy = find(&native, "initContainers", "istio-proxy");
+    assert_eq!(
+        proxy["lifecycle"]["preStop"]["exec"]["command"],
+        json!(["outrigger-proxy", "drain", "--status-port", "15030"])
+    );
+    // The default and "0" (no status port) pass nothing: the proxy keeps 15020.
+    for pod in [web(), annotate(web(), &[(STATUS_PORT, "0")])] {
+        let out = run(&pod);
+        let proxy = find(&out, "containers", "istio-proxy");
+        assert!(!args(proxy).contains(&"--status-port"), "{:?}", args(proxy));
+    }
+}
+
+#[test]
+fn the_proxy_gets_the_istio_token_volume_and_its_proxy_config() {
+    use outrigger_api::names::{TOKEN_AUDIENCE, discovery};
+    let out = run(&web());
+    let volume = find(&out, "volumes", discovery::TOKEN_VOLUME);
+    assert_eq!(
+        volume,
+        &json!({"name": discovery::TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE,
+            "expirationSeconds": discovery::TOKEN_EXPIRATION_SECONDS,
+            "path": discovery::TOKEN_VOLUME}}]}})
+    );
+    let proxy = find(&out, "containers", "istio-proxy");
+    let mount = proxy["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == discovery::TOKEN_VOLUME)
+        .expect("istio-token mount");
+    assert_eq!(
+        mount,
+        &json!({"name": discovery::TOKEN_VOLUME, "mountPath": discovery::TOKEN_MOUNT_PATH, "readOnly": true})
+    );
+    assert_eq!(
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            volume["projected"]["sources"][0]["serviceAccountToken"]["path"]
+                .as_str()
+                .unwrap()
+        ),
+        discovery::TOKEN_PATH
+    );
+    // The xDS node id's parts.
+    for name in [
+        env::POD_NAME,
+        env::POD_NAMESPACE,
+        env::INSTANCE_IP,
+        env::SERVICE_ACCOUNT,
+    ] {
+        assert!(
+            proxy["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == name),
+            "no {name}"
+        );
+    }
+    // Mesh defaultConfig, with the default discovery address.
+    let config = env_json(proxy, env::PROXY_CONFIG);
+    assert_eq!(
+        config,
+        json!({"interceptionMode": "REDIRECT", "terminationDrainDuration": "5s",
+               "proxyMetadata": {}, "discoveryAddress": discovery::DEFAULT_ADDRESS})
+    );
+    // The pod's annotation is deep-merged over it, and may name another control plane.
+    let pod = annotate(
+        web(),
+        &[(
+            PROXY_CONFIG,
+            "discoveryAddress: pilot.mesh-b.svc:15012\nconcurrency: 2\nproxyMetadata: {A: b}",
+        )],
+    );
+    let out = run(&pod);
+    let config = env_json(find(&out, "containers", "istio-proxy"), env::PROXY_CONFIG);
+    assert_eq!(config["discoveryAddress"], "pilot.mesh-b.svc:15012");
+    assert_eq!(config["concurrency"], 2);
+    assert_eq!(config["proxyMetadata"], json!({"A": "b"}));
+    assert_eq!(config["terminationDrainDuration"], "5s");
+}
+
+#[test]
+fn the_mesh_may_set_the_discovery_address_for_every_pod() {
+    use outrigger_api::names::discovery;
+    let config = config(
+        "{}",
+        "defaultConfig:\n  discoveryAddress: pilot.other.svc:15012\n",
+    );
+    let out = injected(&web(), &req(), &config);
+    let proxy_config = env_json(find(&out, "containers", "istio-proxy"), env::PROXY_CONFIG);
+    assert_eq!(proxy_config["discoveryAddress"], "pilot.other.svc:15012");
+    assert_ne!(proxy_config["discoveryAddress"], discovery::DEFAULT_ADDRESS);
 }

@@ -10,7 +10,7 @@ use outrigger_runtime::logging::{self, LogFormat, Logging};
 use outrigger_webhook::server::selfsigned::{DEFAULT_NAMESPACE, DEFAULT_SERVICE, ServiceNames};
 use outrigger_webhook::server::tls::CertPaths;
 use outrigger_webhook::server::{self, Options, TlsSource};
-use outrigger_webhook::server::{replica_memo, serve};
+use outrigger_webhook::server::{body_budget, replica_memo, serve};
 
 /// Each admission request builds and drops thousands of small JSON nodes; under load glibc
 /// malloc/free took about a third of the server's CPU (perf), mimalloc much less.
@@ -94,6 +94,12 @@ struct Args {
     /// Pods whose JSON text is longer are not memoized (always decoded and injected).
     #[arg(long, default_value_t = replica_memo::DEFAULT_MAX_POD_BYTES)]
     replica_memo_max_pod_bytes: usize,
+    /// Bytes of request bodies read and processed at once, over all connections; a request
+    /// whose body does not fit waits (up to --read-timeout-seconds, then 503) before its body is
+    /// read. A body larger than this runs alone. Memory in flight is 15-19 times this.
+    #[arg(long, default_value_t = body_budget::DEFAULT_BUDGET_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_inflight_body_bytes: usize,
     /// Log format on stderr: text or json (filter: RUST_LOG, default info).
     #[arg(long, default_value = "text", value_name = "text|json")]
     log_format: LogFormat,
@@ -135,6 +141,7 @@ impl Args {
                 budget_bytes: self.replica_memo_bytes,
                 max_pod_bytes: self.replica_memo_max_pod_bytes,
             },
+            max_inflight_body_bytes: self.max_inflight_body_bytes,
         }
     }
 }

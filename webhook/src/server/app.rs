@@ -15,6 +15,7 @@ use http_body_util::BodyExt as _;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::admission::{self, AdmissionResponse, AdmissionReviewResponse};
+use super::body_budget::{BodyBudget, Busy, Reservation};
 use super::config_reload::ConfigStore;
 use super::metrics::{self, Metrics};
 use super::path_env;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Recent answers, so the replicas of a workload skip decoding, injection and diff.
     pub replies: Arc<ReplicaMemo<Reply>>,
+    /// Request-body bytes in flight, shared by every connection; a request waits for its share
+    /// (at most `body_timeout`) before its body is read.
+    pub bodies: BodyBudget,
 }
 
 impl AppState {
@@ -62,6 +66,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             body_timeout: super::DEFAULT_READ_TIMEOUT,
             replies: Arc::new(ReplicaMemo::new(memo)),
+            bodies: BodyBudget::new(super::body_budget::DEFAULT_BUDGET_BYTES),
         }
     }
 }
@@ -117,6 +122,8 @@ enum HttpError {
     MediaType(String),
     #[error("could not read the request body: {0}")]
     Read(String),
+    #[error(transparent)]
+    Busy(Busy),
 }
 
 impl HttpError {
@@ -126,6 +133,7 @@ impl HttpError {
             HttpError::Empty => StatusCode::BAD_REQUEST,
             HttpError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::Read(_) => StatusCode::REQUEST_TIMEOUT,
+            HttpError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -135,6 +143,7 @@ impl HttpError {
             HttpError::Empty => "empty_body",
             HttpError::MediaType(_) => "unsupported_media_type",
             HttpError::Read(_) => "body_read",
+            HttpError::Busy(_) => "busy",
         }
     }
 }
@@ -161,8 +170,10 @@ async fn inject_with_params(
 async fn handle(state: AppState, params: &str, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     state.metrics.request();
-    let response = match read_body(&headers, body).await {
-        Ok(bytes) => review_body(&state, params, &bytes),
+    // The reservation is held until the answer is built: body, decoded pod and patch all
+    // live until then.
+    let response = match read_body(&state, &headers, body).await {
+        Ok((bytes, _reservation)) => review_body(&state, params, &bytes),
         Err(error) => {
             state.metrics.failed(error.label());
             tracing::info_span!(ADMISSION_SPAN).in_scope(|| tracing::warn!(%error, "bad request"));
@@ -173,7 +184,13 @@ async fn handle(state: AppState, params: &str, headers: HeaderMap, body: Body) -
     response
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, HttpError> {
+/// Checks the headers, waits for the body's share of the budget of bodies in flight (the
+/// declared length, or the largest body accepted when none is declared), then reads the body.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(axum::body::Bytes, Reservation), HttpError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
@@ -190,6 +207,12 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
         discard(body).await;
         return Err(HttpError::TooLarge);
     }
+    let share = declared.map_or(MAX_BODY_BYTES, |len| len as usize);
+    let reservation = state
+        .bodies
+        .reserve(share, state.body_timeout)
+        .await
+        .map_err(HttpError::Busy)?;
     let mut body = body;
     let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
     while let Some(frame) = body.frame().await {
@@ -206,7 +229,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes,
     if bytes.is_empty() {
         return Err(HttpError::Empty);
     }
-    Ok(axum::body::Bytes::from(bytes))
+    Ok((axum::body::Bytes::from(bytes), reservation))
 }
 
 /// Reads and drops the rest of a body refused for its size (at most [`DISCARD_LIMIT_BYTES`],

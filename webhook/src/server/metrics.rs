@@ -52,6 +52,7 @@ pub struct Metrics {
     time: Histogram,
     config_reload: Family<ResultLabel, Counter>,
     cert_reload: Family<ResultLabel, Counter>,
+    handshake_failures: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +73,7 @@ impl Metrics {
         let time = Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
         let config_reload = Family::<ResultLabel, Counter>::default();
         let cert_reload = Family::<ResultLabel, Counter>::default();
+        let handshake_failures = Family::<ReasonLabel, Counter>::default();
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "sidecar_injection_requests",
@@ -108,6 +110,11 @@ impl Metrics {
             "Serving certificate reloads, by result",
             cert_reload.clone(),
         );
+        registry.register(
+            "outrigger_injector_tls_handshake_failures",
+            "TLS handshakes that failed on the HTTPS port, by reason (timeout, closed, tls, io)",
+            handshake_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -117,6 +124,7 @@ impl Metrics {
             time,
             config_reload,
             cert_reload,
+            handshake_failures,
         }
     }
 
@@ -154,6 +162,14 @@ impl Metrics {
 
     pub fn cert_reloaded(&self, result: Reload) {
         self.cert_reload.get_or_create(&result.label()).inc();
+    }
+
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition of every metric.

@@ -3,8 +3,10 @@
 
 pub mod admission;
 pub mod app;
+pub mod body_budget;
 pub mod ca_bundle;
 pub mod config_reload;
+pub mod handshake_log;
 pub mod metrics;
 pub mod path_env;
 pub mod replica_memo;
@@ -79,6 +81,8 @@ pub struct Options {
     pub ca_secret: Option<String>,
     /// How much the replica memo keeps.
     pub replica_memo: replica_memo::Limits,
+    /// Request-body bytes in flight at once, over every connection (`body_budget`).
+    pub max_inflight_body_bytes: usize,
 }
 
 /// Why the server could not start.
@@ -221,6 +225,7 @@ pub async fn run(
     .shared();
     let mut state = app::AppState::with_replica_memo(config, metrics.clone(), options.replica_memo);
     state.body_timeout = options.read_timeout;
+    state.bodies = body_budget::BodyBudget::new(options.max_inflight_body_bytes);
     state.ready = ready_flag.clone();
     let limits = serve::Limits {
         read_timeout: options.read_timeout,
@@ -230,7 +235,7 @@ pub async fn run(
     };
     let metrics_server = tokio::spawn(serve::serve_plain(
         metrics_listener,
-        app::metrics_app(metrics),
+        app::metrics_app(metrics.clone()),
         stop.clone(),
         serve::Limits {
             max_connections: options.metrics_max_connections,
@@ -240,7 +245,16 @@ pub async fn run(
     ready_flag.store(true, Ordering::Release);
     tracing::info!(addr = %local, metrics_addr = %metrics_local, "listening");
 
-    serve::serve_tls(listener, tls_config, app::app(state), stop, limits).await;
+    let handshakes = handshake_log::HandshakeLog::new(metrics);
+    serve::serve_tls(
+        listener,
+        tls_config,
+        app::app(state),
+        stop,
+        limits,
+        handshakes,
+    )
+    .await;
     for task in background {
         task.abort();
     }

@@ -378,6 +378,9 @@ async fn https_api(api: &FakeApi, dir: &std::path::Path) -> kube::Client {
             max_connections: 64,
             grace: Duration::from_secs(1),
         },
+        outrigger_webhook::server::handshake_log::HandshakeLog::new(Arc::new(
+            outrigger_webhook::server::metrics::Metrics::new(),
+        )),
     ));
     let ca = rustls::pki_types::CertificateDer::from_pem_file(&files.ca).expect("CA PEM");
     let mut config = kube::Config::new(url.parse().expect("url"));

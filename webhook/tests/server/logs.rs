@@ -62,3 +62,89 @@ async fn each_request_logs_namespace_pod_and_decision() {
     let error = line["fields"]["error"].as_str().expect("error field");
     assert!(error.contains("operation"), "{error}");
 }
+
+/// The value of `name{labels}` in a Prometheus text, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tls_handshakes_are_counted_and_logged_at_warn_once_per_peer_and_reason() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let injector = Injector::start(&["--self-signed-dir", certs.to_str().expect("utf-8 path")]);
+    // A port scanner: connect and close, 50 times.
+    for _ in 0..50 {
+        let tcp = tokio::net::TcpStream::connect(injector.addr)
+            .await
+            .expect("connect");
+        drop(tcp);
+    }
+    // Not TLS at all, 20 times.
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(injector.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = injector.metrics().await;
+        let closed = sample(
+            &metrics,
+            r#"outrigger_injector_tls_handshake_failures_total{reason="closed"}"#,
+        );
+        let tls = sample(
+            &metrics,
+            r#"outrigger_injector_tls_handshake_failures_total{reason="tls"}"#,
+        );
+        if closed >= 50.0 && tls >= 20.0 || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"outrigger_injector_tls_handshake_failures_total{reason="closed"}"#
+        ),
+        50.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"outrigger_injector_tls_handshake_failures_total{reason="tls"}"#
+        ),
+        20.0,
+        "{metrics}"
+    );
+    let tls_line = injector.wait_log(r#""class":"tls""#, Duration::from_secs(5));
+    let line: Value = serde_json::from_str(&tls_line).expect("JSON log line");
+    assert_eq!(line["level"], "WARN", "{tls_line}");
+    assert!(
+        line["fields"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{tls_line}"
+    );
+    assert!(
+        line["fields"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{tls_line}"
+    );
+    injector.wait_log(r#""class":"closed""#, Duration::from_secs(5));
+    // 70 failures from one address, two reasons: two lines.
+    assert_eq!(injector.count_logs("TLS handshake failed"), 2);
+}

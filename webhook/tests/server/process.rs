@@ -68,6 +68,11 @@ impl Injector {
         }
     }
 
+    /// The process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM.
     pub fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"));
@@ -240,13 +245,21 @@ impl Connection {
 
     /// POST a JSON document; returns status and parsed JSON body (or the raw text as a string).
     pub async fn post(&mut self, path: &str, body: &Value) -> Result<(u16, Value), hyper::Error> {
+        self.post_bytes(path, serde_json::to_vec(body).expect("json"))
+            .await
+    }
+
+    /// POST JSON text as it is; returns status and parsed JSON body (or the raw text).
+    pub async fn post_bytes(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Value), hyper::Error> {
         self.sender.ready().await?;
         let request = hyper::Request::post(path)
             .header("host", "localhost")
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                serde_json::to_vec(body).expect("json"),
-            )))
+            .body(Full::new(Bytes::from(body)))
             .expect("request");
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
