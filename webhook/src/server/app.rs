@@ -208,6 +208,9 @@ async fn read_body(
         return Err(HttpError::TooLarge);
     }
     let share = declared.map_or(MAX_BODY_BYTES, |len| len as usize);
+    if state.bodies.would_wait(share) {
+        state.metrics.body_budget_waited();
+    }
     let reservation = state
         .bodies
         .reserve(share, state.body_timeout)

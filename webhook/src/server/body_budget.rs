@@ -57,6 +57,11 @@ impl BodyBudget {
         self.permits.available_permits()
     }
 
+    /// Whether a reservation of `bytes` would wait now.
+    pub fn would_wait(&self, bytes: usize) -> bool {
+        self.free() < bytes.clamp(1, self.total)
+    }
+
     /// Reserve `bytes` (at most the whole budget: a body larger than the budget runs alone),
     /// waiting up to `deadline`. Waiters are served in arrival order (tokio's semaphore is
     /// fair), so a large body is not starved by a stream of small ones.

@@ -119,9 +119,7 @@ impl HandshakeLog {
                 reason = %reason,
                 left_out,
                 interval_seconds = LOG_INTERVAL.as_secs(),
-                "TLS handshake failed (one line per peer and class per interval; `left_out` \
-                 earlier failures of this peer not logged; all counted in \
-                 outrigger_injector_tls_handshake_failures_total)"
+                "TLS handshake failed"
             );
         }
     }

@@ -53,6 +53,7 @@ pub struct Metrics {
     config_reload: Family<ResultLabel, Counter>,
     cert_reload: Family<ResultLabel, Counter>,
     handshake_failures: Family<ReasonLabel, Counter>,
+    body_budget_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +75,7 @@ impl Metrics {
         let config_reload = Family::<ResultLabel, Counter>::default();
         let cert_reload = Family::<ResultLabel, Counter>::default();
         let handshake_failures = Family::<ReasonLabel, Counter>::default();
+        let body_budget_waits = Counter::default();
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "sidecar_injection_requests",
@@ -115,6 +117,11 @@ impl Metrics {
             "TLS handshakes that failed on the HTTPS port, by reason (timeout, closed, tls, io)",
             handshake_failures.clone(),
         );
+        registry.register(
+            "outrigger_injector_body_budget_waits",
+            "Admission requests that waited for the budget of request bodies in flight (--max-inflight-body-bytes)",
+            body_budget_waits.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -125,6 +132,7 @@ impl Metrics {
             config_reload,
             cert_reload,
             handshake_failures,
+            body_budget_waits,
         }
     }
 
@@ -170,6 +178,10 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    pub fn body_budget_waited(&self) {
+        self.body_budget_waits.inc();
     }
 
     /// Prometheus text exposition of every metric.

@@ -129,6 +129,11 @@ async fn a_request_waits_for_its_share_of_the_body_budget_then_is_answered() {
         String::from_utf8_lossy(&answer)
     );
     assert_eq!(state.bodies.free(), 64 * 1024, "the share was given back");
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("outrigger_injector_body_budget_waits_total 1\n"),
+        "the wait is counted: {metrics}"
+    );
 }
 
 #[tokio::test]
