@@ -96,7 +96,7 @@ struct Args {
     replica_memo_max_pod_bytes: usize,
     /// Bytes of request bodies read and processed at once, over all connections; a request
     /// whose body does not fit waits (up to --read-timeout-seconds, then 503) before its body is
-    /// read. A body larger than this runs alone. Memory in flight is 15-19 times this.
+    /// read. A body larger than this runs alone. A large pod in flight costs about 10 times its body.
     #[arg(long, default_value_t = body_budget::DEFAULT_BUDGET_BYTES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_inflight_body_bytes: usize,

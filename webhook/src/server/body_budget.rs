@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Default budget. A pod in flight costs the injector 15-19 times its body (body, decoded pod,
-/// the engine's copies, the patch, and what the allocator keeps; `bench/injector-load`), on top
-/// of about 25 MiB at rest: 2 MiB of bodies at once (or one larger body alone) stays under the
-/// Deployment's 128 Mi, and still lets a hundred ordinary pods (a few KiB to 20 KiB) through at
-/// once, more than two cores can inject.
+/// Default budget. A large pod in flight costs the injector about 10 times its body (body,
+/// decoded pod, the engine's copies, the patch, and what the allocator keeps; measured with
+/// `bench/injector-load --pods large`), on top of 25-33 MiB at rest: 2 MiB of bodies at once, or
+/// one body up to the 6 MiB limit alone, stays well under the Deployment's 128 Mi, and still
+/// lets a hundred ordinary pods (a few KiB to 20 KiB) through at once, more than two cores can
+/// inject.
 pub const DEFAULT_BUDGET_BYTES: usize = 2 * 1024 * 1024;
 
 /// The shared budget.
