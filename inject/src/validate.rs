@@ -37,7 +37,7 @@ const CHECKS: &[(&str, Check)] = &[
     // 0 is "no status port", as Istio's validateStatusPort (ParseUint) accepts it.
     (STATUS_PORT, |v| match v.trim() {
         "0" => Ok(()),
-        _ => port(v).map(drop),
+        _ => status_port(v),
     }),
     (READINESS_INITIAL_DELAY, |v| integer(v, 0)),
     (READINESS_PERIOD, |v| integer(v, 1)),
@@ -97,6 +97,25 @@ fn cidr_list(v: &str, star_allowed: bool) -> Result<(), String> {
 /// A port number 1-65535.
 pub(crate) fn port(item: &str) -> Result<u16, String> {
     values::parse_port(item).map_err(reason)
+}
+
+/// A status port the proxy can listen on: it is passed to the proxy (`--status-port`), so one of
+/// the proxy's other ports would make it fail to start (Istio does not check; its agent and
+/// Envoy fail the same way).
+fn status_port(v: &str) -> Result<(), String> {
+    use outrigger_api::names::port as p;
+    let n = port(v)?;
+    let owner = match n {
+        p::OUTBOUND_CAPTURE => "outbound capture",
+        p::INBOUND_CAPTURE => "inbound capture",
+        p::INBOUND_TUNNEL => "tunnel",
+        p::HEALTH => "health (/healthz/ready)",
+        p::DNS_CAPTURE => "DNS",
+        p::PROXY_METRICS => "metrics",
+        p::ADMIN => "admin",
+        _ => return Ok(()),
+    };
+    Err(format!("{n} is the proxy's {owner} port"))
 }
 
 /// `*` alone, or a port list (Istio's `ValidateIncludeInboundPorts`); a list without `*` otherwise.
@@ -250,8 +269,13 @@ mod tests {
             ),
             (
                 STATUS_PORT,
-                &["15020", "0"],
-                &[("70000", "not a port"), ("http", "not a port")],
+                &["15020", "0", "15030"],
+                &[
+                    ("70000", "not a port"),
+                    ("http", "not a port"),
+                    ("15021", "15021 is the proxy's health (/healthz/ready) port"),
+                    ("15001", "15001 is the proxy's outbound capture port"),
+                ],
             ),
             (
                 READINESS_INITIAL_DELAY,
