@@ -161,3 +161,39 @@ async fn engine_errors_are_denied_with_the_precise_message() {
             .contains("sidecar_injection_failure_total{reason=\"invalid_annotation\"} 1")
     );
 }
+
+#[tokio::test]
+async fn the_patch_adds_the_istio_token_volume_and_proxy_config_for_the_discovery_client() {
+    use outrigger_api::names::{TOKEN_AUDIENCE, discovery, env};
+    let (app, _) = router();
+    let review = pod_review();
+    let (status, v) = post_json(&app, "/inject", &review).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let pod = apply_patch(&review["request"]["object"], &v["response"]);
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == discovery::TOKEN_VOLUME))
+        .expect("istio-token volume");
+    let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(token["audience"], TOKEN_AUDIENCE);
+    assert_eq!(
+        token["expirationSeconds"],
+        discovery::TOKEN_EXPIRATION_SECONDS
+    );
+    // The API server's own token volume is still there, untouched.
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|v| v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kube-api-access-")))),
+        "{pod}"
+    );
+    let config = proxy_env(&pod)
+        .into_iter()
+        .find(|(name, _)| name == env::PROXY_CONFIG)
+        .map(|(_, value)| value)
+        .expect("PROXY_CONFIG");
+    let config: Value = serde_json::from_str(&config).expect("PROXY_CONFIG is JSON");
+    assert_eq!(config["discoveryAddress"], discovery::DEFAULT_ADDRESS);
+}
