@@ -1,0 +1,464 @@
+//! The discovery client against a real outrigger-pilot (the library, fed by outrigger-testkit's
+//! fake API server): on-demand subscription by original destination, routing by the
+//! VirtualService received, an edit followed within 1 s, a destination pilot does not know
+//! relayed as TCP, pilot away (the last configuration served, shown in `/config_dump` and the
+//! metrics) and back (resync), a bad token refused, readiness bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outrigger_pilot::app::{Debounce, Pilot};
+use outrigger_pilot::auth::Authenticator;
+use outrigger_proxy::cli::RunArgs;
+use outrigger_proxy::discovery::DiscoverySettings;
+use outrigger_proxy::workload::Workload;
+use outrigger_testkit::FakeApiServer;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::l7::{Conn, app};
+use crate::support::*;
+
+const REVIEWS: &str = "10.96.0.10:9080";
+
+fn fixture(port: u16) -> String {
+    let pod = |name: &str, app: &str, version: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  labels: {{app: {app}, version: {version}}}\n\
+             spec:\n  serviceAccountName: {app}\n  containers:\n  - name: app\n    image: shop/{app}\n\
+             status:\n  phase: Running\n  podIP: {ip}\n---\n"
+        )
+    };
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n");
+    text += &pod("web", "web", "v1", "127.0.0.2");
+    text += &pod("reviews-v1", "reviews", "v1", "127.0.0.11");
+    text += &pod("reviews-v2", "reviews", "v2", "127.0.0.12");
+    text += &format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews\n  namespace: shop\n\
+         spec:\n  clusterIP: 10.96.0.10\n  selector: {{app: reviews}}\n  ports:\n  - name: http\n    port: 9080\n    targetPort: {port}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: reviews-abc\n  namespace: shop\n  labels: {{kubernetes.io/service-name: reviews}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n\
+         - addresses: [127.0.0.11]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: reviews-v1, namespace: shop}}\n\
+         - addresses: [127.0.0.12]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: reviews-v2, namespace: shop}}\n---\n"
+    );
+    text += r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    text
+}
+
+/// The fake API server answers TokenReviews: `token-<sa>` is `shop/<sa>`, anything else is
+/// refused.
+fn token_reviews(server: &FakeApiServer) {
+    server.on_create(
+        "authentication.k8s.io/v1",
+        "tokenreviews",
+        Arc::new(|review: &Value| {
+            let token = review["spec"]["token"].as_str().unwrap_or("");
+            let audiences = review["spec"]["audiences"].clone();
+            let status = match token.strip_prefix("token-") {
+                Some(sa) => json!({"authenticated": true, "audiences": audiences,
+                                   "user": {"username": format!("system:serviceaccount:shop:{sa}")}}),
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            };
+            Ok(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                      "metadata": {}, "spec": review["spec"], "status": status}))
+        }),
+    );
+}
+
+/// A TCP relay in front of pilot that the test can take down (every open connection dropped,
+/// as when pilot's pod dies) and bring back on the same port.
+struct Relay {
+    addr: SocketAddr,
+    target: SocketAddr,
+    tasks: Option<JoinSet<()>>,
+}
+
+impl Relay {
+    async fn start(addr: SocketAddr, target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind(addr).await.expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            target,
+            tasks: Some(tasks),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.shutdown().await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop().await;
+        *self = Relay::start(self.addr, self.target).await;
+    }
+}
+
+struct Harness {
+    api: FakeApiServer,
+    _pilot: Pilot,
+    relay: Relay,
+    _dir: tempfile::TempDir,
+    token: std::path::PathBuf,
+}
+
+async fn harness() -> Harness {
+    let probe = std::net::TcpListener::bind("127.0.0.11:0").expect("free port");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    app(format!("127.0.0.11:{port}").parse().expect("addr"), "v1").await;
+    app(format!("127.0.0.12:{port}").parse().expect("addr"), "v2").await;
+    let api = FakeApiServer::start().await.expect("fake API server");
+    api.load_yaml(&fixture(port)).expect("fixture");
+    token_reviews(&api);
+    let client = api.client().expect("client");
+    let pilot = Pilot::start(
+        client.clone(),
+        Authenticator::token_review(client, outrigger_api::names::TOKEN_AUDIENCE),
+        Debounce::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind pilot");
+    let pilot_addr = listener.local_addr().expect("pilot addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pilot.xds().into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let relay = Relay::start("127.0.0.1:0".parse().expect("addr"), pilot_addr).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("istio-token");
+    std::fs::write(&token, "token-web\n").expect("token");
+    Harness {
+        api,
+        _pilot: pilot,
+        relay,
+        _dir: dir,
+        token,
+    }
+}
+
+fn settings(h: &Harness) -> DiscoverySettings {
+    let address = format!("http://{}", h.relay.addr);
+    DiscoverySettings {
+        uri: address.clone(),
+        address,
+        host: "127.0.0.1".into(),
+        tls: false,
+        ca_file: "/nonexistent".into(),
+        token_file: h.token.clone(),
+        node_id: "sidecar~127.0.0.2~web.shop~shop.svc.cluster.local".into(),
+        on_demand_timeout: Duration::from_secs(1),
+        ready_timeout: Duration::from_secs(2),
+    }
+}
+
+async fn discovery_proxy(settings: DiscoverySettings, orig_dst: &str) -> TestProxy {
+    let args = RunArgs {
+        admin_port: Some(0),
+        ..RunArgs::default()
+    };
+    start_proxy_with(fixed(orig_dst.parse().expect("addr")), args, |config| {
+        config.workload = Workload {
+            name: "web".into(),
+            namespace: "shop".into(),
+            pod_name: "web".into(),
+            instance_ip: Some("127.0.0.2".parse().expect("ip")),
+        };
+        config.discovery = Some(settings);
+    })
+    .await
+}
+
+async fn config_dump(proxy: &TestProxy) -> Value {
+    let (status, body) = http(proxy.admin(), "GET", "/config_dump").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("config_dump JSON")
+}
+
+async fn metrics(proxy: &TestProxy) -> String {
+    http(proxy.stats(), "GET", "/stats/prometheus").await.1
+}
+
+fn route_to(h: &Harness, subset: &str) {
+    h.api
+        .modify(
+            "networking.istio.io/v1",
+            "VirtualService",
+            "shop",
+            "reviews",
+            |vs| {
+                vs["spec"]["http"] =
+                    json!([{"route": [{"destination": {"host": "reviews", "subset": subset}}]}]);
+            },
+        )
+        .expect("edit the VirtualService");
+}
+
+/// Polls a fresh connection's answer until it comes from `version`, for up to `limit`.
+async fn answers_from(proxy: &TestProxy, version: &str, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let mut conn = Conn::open(proxy.outbound(), false).await;
+        if conn.get("/reviews", &[]).await.version() == version {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_destination_met_is_asked_of_pilot_and_routed_by_its_virtual_service() {
+    let h = harness().await;
+    let proxy = discovery_proxy(settings(&h), REVIEWS).await;
+    assert!(
+        eventually(async || http(proxy.health(), "GET", "/healthz/ready").await.0 == 200).await,
+        "ready once connected to pilot"
+    );
+    // The first connection waits for the destination and its endpoints.
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    let first = conn.get("/reviews", &[]).await;
+    assert_eq!((first.status, first.version()), (200, "v1"), "{first:?}");
+
+    let dump = config_dump(&proxy).await;
+    assert_eq!(dump["source"], "discovery");
+    assert_eq!(dump["mode"], "l7");
+    assert_eq!(dump["discovery"]["connected"], true, "{dump}");
+    assert_eq!(
+        dump["discovery"]["address"],
+        format!("http://{}", h.relay.addr)
+    );
+    assert!(
+        dump["discovery"]["lastUpdateUnixSeconds"].is_u64(),
+        "{dump}"
+    );
+    assert_eq!(
+        dump["config"]["addresses"][REVIEWS],
+        "reviews.shop.svc.cluster.local:9080"
+    );
+    let clusters = dump["config"]["clusters"].as_object().expect("clusters");
+    assert!(
+        clusters
+            .keys()
+            .any(|c| c == "outbound|9080|v1|reviews.shop.svc.cluster.local"),
+        "{dump}"
+    );
+
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(&text, "outrigger_proxy_discovery_connected ", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "outrigger_proxy_discovery_updates_total{",
+            &[r#"type="destination""#]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "outrigger_proxy_discovery_updates_total{",
+            &[r#"type="endpoints""#]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "outrigger_proxy_discovery_rejects_total{", &[]),
+        None
+    );
+
+    // The VirtualService edited: new connections and the open one move within 1 s.
+    route_to(&h, "v2");
+    let moved = answers_from(&proxy, "v2", Duration::from_secs(3)).await;
+    assert!(
+        moved.is_some_and(|t| t < Duration::from_secs(1)),
+        "moved after {moved:?}"
+    );
+    let again = conn.get("/reviews", &[]).await;
+    assert_eq!(again.version(), "v2", "the open connection follows too");
+}
+
+#[tokio::test]
+async fn a_destination_pilot_does_not_know_is_relayed_as_tcp_without_waiting_the_bound() {
+    let h = harness().await;
+    let echo = echo_server(false).await;
+    let mut slow = settings(&h);
+    slow.on_demand_timeout = Duration::from_secs(5);
+    let proxy = discovery_proxy(slow, &echo.to_string()).await;
+    assert!(
+        eventually(async || http(proxy.health(), "GET", "/healthz/ready").await.0 == 200).await
+    );
+    let started = Instant::now();
+    let answer = echo_through(proxy.outbound(), b"ping")
+        .await
+        .expect("relayed");
+    assert_eq!(answer, b"ping");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "pilot's answer ends the wait"
+    );
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "outrigger_proxy_discovery_on_demand_timeouts_total ",
+            &[]
+        ),
+        Some(0.0)
+    );
+    // The second connection does not ask again.
+    let started = Instant::now();
+    echo_through(proxy.outbound(), b"pong")
+        .await
+        .expect("relayed");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn pilot_away_keeps_the_last_configuration_and_pilot_back_resyncs() {
+    let mut h = harness().await;
+    let proxy = discovery_proxy(settings(&h), REVIEWS).await;
+    assert!(
+        answers_from(&proxy, "v1", Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+
+    h.relay.stop().await;
+    assert!(
+        eventually(async || config_dump(&proxy).await["discovery"]["connected"] == false).await,
+        "the lost stream is seen"
+    );
+    // Served from the last good configuration, and counted.
+    for _ in 0..3 {
+        let mut conn = Conn::open(proxy.outbound(), false).await;
+        assert_eq!(conn.get("/reviews", &[]).await.version(), "v1");
+    }
+    let dump = config_dump(&proxy).await;
+    assert!(dump["discovery"]["lastError"].is_string(), "{dump}");
+    assert!(
+        dump["discovery"]["disconnectedSinceUnixSeconds"].is_u64(),
+        "{dump}"
+    );
+    assert_eq!(
+        dump["config"]["addresses"][REVIEWS],
+        "reviews.shop.svc.cluster.local:9080"
+    );
+    assert_eq!(
+        http(proxy.health(), "GET", "/healthz/ready").await.0,
+        200,
+        "still ready"
+    );
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(&text, "outrigger_proxy_discovery_connected ", &[]),
+        Some(0.0)
+    );
+    assert!(sample(&text, "outrigger_proxy_discovery_disconnects_total ", &[]) >= Some(1.0));
+    assert!(
+        sample(
+            &text,
+            "outrigger_proxy_discovery_stale_connections_total ",
+            &[]
+        ) >= Some(3.0),
+        "{text}"
+    );
+
+    // Changed while the proxy was away: the resync brings it.
+    route_to(&h, "v2");
+    h.relay.restart().await;
+    let moved = answers_from(&proxy, "v2", Duration::from_secs(5)).await;
+    assert!(moved.is_some(), "resynced after pilot came back");
+    assert_eq!(config_dump(&proxy).await["discovery"]["connected"], true);
+    assert!(
+        sample(
+            &metrics(&proxy).await,
+            "outrigger_proxy_discovery_connects_total ",
+            &[]
+        ) >= Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_by_pilot_and_the_proxy_still_relays_after_the_ready_bound() {
+    let h = harness().await;
+    std::fs::write(&h.token, "not-a-token").expect("token");
+    let mut bounded = settings(&h);
+    bounded.ready_timeout = Duration::from_millis(700);
+    let started = Instant::now();
+    let proxy = discovery_proxy(bounded, REVIEWS).await;
+    assert_eq!(
+        http(proxy.health(), "GET", "/healthz/ready").await.0,
+        503,
+        "not ready yet"
+    );
+    assert!(
+        eventually(async || {
+            config_dump(&proxy).await["discovery"]["lastError"]
+                .as_str()
+                .is_some_and(|e| {
+                    e.contains("Unauthenticated") && e.contains("token not authenticated")
+                })
+        })
+        .await,
+        "{}",
+        config_dump(&proxy).await
+    );
+    assert!(
+        eventually(async || http(proxy.health(), "GET", "/healthz/ready").await.0 == 200).await
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "ready only after the bound"
+    );
+    // The token is re-read at each reconnect: fixed, the proxy gets in (after its backoff).
+    std::fs::write(&h.token, "token-web").expect("token");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while config_dump(&proxy).await["discovery"]["connected"] != true {
+        assert!(Instant::now() < deadline, "{}", config_dump(&proxy).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answers_from(&proxy, "v1", Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+}
