@@ -130,7 +130,7 @@ impl Relay {
 
 struct Harness {
     api: FakeApiServer,
-    _pilot: Pilot,
+    pilot: Pilot,
     relay: Relay,
     _dir: tempfile::TempDir,
     token: std::path::PathBuf,
@@ -164,7 +164,7 @@ async fn harness() -> Harness {
     std::fs::write(&token, "token-web\n").expect("token");
     Harness {
         api,
-        _pilot: pilot,
+        pilot,
         relay,
         _dir: dir,
         token,
@@ -460,5 +460,376 @@ async fn a_bad_token_is_refused_by_pilot_and_the_proxy_still_relays_after_the_re
         answers_from(&proxy, "v1", Duration::from_secs(3))
             .await
             .is_some()
+    );
+}
+
+mod scripted {
+    //! A scripted xDS server: the test sees every request and writes every response.
+
+    use std::pin::Pin;
+
+    use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    };
+    use outrigger_xds_api::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::{Stream, StreamExt};
+    use tonic::{Request, Response, Status, Streaming};
+
+    pub type Responses = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+
+    #[derive(Clone)]
+    pub struct Scripted {
+        pub requests: mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+        pub streams: mpsc::UnboundedSender<Responses>,
+    }
+
+    type Out = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl AggregatedDiscoveryService for Scripted {
+        type DeltaAggregatedResourcesStream = Out;
+
+        async fn delta_aggregated_resources(
+            &self,
+            request: Request<Streaming<DeltaDiscoveryRequest>>,
+        ) -> Result<Response<Out>, Status> {
+            let mut incoming = request.into_inner();
+            let requests = self.requests.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(request)) = incoming.next().await {
+                    let _ = requests.send(request);
+                }
+            });
+            let (tx, rx) = mpsc::channel(8);
+            let _ = self.streams.send(tx);
+            Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        }
+    }
+
+    impl Scripted {
+        pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+            AggregatedDiscoveryServiceServer::new(self)
+        }
+    }
+}
+
+fn resource(
+    type_url: &str,
+    name: &str,
+    version: &str,
+    json: &Value,
+) -> outrigger_xds_api::envoy::service::discovery::v3::Resource {
+    use outrigger_xds_api::outrigger::v1alpha1;
+    use prost::Message as _;
+    let bytes = serde_json::to_vec(json).expect("json");
+    let value = if type_url == outrigger_xds_api::DESTINATION_TYPE {
+        v1alpha1::Destination { json: bytes }.encode_to_vec()
+    } else {
+        v1alpha1::Endpoints { json: bytes }.encode_to_vec()
+    };
+    outrigger_xds_api::envoy::service::discovery::v3::Resource {
+        name: name.to_owned(),
+        aliases: Vec::new(),
+        version: version.to_owned(),
+        resource: Some(prost_types::Any {
+            type_url: type_url.to_owned(),
+            value,
+        }),
+    }
+}
+
+const CLUSTER_V1: &str = "outbound|9080|v1|reviews.shop.svc.cluster.local";
+
+fn destination_payload(prefix: &str) -> Value {
+    json!({
+        "destination": {
+            "host": "reviews.shop.svc.cluster.local", "port": 9080, "service": "shop/reviews",
+            "protocol": "http", "protocolReason": "port name http",
+            "http": {"fromVirtualService": true, "routes": [{
+                "virtualService": "shop/reviews", "rule": 0,
+                "matches": [{"index": 0, "uri": {"kind": "regex", "value": prefix}}],
+                "action": {"type": "route", "destinations": [{"cluster": CLUSTER_V1,
+                    "host": "reviews.shop.svc.cluster.local", "subset": "v1", "port": 9080,
+                    "weight": 100}]},
+                "retries": {"attempts": 2, "retryOn": "connect-failure"}
+            }]}
+        },
+        "clusters": {CLUSTER_V1: {
+            "name": CLUSTER_V1, "host": "reviews.shop.svc.cluster.local", "port": 9080,
+            "subset": "v1", "protocol": "http", "loadBalancer": "LEAST_REQUEST",
+            "connectionPool": {}, "endpoints": []
+        }},
+        "addresses": [REVIEWS]
+    })
+}
+
+fn response(
+    type_url: &str,
+    nonce: &str,
+    resources: Vec<outrigger_xds_api::envoy::service::discovery::v3::Resource>,
+) -> outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+    outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+        type_url: type_url.to_owned(),
+        resources,
+        nonce: nonce.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The next request the scripted server received that matches `check`.
+async fn request_where(
+    requests: &mut tokio::sync::mpsc::UnboundedReceiver<
+        outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest,
+    >,
+    check: impl Fn(&outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest) -> bool,
+) -> outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest {
+    loop {
+        let request = tokio::time::timeout(Duration::from_secs(5), requests.recv())
+            .await
+            .expect("a request in time")
+            .expect("server running");
+        if check(&request) {
+            return request;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_response_that_does_not_compile_is_nacked_and_the_previous_version_kept_and_reconnects_send_versions()
+ {
+    use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
+    let probe = std::net::TcpListener::bind("127.0.0.11:0").expect("free port");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    app(format!("127.0.0.11:{port}").parse().expect("addr"), "v1").await;
+    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let (streams_tx, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    let server = scripted::Scripted {
+        requests: requests_tx,
+        streams: streams_tx,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("istio-token");
+    std::fs::write(&token, "token-web").expect("token");
+    let address = format!("http://{addr}");
+    let proxy = discovery_proxy(
+        DiscoverySettings {
+            uri: address.clone(),
+            address,
+            host: "127.0.0.1".into(),
+            tls: false,
+            ca_file: "/nonexistent".into(),
+            token_file: token,
+            node_id: "sidecar~127.0.0.2~web.shop~shop.svc.cluster.local".into(),
+            on_demand_timeout: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(2),
+        },
+        REVIEWS,
+    )
+    .await;
+    let stream = streams.recv().await.expect("a stream");
+    let first = request_where(&mut requests, |r| r.type_url == DESTINATION_TYPE).await;
+    assert_eq!(
+        first.node.as_ref().map(|n| n.id.as_str()),
+        Some("sidecar~127.0.0.2~web.shop~shop.svc.cluster.local")
+    );
+
+    // A connection asks for the destination; the answer and its endpoints let it through.
+    let outbound = proxy.outbound();
+    let call = tokio::spawn(async move {
+        let mut conn = Conn::open(outbound, false).await;
+        conn.get("/reviews", &[]).await
+    });
+    request_where(&mut requests, |r| r.resource_names_subscribe == [REVIEWS]).await;
+    stream
+        .send(Ok(response(
+            DESTINATION_TYPE,
+            "1",
+            vec![resource(
+                DESTINATION_TYPE,
+                REVIEWS,
+                "d1",
+                &destination_payload("/.*"),
+            )],
+        )))
+        .await
+        .expect("send");
+    let ack = request_where(&mut requests, |r| r.response_nonce == "1").await;
+    assert!(ack.error_detail.is_none(), "ACK: {ack:?}");
+    let endpoints_wanted = request_where(&mut requests, |r| {
+        r.type_url == ENDPOINTS_TYPE && !r.resource_names_subscribe.is_empty()
+    })
+    .await;
+    assert_eq!(endpoints_wanted.resource_names_subscribe, [CLUSTER_V1]);
+    let endpoints = json!([{"address": format!("127.0.0.11:{port}"), "health": "healthy", "namespace": "shop"}]);
+    stream
+        .send(Ok(response(
+            ENDPOINTS_TYPE,
+            "2",
+            vec![resource(ENDPOINTS_TYPE, CLUSTER_V1, "e1", &endpoints)],
+        )))
+        .await
+        .expect("send");
+    let answer = call.await.expect("call");
+    assert_eq!((answer.status, answer.version()), (200, "v1"), "{answer:?}");
+
+    // A regex that does not compile: NACKed with the reason, the previous version serves.
+    stream
+        .send(Ok(response(
+            DESTINATION_TYPE,
+            "3",
+            vec![resource(
+                DESTINATION_TYPE,
+                REVIEWS,
+                "d2",
+                &destination_payload("(unclosed"),
+            )],
+        )))
+        .await
+        .expect("send");
+    let nack = request_where(&mut requests, |r| r.response_nonce == "3").await;
+    let detail = nack.error_detail.expect("NACK carries error_detail");
+    assert!(
+        detail
+            .message
+            .starts_with("destination \"10.96.0.10:9080\": destination.http"),
+        "{}",
+        detail.message
+    );
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    assert_eq!(conn.get("/reviews", &[]).await.version(), "v1");
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "outrigger_proxy_discovery_rejects_total{",
+            &[r#"type="destination""#]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "outrigger_proxy_config_loads_total{",
+            &[r#"result="refused""#]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // The stream ends: the proxy reconnects, resubscribes and says which versions it has.
+    stream
+        .send(Err(tonic::Status::unavailable("replica going away")))
+        .await
+        .expect("send");
+    drop(stream);
+    let _again = streams.recv().await.expect("a new stream");
+    let resubscribe = request_where(&mut requests, |r| r.node.is_some()).await;
+    assert_eq!(resubscribe.type_url, DESTINATION_TYPE);
+    assert_eq!(resubscribe.resource_names_subscribe, [REVIEWS]);
+    assert_eq!(
+        resubscribe
+            .initial_resource_versions
+            .get(REVIEWS)
+            .map(String::as_str),
+        Some("d1")
+    );
+    let endpoints_again = request_where(&mut requests, |r| r.type_url == ENDPOINTS_TYPE).await;
+    assert_eq!(endpoints_again.resource_names_subscribe, [CLUSTER_V1]);
+    assert_eq!(
+        endpoints_again
+            .initial_resource_versions
+            .get(CLUSTER_V1)
+            .map(String::as_str),
+        Some("e1")
+    );
+}
+
+#[tokio::test]
+async fn the_tls_port_is_verified_against_the_ca_file() {
+    let h = harness().await;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut server =
+        outrigger_pilot::app::tls_server(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .expect("TLS server");
+    tokio::spawn(
+        server
+            .add_service(h.pilot.xds().into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let ca = h.token.with_file_name("root-cert.pem");
+    std::fs::write(&ca, cert.pem()).expect("CA file");
+    let address = format!("localhost:{port}");
+    let (uri, host, tls) = outrigger_proxy::discovery::parse_address(&address).expect("address");
+    assert!(tls, "a port other than 15010 is TLS");
+    let proxy = discovery_proxy(
+        DiscoverySettings {
+            address,
+            uri,
+            host,
+            tls,
+            ca_file: ca.clone(),
+            ..settings(&h)
+        },
+        REVIEWS,
+    )
+    .await;
+    assert!(
+        answers_from(&proxy, "v1", Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+    assert_eq!(config_dump(&proxy).await["discovery"]["connected"], true);
+
+    // Another CA: the handshake fails and says so.
+    let other = rcgen::KeyPair::generate().expect("key");
+    let other = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&other)
+        .expect("certificate");
+    let wrong = h.token.with_file_name("other-root.pem");
+    std::fs::write(&wrong, other.pem()).expect("CA file");
+    let address = format!("localhost:{port}");
+    let (uri, host, tls) = outrigger_proxy::discovery::parse_address(&address).expect("address");
+    let refused = discovery_proxy(
+        DiscoverySettings {
+            address,
+            uri,
+            host,
+            tls,
+            ca_file: wrong,
+            ..settings(&h)
+        },
+        REVIEWS,
+    )
+    .await;
+    assert!(
+        eventually(async || {
+            config_dump(&refused).await["discovery"]["lastError"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("cannot connect to localhost:"))
+        })
+        .await,
+        "{}",
+        config_dump(&refused).await
     );
 }
