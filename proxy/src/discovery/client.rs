@@ -78,8 +78,12 @@ pub enum StreamError {
     },
     #[error("cannot connect to {address}: {reason}")]
     Connect { address: String, reason: String },
+    /// Pilot said no: a bad token, another namespace's node, a bad node id.
     #[error("refused by pilot: {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
+    /// The stream broke (pilot gone, connection reset, replica shutting down).
+    #[error("stream lost: {code:?}: {message}")]
+    Lost { code: tonic::Code, message: String },
     #[error("pilot closed the stream")]
     Closed,
 }
@@ -138,10 +142,15 @@ fn endpoint(discovery: &Discovery) -> Result<Endpoint, StreamError> {
     Ok(endpoint)
 }
 
+/// The codes pilot refuses a proxy with (pilot/README.md, "Errors"); any other status is a
+/// broken stream.
 fn status_error(status: &tonic::Status) -> StreamError {
-    StreamError::Refused {
-        code: status.code(),
-        message: status.message().to_owned(),
+    let (code, message) = (status.code(), status.message().to_owned());
+    match code {
+        tonic::Code::Unauthenticated
+        | tonic::Code::PermissionDenied
+        | tonic::Code::InvalidArgument => StreamError::Refused { code, message },
+        _ => StreamError::Lost { code, message },
     }
 }
 
@@ -366,5 +375,27 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.delay() <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn pilots_refusals_are_told_apart_from_a_broken_stream() {
+        for code in [
+            tonic::Code::Unauthenticated,
+            tonic::Code::PermissionDenied,
+            tonic::Code::InvalidArgument,
+        ] {
+            let error = status_error(&tonic::Status::new(code, "outrigger-pilot: no"));
+            assert!(matches!(error, StreamError::Refused { .. }), "{error}");
+        }
+        let error = status_error(&tonic::Status::unknown(
+            "h2 protocol error: error reading a body from connection",
+        ));
+        assert!(matches!(error, StreamError::Lost { .. }), "{error}");
+        assert!(matches!(
+            status_error(&tonic::Status::unavailable(
+                "outrigger-pilot is shutting down"
+            )),
+            StreamError::Lost { .. }
+        ));
     }
 }
