@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy: capture listeners, status, health and metrics servers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Wait until the local proxy reports ready (postStart hook).
     Wait(WaitArgs),
     /// Ask the local proxy to start draining (preStop hook).
@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// [env: OUTRIGGER_PROXY_DISCOVERY_READY_TIMEOUT] [default: 15s]
     #[arg(long, value_parser = parse_duration)]
     pub discovery_ready_timeout: Option<Duration>,
+    /// Unsubscribe a destination no connection used for this long; 0s: never
+    /// [env: OUTRIGGER_PROXY_DISCOVERY_IDLE_TIMEOUT] [default: 30m]
+    #[arg(long, value_parser = parse_duration)]
+    pub discovery_idle_timeout: Option<Duration>,
     /// Admin port, loopback only: /config_dump, /clusters, /stats
     /// [env: OUTRIGGER_PROXY_ADMIN_PORT] [default: 15000]
     #[arg(long)]

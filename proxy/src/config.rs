@@ -303,6 +303,13 @@ fn discovery(
             flag_env::DISCOVERY_READY_TIMEOUT,
             names::DEFAULT_DISCOVERY_READY_TIMEOUT,
         )?,
+        idle_timeout: Some(pick_duration(
+            args.discovery_idle_timeout,
+            vars,
+            flag_env::DISCOVERY_IDLE_TIMEOUT,
+            names::DEFAULT_DISCOVERY_IDLE_TIMEOUT,
+        )?)
+        .filter(|idle| !idle.is_zero()),
     }))
 }
 
@@ -595,9 +602,11 @@ mod tests {
         );
         assert_eq!(discovery.on_demand_timeout, Duration::from_secs(1));
         assert_eq!(discovery.ready_timeout, Duration::from_secs(15));
+        assert_eq!(discovery.idle_timeout, Some(Duration::from_secs(1800)));
         let args = RunArgs {
             discovery_address: Some("10.66.0.1:15010".into()),
             discovery_on_demand_timeout: Some(Duration::from_millis(300)),
+            discovery_idle_timeout: Some(Duration::ZERO),
             ..RunArgs::default()
         };
         let discovery = ProxyConfig::resolve(&args, &EnvSource::from_map(vars))
@@ -607,6 +616,7 @@ mod tests {
         assert_eq!(discovery.uri, "http://10.66.0.1:15010");
         assert!(!discovery.tls);
         assert_eq!(discovery.on_demand_timeout, Duration::from_millis(300));
+        assert_eq!(discovery.idle_timeout, None, "0s: never");
         let none =
             ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map(pod_env())).unwrap();
         assert!(none.discovery.is_none(), "no address: no client");

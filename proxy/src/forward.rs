@@ -79,9 +79,11 @@ impl Forwarder {
                 .connect_error(self.direction, ConnectError::Loop);
             return;
         }
-        if let Some(discovery) = &self.discovery {
-            discovery.ensure(orig_dst.0).await;
-        }
+        // Held for the connection's life: its destination is not unsubscribed as idle.
+        let _in_use = match &self.discovery {
+            Some(discovery) => Some(discovery.ensure(orig_dst.0).await),
+            None => None,
+        };
         if let Some(l7) = &self.l7
             && l7.handles(&orig_dst)
         {

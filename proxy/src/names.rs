@@ -34,6 +34,9 @@ pub const DEFAULT_ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `/healthz/ready` waits for the first connection to pilot before reporting ready
 /// anyway (serving every connection as TCP until pilot answers).
 pub const DEFAULT_DISCOVERY_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a destination no connection used stays subscribed (its updates keep coming while
+/// it is); `0s` keeps every destination met for the life of the proxy.
+pub const DEFAULT_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The filter of the proxy's logs when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 
@@ -58,4 +61,5 @@ pub mod flag_env {
     pub const DISCOVERY_TOKEN_FILE: &str = "OUTRIGGER_PROXY_DISCOVERY_TOKEN_FILE";
     pub const DISCOVERY_ON_DEMAND_TIMEOUT: &str = "OUTRIGGER_PROXY_DISCOVERY_ON_DEMAND_TIMEOUT";
     pub const DISCOVERY_READY_TIMEOUT: &str = "OUTRIGGER_PROXY_DISCOVERY_READY_TIMEOUT";
+    pub const DISCOVERY_IDLE_TIMEOUT: &str = "OUTRIGGER_PROXY_DISCOVERY_IDLE_TIMEOUT";
 }

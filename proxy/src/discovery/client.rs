@@ -89,7 +89,10 @@ pub enum StreamError {
 }
 
 /// Runs the stream until the process ends.
-pub async fn run(discovery: Arc<Discovery>, mut subscribe: mpsc::UnboundedReceiver<String>) {
+pub async fn run(
+    discovery: Arc<Discovery>,
+    mut subscribe: mpsc::UnboundedReceiver<DeltaDiscoveryRequest>,
+) {
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
     loop {
         let started = Instant::now();
@@ -157,7 +160,7 @@ fn status_error(status: &tonic::Status) -> StreamError {
 /// One stream, from connect to its end (always an error: the stream is meant to stay open).
 async fn session(
     discovery: &Arc<Discovery>,
-    subscribe: &mut mpsc::UnboundedReceiver<String>,
+    subscribe: &mut mpsc::UnboundedReceiver<DeltaDiscoveryRequest>,
     answered: &mut bool,
 ) -> StreamError {
     match open_and_serve(discovery, subscribe, answered).await {
@@ -168,7 +171,7 @@ async fn session(
 
 async fn open_and_serve(
     discovery: &Arc<Discovery>,
-    subscribe: &mut mpsc::UnboundedReceiver<String>,
+    subscribe: &mut mpsc::UnboundedReceiver<DeltaDiscoveryRequest>,
     answered: &mut bool,
 ) -> Result<std::convert::Infallible, StreamError> {
     let settings = &discovery.settings;
@@ -186,7 +189,7 @@ async fn open_and_serve(
         })?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(64);
-    // Names asked while pilot was away are already in `wanted`.
+    // What was asked or dropped while pilot was away is in what the new stream sends.
     while subscribe.try_recv().is_ok() {}
     let (destinations, endpoints) = {
         let resources = discovery.resources();
@@ -252,15 +255,11 @@ async fn open_and_serve(
                     tx.send(request).await.map_err(|_| StreamError::Closed)?;
                 }
             }
-            Some(name) = subscribe.recv() => {
-                tracing::debug!(destination = %name, "subscribing");
-                tx.send(DeltaDiscoveryRequest {
-                    type_url: DESTINATION_TYPE.to_owned(),
-                    resource_names_subscribe: vec![name],
-                    ..Default::default()
-                })
-                .await
-                .map_err(|_| StreamError::Closed)?;
+            Some(request) = subscribe.recv() => {
+                tracing::debug!(r#type = type_label(&request.type_url),
+                    subscribe = ?request.resource_names_subscribe,
+                    unsubscribe = ?request.resource_names_unsubscribe, "subscriptions");
+                tx.send(request).await.map_err(|_| StreamError::Closed)?;
             }
         }
     }

@@ -8,13 +8,16 @@ pub mod client;
 pub mod metrics;
 pub mod resources;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use outrigger_api::names::networking::CLUSTER_DOMAIN;
 use outrigger_mesh::config::ProxyInfo;
+use outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -44,6 +47,8 @@ pub struct DiscoverySettings {
     pub on_demand_timeout: Duration,
     /// How long `/healthz/ready` waits for the first connection to pilot.
     pub ready_timeout: Duration,
+    /// A destination no connection used for this long is unsubscribed; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Reads a discovery address: `host:port` is TLS unless the port is pilot's plaintext port
@@ -184,9 +189,36 @@ pub struct Discovery {
     resources: Mutex<Resources>,
     /// Bumped after every committed response (the store already holds its result).
     updates: watch::Sender<u64>,
-    /// Destination names to subscribe on the open stream.
-    subscribe: mpsc::UnboundedSender<String>,
-    subscribe_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Subscriptions and unsubscriptions for the open stream (dropped while pilot is away:
+    /// the next stream sends everything held).
+    requests: mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+    requests_rx: Mutex<Option<mpsc::UnboundedReceiver<DeltaDiscoveryRequest>>>,
+    /// Destination name → connections open to it and when the last one ended.
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+#[derive(Debug)]
+struct Usage {
+    open: usize,
+    last_used: Instant,
+}
+
+/// Held by a captured connection for its life: its destination is in use, so it is not
+/// unsubscribed as idle.
+#[derive(Debug)]
+pub struct InUse {
+    discovery: Arc<Discovery>,
+    name: String,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut usage = self.discovery.usage();
+        if let Some(entry) = usage.get_mut(&self.name) {
+            entry.open = entry.open.saturating_sub(1);
+            entry.last_used = Instant::now();
+        }
+    }
 }
 
 impl Discovery {
@@ -207,7 +239,7 @@ impl Discovery {
         let status = Arc::new(Status::new(&settings.address));
         let initial = Loaded::empty(Resources::default().build(&proxy));
         let store = ConfigStore::discovery(initial, status.clone(), l7);
-        let (subscribe, subscribe_rx) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
         Arc::new(Discovery {
             settings,
             status,
@@ -216,9 +248,14 @@ impl Discovery {
             proxy,
             resources: Mutex::new(Resources::default()),
             updates: watch::channel(0).0,
-            subscribe,
-            subscribe_rx: Mutex::new(Some(subscribe_rx)),
+            requests,
+            requests_rx: Mutex::new(Some(requests_rx)),
+            usage: Mutex::default(),
         })
+    }
+
+    fn usage(&self) -> MutexGuard<'_, HashMap<String, Usage>> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn resources(&self) -> MutexGuard<'_, Resources> {
@@ -228,9 +265,27 @@ impl Discovery {
     /// Makes sure the configuration knows `orig_dst` before a captured connection to it is
     /// served: an address not yet asked is subscribed, and the connection waits (at most
     /// `on_demand_timeout`) for pilot's answer and the endpoints it names. Without an answer
-    /// the connection goes on as it would: relayed as TCP.
-    pub async fn ensure(&self, orig_dst: SocketAddr) {
+    /// the connection goes on as it would: relayed as TCP. Keep the answer for the life of the
+    /// connection.
+    pub async fn ensure(self: &Arc<Self>, orig_dst: SocketAddr) -> InUse {
         let name = orig_dst.to_string();
+        self.usage()
+            .entry(name.clone())
+            .and_modify(|u| u.open += 1)
+            .or_insert(Usage {
+                open: 1,
+                last_used: Instant::now(),
+            });
+        let in_use = InUse {
+            discovery: self.clone(),
+            name: name.clone(),
+        };
+        self.settle(&name).await;
+        in_use
+    }
+
+    async fn settle(&self, name: &str) {
+        let name = name.to_owned();
         let mut updates = self.updates.subscribe();
         {
             let mut resources = self.resources();
@@ -242,7 +297,11 @@ impl Discovery {
             }
             if resources.want(&name) {
                 // The stream task owns the receiver for the life of the process.
-                let _ = self.subscribe.send(name.clone());
+                let _ = self.requests.send(DeltaDiscoveryRequest {
+                    type_url: DESTINATION_TYPE.to_owned(),
+                    resource_names_subscribe: vec![name.clone()],
+                    ..Default::default()
+                });
             }
         }
         if !self.status.connected() {
@@ -296,13 +355,71 @@ impl Discovery {
             gate.set_config_ready(true);
         });
         let receiver = self
-            .subscribe_rx
+            .requests_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(receiver) = receiver {
             tokio::spawn(client::run(self.clone(), receiver));
         }
+        if let Some(idle) = self.settings.idle_timeout {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    this.unsubscribe_idle(idle);
+                }
+            });
+        }
+    }
+
+    /// Unsubscribes the destinations no open connection uses and none used for `idle`; returns
+    /// their names.
+    pub fn unsubscribe_idle(&self, idle: Duration) -> Vec<String> {
+        let names: Vec<String> = {
+            let mut usage = self.usage();
+            let idle_names: Vec<String> = usage
+                .iter()
+                .filter(|(_, u)| u.open == 0 && u.last_used.elapsed() >= idle)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in &idle_names {
+                usage.remove(name);
+            }
+            idle_names
+        };
+        if names.is_empty() {
+            return names;
+        }
+        let mut resources = self.resources();
+        let changes = resources.forget(&names);
+        let config = resources.build(&self.proxy);
+        match Loaded::new(config) {
+            Ok(loaded) => self.store.replace(loaded),
+            // What is left was accepted before; an error here would be a bug, not input.
+            Err((cluster, index, address)) => tracing::warn!(%cluster, index, %address,
+                "cannot rebuild the configuration after unsubscribing idle destinations"),
+        }
+        tracing::info!(destinations = ?names, "unsubscribing idle destinations");
+        // Sent under the lock: a connection that asks for one of them again right now
+        // subscribes after this (requests keep their order).
+        let _ = self.requests.send(DeltaDiscoveryRequest {
+            type_url: DESTINATION_TYPE.to_owned(),
+            resource_names_unsubscribe: names.clone(),
+            ..Default::default()
+        });
+        if !changes.unsubscribe.is_empty() {
+            let _ = self.requests.send(DeltaDiscoveryRequest {
+                type_url: ENDPOINTS_TYPE.to_owned(),
+                resource_names_unsubscribe: changes.unsubscribe,
+                ..Default::default()
+            });
+        }
+        drop(resources);
+        self.updates.send_modify(|n| *n += 1);
+        names
     }
 }
 

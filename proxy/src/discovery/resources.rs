@@ -148,6 +148,17 @@ impl Resources {
         changes
     }
 
+    /// Drops destination names (idle): no longer subscribed, held or remembered as absent;
+    /// the clusters only they named go too.
+    pub fn forget(&mut self, names: &[String]) -> ClusterChanges {
+        for name in names {
+            self.wanted.remove(name);
+            self.destinations.remove(name);
+            self.absent.remove(name);
+        }
+        self.sync_clusters()
+    }
+
     /// `initial_resource_versions` of one type at reconnect (removed ones are not "held").
     pub fn versions(&self, type_url: &str) -> BTreeMap<String, String> {
         let held: Vec<(&String, &String)> = match type_url {

@@ -183,6 +183,7 @@ fn settings(h: &Harness) -> DiscoverySettings {
         node_id: "sidecar~127.0.0.2~web.shop~shop.svc.cluster.local".into(),
         on_demand_timeout: Duration::from_secs(1),
         ready_timeout: Duration::from_secs(2),
+        idle_timeout: None,
     }
 }
 
@@ -599,16 +600,24 @@ async fn request_where(
     }
 }
 
-#[tokio::test]
-async fn a_response_that_does_not_compile_is_nacked_and_the_previous_version_kept_and_reconnects_send_versions()
- {
-    use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
+/// A proxy streaming from the scripted server, with the app v1 on `127.0.0.11:port`.
+struct Scripted {
+    proxy: TestProxy,
+    streams: tokio::sync::mpsc::UnboundedReceiver<scripted::Responses>,
+    requests: tokio::sync::mpsc::UnboundedReceiver<
+        outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest,
+    >,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+async fn scripted_proxy(idle_timeout: Option<Duration>) -> Scripted {
     let probe = std::net::TcpListener::bind("127.0.0.11:0").expect("free port");
     let port = probe.local_addr().expect("addr").port();
     drop(probe);
     app(format!("127.0.0.11:{port}").parse().expect("addr"), "v1").await;
-    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
-    let (streams_tx, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    let (requests_tx, requests) = tokio::sync::mpsc::unbounded_channel();
+    let (streams_tx, streams) = tokio::sync::mpsc::unbounded_channel();
     let server = scripted::Scripted {
         requests: requests_tx,
         streams: streams_tx,
@@ -635,10 +644,31 @@ async fn a_response_that_does_not_compile_is_nacked_and_the_previous_version_kep
             node_id: "sidecar~127.0.0.2~web.shop~shop.svc.cluster.local".into(),
             on_demand_timeout: Duration::from_secs(1),
             ready_timeout: Duration::from_secs(2),
+            idle_timeout,
         },
         REVIEWS,
     )
     .await;
+    Scripted {
+        proxy,
+        streams,
+        requests,
+        port,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_response_that_does_not_compile_is_nacked_and_the_previous_version_kept_and_reconnects_send_versions()
+ {
+    use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
+    let Scripted {
+        proxy,
+        mut streams,
+        mut requests,
+        port,
+        _dir,
+    } = scripted_proxy(None).await;
     let stream = streams.recv().await.expect("a stream");
     let first = request_where(&mut requests, |r| r.type_url == DESTINATION_TYPE).await;
     assert_eq!(
@@ -832,4 +862,92 @@ async fn the_tls_port_is_verified_against_the_ca_file() {
         "{}",
         config_dump(&refused).await
     );
+}
+
+/// Answers the first subscription to REVIEWS with its destination and endpoints.
+async fn answer_reviews(
+    stream: &scripted::Responses,
+    requests: &mut tokio::sync::mpsc::UnboundedReceiver<
+        outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest,
+    >,
+    port: u16,
+) {
+    use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
+    request_where(requests, |r| r.resource_names_subscribe == [REVIEWS]).await;
+    let destination = resource(DESTINATION_TYPE, REVIEWS, "d1", &destination_payload("/.*"));
+    let sent = stream.send(Ok(response(DESTINATION_TYPE, "1", vec![destination])));
+    sent.await.expect("send");
+    request_where(requests, |r| {
+        r.type_url == ENDPOINTS_TYPE && r.resource_names_subscribe == [CLUSTER_V1]
+    })
+    .await;
+    let endpoints = json!([{"address": format!("127.0.0.11:{port}"), "health": "healthy", "namespace": "shop"}]);
+    let endpoints = resource(ENDPOINTS_TYPE, CLUSTER_V1, "e1", &endpoints);
+    let sent = stream.send(Ok(response(ENDPOINTS_TYPE, "2", vec![endpoints])));
+    sent.await.expect("send");
+}
+
+#[tokio::test]
+async fn a_destination_no_connection_uses_is_unsubscribed_after_the_idle_timeout() {
+    use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
+    let Scripted {
+        proxy,
+        mut streams,
+        mut requests,
+        port,
+        _dir,
+    } = scripted_proxy(Some(Duration::from_millis(300))).await;
+    let stream = streams.recv().await.expect("a stream");
+    let outbound = proxy.outbound();
+    let call = tokio::spawn(async move {
+        let mut conn = Conn::open(outbound, false).await;
+        let answer = conn.get("/reviews", &[]).await;
+        (conn, answer)
+    });
+    answer_reviews(&stream, &mut requests, port).await;
+    let (mut conn, answer) = call.await.expect("call");
+    assert_eq!(answer.version(), "v1");
+
+    // In use (a keep-alive connection open) for longer than the idle timeout: kept.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    while let Ok(request) = requests.try_recv() {
+        assert!(request.resource_names_unsubscribe.is_empty(), "{request:?}");
+    }
+    assert_eq!(conn.get("/reviews", &[]).await.version(), "v1");
+
+    // Closed, then idle: unsubscribed with its clusters, and gone from the configuration.
+    drop(conn);
+    let gone = request_where(&mut requests, |r| !r.resource_names_unsubscribe.is_empty()).await;
+    assert_eq!(
+        (
+            gone.type_url.as_str(),
+            gone.resource_names_unsubscribe.as_slice()
+        ),
+        (DESTINATION_TYPE, [REVIEWS.to_owned()].as_slice())
+    );
+    let clusters = request_where(&mut requests, |r| !r.resource_names_unsubscribe.is_empty()).await;
+    assert_eq!(
+        (
+            clusters.type_url.as_str(),
+            clusters.resource_names_unsubscribe.as_slice()
+        ),
+        (ENDPOINTS_TYPE, [CLUSTER_V1.to_owned()].as_slice())
+    );
+    let dump = config_dump(&proxy).await;
+    assert!(dump["config"]["addresses"].get(REVIEWS).is_none(), "{dump}");
+    assert!(
+        dump["config"]["clusters"]
+            .as_object()
+            .is_some_and(|c| c.is_empty()),
+        "{dump}"
+    );
+
+    // Met again: asked again.
+    let outbound = proxy.outbound();
+    let call = tokio::spawn(async move {
+        let mut conn = Conn::open(outbound, false).await;
+        conn.get("/reviews", &[]).await
+    });
+    answer_reviews(&stream, &mut requests, port).await;
+    assert_eq!(call.await.expect("call").version(), "v1");
 }
