@@ -1,7 +1,10 @@
 //! What the proxy holds of pilot's resources (pure: no I/O): the Destinations by the name asked,
 //! the Endpoints by cluster name, the names pilot does not know, and the `ProxyConfig` built from
 //! them for the L7 path. A response is applied to a copy and committed only when the whole of it
-//! parses and compiles (Envoy NACKs a response, not a resource).
+//! parses and compiles (Envoy NACKs a response, not a resource). A new version of a destination
+//! that names a cluster whose endpoints have not come yet is held back ("warming", as Envoy
+//! warms a cluster before using it) while the previous version serves: a route moved to a new
+//! subset never meets an empty cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -38,8 +41,11 @@ pub struct Held<T> {
 /// Everything received, and what is subscribed.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
-    /// Name asked (`ClusterIP:port`, `host:port`) → destination.
+    /// Name asked (`ClusterIP:port`, `host:port`) → destination in force.
     pub destinations: BTreeMap<String, Held<DestinationPayload>>,
+    /// Newer versions waiting for the endpoints of a cluster they name (the one in
+    /// `destinations` serves meanwhile).
+    pub warming: BTreeMap<String, Held<DestinationPayload>>,
     /// Cluster name → its endpoints (an empty list when pilot removed it).
     pub endpoints: BTreeMap<String, Held<Vec<Endpoint>>>,
     /// Destination names pilot answered as unknown: relayed as TCP (still subscribed, so a
@@ -70,12 +76,9 @@ impl Resources {
         if self.absent.contains(name) {
             return true;
         }
-        self.destinations.get(name).is_some_and(|held| {
-            held.payload
-                .clusters
-                .keys()
-                .all(|cluster| self.endpoints.contains_key(cluster))
-        })
+        self.destinations
+            .get(name)
+            .is_some_and(|held| self.warm(held))
     }
 
     /// Applies one response of either type. The error is the NACK's message: the resource, the
@@ -86,17 +89,21 @@ impl Resources {
                 for resource in &response.resources {
                     let payload = decode_destination(&resource.name, resource)?;
                     self.absent.remove(&resource.name);
-                    self.destinations.insert(
-                        resource.name.clone(),
-                        Held {
-                            version: resource.version.clone(),
-                            aliases: resource.aliases.clone(),
-                            payload,
-                        },
-                    );
+                    let held = Held {
+                        version: resource.version.clone(),
+                        aliases: resource.aliases.clone(),
+                        payload,
+                    };
+                    if self.destinations.contains_key(&resource.name) && !self.warm(&held) {
+                        self.warming.insert(resource.name.clone(), held);
+                    } else {
+                        self.warming.remove(&resource.name);
+                        self.destinations.insert(resource.name.clone(), held);
+                    }
                 }
                 for name in &response.removed_resources {
                     self.destinations.remove(name);
+                    self.warming.remove(name);
                     self.absent.insert(name.clone());
                 }
             }
@@ -123,10 +130,29 @@ impl Resources {
                         },
                     );
                 }
+                let ready: Vec<String> = self
+                    .warming
+                    .iter()
+                    .filter(|(_, held)| self.warm(held))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in ready {
+                    if let Some(held) = self.warming.remove(&name) {
+                        self.destinations.insert(name, held);
+                    }
+                }
             }
             other => return Err(format!("unexpected type URL {other:?}")),
         }
         Ok(())
+    }
+
+    /// Whether the endpoints of every cluster a destination names are here.
+    fn warm(&self, held: &Held<DestinationPayload>) -> bool {
+        held.payload
+            .clusters
+            .keys()
+            .all(|cluster| self.endpoints.contains_key(cluster))
     }
 
     /// Brings the cluster subscriptions in line with the clusters the destinations name;
@@ -135,6 +161,7 @@ impl Resources {
         let named: BTreeSet<String> = self
             .destinations
             .values()
+            .chain(self.warming.values())
             .flat_map(|held| held.payload.clusters.keys().cloned())
             .collect();
         let changes = ClusterChanges {
@@ -154,6 +181,7 @@ impl Resources {
         for name in names {
             self.wanted.remove(name);
             self.destinations.remove(name);
+            self.warming.remove(name);
             self.absent.remove(name);
         }
         self.sync_clusters()
@@ -513,5 +541,68 @@ mod tests {
             error,
             format!("endpoints {CLUSTER:?}: [0].address: \"pod-a:8080\" is not ip:port")
         );
+    }
+
+    #[test]
+    fn a_new_version_naming_a_cluster_without_endpoints_yet_warms_while_the_old_one_serves() {
+        let mut held = Resources::default();
+        let v1 = destination_json("/.*");
+        held.apply(&response(
+            DESTINATION_TYPE,
+            vec![destination("10.96.0.20:8080", "d1", &v1)],
+            &[],
+        ))
+        .unwrap();
+        held.sync_clusters();
+        held.apply(&response(
+            ENDPOINTS_TYPE,
+            vec![endpoints(CLUSTER, "e1", &["10.244.0.5:8080"])],
+            &[],
+        ))
+        .unwrap();
+        // The route moves to subset v2: a cluster whose endpoints are not here yet.
+        const V2: &str = "outbound|8080|v2|catalog.shop.svc.cluster.local";
+        let mut v2 = v1.clone();
+        v2["destination"]["http"]["routes"][0]["action"]["destinations"][0]["cluster"] = json!(V2);
+        let cluster = v2["clusters"][CLUSTER].clone();
+        v2["clusters"] = json!({ V2: cluster });
+        held.apply(&response(
+            DESTINATION_TYPE,
+            vec![destination("10.96.0.20:8080", "d2", &v2)],
+            &[],
+        ))
+        .unwrap();
+        let changes = held.sync_clusters();
+        assert_eq!(changes.subscribe, [V2], "the new cluster is asked for");
+        assert!(changes.unsubscribe.is_empty(), "the old one still serves");
+        let config = held.build(&ProxyInfo::default());
+        let route = &config.destinations["catalog.shop.svc.cluster.local:8080"]
+            .http
+            .routes[0];
+        assert_eq!(
+            route.action.destinations[0].cluster, CLUSTER,
+            "d1 serves while d2 warms"
+        );
+        assert_eq!(held.versions(DESTINATION_TYPE)["10.96.0.20:8080"], "d1");
+
+        held.apply(&response(
+            ENDPOINTS_TYPE,
+            vec![endpoints(V2, "e2", &["10.244.0.6:8080"])],
+            &[],
+        ))
+        .unwrap();
+        let changes = held.sync_clusters();
+        assert_eq!(
+            changes.unsubscribe,
+            [CLUSTER],
+            "warmed: the old cluster goes"
+        );
+        let config = held.build(&ProxyInfo::default());
+        let route = &config.destinations["catalog.shop.svc.cluster.local:8080"]
+            .http
+            .routes[0];
+        assert_eq!(route.action.destinations[0].cluster, V2);
+        assert_eq!(config.clusters[V2].endpoints[0].address, "10.244.0.6:8080");
+        assert!(held.warming.is_empty());
     }
 }
