@@ -132,6 +132,9 @@ pub mod discovery {
     /// The `discoveryAddress` a proxy gets when neither the mesh `defaultConfig` nor
     /// `proxy.istio.io/config` sets one: pilot's TLS port ([`super::port::PILOT_XDS_TLS`]).
     pub const DEFAULT_ADDRESS: &str = "outrigger-pilot.outrigger-system.svc:15012";
+    /// The mesh's root certificate as Istio's template mounts it (ConfigMap
+    /// `istio-ca-root-cert`): the CA that signs the control plane's TLS certificate.
+    pub const ROOT_CERT_PATH: &str = "/var/run/secrets/istio/root-cert.pem";
 }
 
 /// Names of Istio's traffic API (`networking.istio.io`).

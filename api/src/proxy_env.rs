@@ -338,6 +338,43 @@ impl PrometheusScrape {
 }
 
 // ---------------------------------------------------------------------------------------------
+// PROXY_CONFIG
+
+/// `PROXY_CONFIG`: the pod's merged Istio `ProxyConfig` as JSON (mesh `defaultConfig` deep-merged
+/// with the `proxy.istio.io/config` annotation), as Istio's template writes it. Only the fields
+/// the proxy reads are typed; every other field is kept as is (`other`), so a value written by
+/// the injector round-trips.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshProxyConfig {
+    /// `host:port` of the control plane (Istio's `discoveryAddress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_address: Option<String>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MeshProxyConfig {
+    /// Reads the variable's value; errors name the field (`discoveryAddress`).
+    pub fn from_json(json: &str) -> Result<Self, EnvFormatError> {
+        from_json(env::PROXY_CONFIG, json)
+    }
+
+    /// The compact JSON the injector writes.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+
+    /// `discoveryAddress` when set and not blank.
+    pub fn discovery_address(&self) -> Option<&str> {
+        self.discovery_address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Ports: one grammar ([`parse_port`]), a number or a string of digits on input.
 
 struct PortVisitor;
@@ -617,5 +654,36 @@ mod tests {
             assert_eq!(error.field.as_deref(), field, "{json}: {error}");
             assert!(error.reason.contains(reason), "{json}: {error}");
         }
+    }
+
+    #[test]
+    fn proxy_config_gives_the_discovery_address_and_keeps_the_rest() {
+        let json = r#"{"discoveryAddress":"outrigger-pilot.outrigger-system.svc:15012","concurrency":2,"proxyMetadata":{"A":"b"}}"#;
+        let config = MeshProxyConfig::from_json(json).unwrap();
+        assert_eq!(
+            config.discovery_address(),
+            Some("outrigger-pilot.outrigger-system.svc:15012")
+        );
+        assert_eq!(config.other["concurrency"], 2);
+        let again = MeshProxyConfig::from_json(&config.to_json()).unwrap();
+        assert_eq!(again, config);
+        assert_eq!(
+            MeshProxyConfig::from_json("{}")
+                .unwrap()
+                .discovery_address(),
+            None
+        );
+        let blank = MeshProxyConfig::from_json(r#"{"discoveryAddress":" "}"#).unwrap();
+        assert_eq!(blank.discovery_address(), None);
+    }
+
+    #[test]
+    fn a_bad_proxy_config_names_the_variable_and_field() {
+        let error = MeshProxyConfig::from_json(r#"{"discoveryAddress":15010}"#).unwrap_err();
+        assert_eq!(error.variable, "PROXY_CONFIG");
+        assert_eq!(error.field.as_deref(), Some("discoveryAddress"));
+        let error = MeshProxyConfig::from_json("discoveryAddress: x").unwrap_err();
+        assert_eq!(error.variable, "PROXY_CONFIG");
+        assert_eq!(error.field, None);
     }
 }

@@ -52,7 +52,8 @@ async fn config_dump(State(state): State<AdminState>) -> Response {
                 .unwrap_or_default();
             json!({
                 "version": loaded.config.version,
-                "source": store.path().display().to_string(),
+                "source": store.source_name(),
+                "discovery": store.source_status(),
                 "loadedAtUnixSeconds": loaded_at,
                 "mode": "l7",
                 "config": loaded.config,

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy: capture listeners, status, health and metrics servers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Wait until the local proxy reports ready (postStart hook).
     Wait(WaitArgs),
     /// Ask the local proxy to start draining (preStop hook).
@@ -75,6 +75,32 @@ pub struct RunArgs {
     /// changes. Unset: every connection is relayed as TCP [env: OUTRIGGER_PROXY_CONFIG_FILE]
     #[arg(long)]
     pub config_file: Option<std::path::PathBuf>,
+    /// The control plane to stream the configuration from (Istio's `discoveryAddress`:
+    /// `host:port`, TLS unless the port is 15010; `http://` or `https://` to say). Unset: the
+    /// `discoveryAddress` of PROXY_CONFIG; neither: no discovery. Not with --config-file
+    /// [env: OUTRIGGER_PROXY_DISCOVERY_ADDRESS]
+    #[arg(long)]
+    pub discovery_address: Option<String>,
+    /// PEM of the CA that signs pilot's certificate (TLS)
+    /// [env: OUTRIGGER_PROXY_DISCOVERY_CA_FILE] [default: /var/run/secrets/istio/root-cert.pem]
+    #[arg(long)]
+    pub discovery_ca_file: Option<std::path::PathBuf>,
+    /// The service-account token presented to pilot, re-read at each connection
+    /// [env: OUTRIGGER_PROXY_DISCOVERY_TOKEN_FILE] [default: /var/run/secrets/tokens/istio-token]
+    #[arg(long)]
+    pub discovery_token_file: Option<std::path::PathBuf>,
+    /// How long a connection to a destination not yet known waits for pilot's answer before
+    /// it is relayed as TCP [env: OUTRIGGER_PROXY_DISCOVERY_ON_DEMAND_TIMEOUT] [default: 1s]
+    #[arg(long, value_parser = parse_duration)]
+    pub discovery_on_demand_timeout: Option<Duration>,
+    /// How long /healthz/ready waits for the first connection to pilot
+    /// [env: OUTRIGGER_PROXY_DISCOVERY_READY_TIMEOUT] [default: 15s]
+    #[arg(long, value_parser = parse_duration)]
+    pub discovery_ready_timeout: Option<Duration>,
+    /// Unsubscribe a destination no connection used for this long; 0s: never
+    /// [env: OUTRIGGER_PROXY_DISCOVERY_IDLE_TIMEOUT] [default: 30m]
+    #[arg(long, value_parser = parse_duration)]
+    pub discovery_idle_timeout: Option<Duration>,
     /// Admin port, loopback only: /config_dump, /clusters, /stats
     /// [env: OUTRIGGER_PROXY_ADMIN_PORT] [default: 15000]
     #[arg(long)]

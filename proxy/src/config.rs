@@ -61,6 +61,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// Two settings that cannot be used together.
+    #[error("{0}")]
+    Conflict(String),
     /// `ISTIO_KUBE_APP_PROBERS` or `ISTIO_PROMETHEUS_ANNOTATIONS` (the error names which).
     #[error(transparent)]
     EnvFormat(#[from] EnvFormatError),
@@ -99,6 +102,8 @@ pub struct ProxyConfig {
     pub scrape: Option<ScrapeConfig>,
     /// `--config-file`: the traffic model; `None` relays every connection as TCP.
     pub config_file: Option<std::path::PathBuf>,
+    /// The discovery client (exclusive with `config_file`).
+    pub discovery: Option<crate::discovery::DiscoverySettings>,
     /// Header-read timeout and connection cap of the status, health, stats and admin ports.
     pub http_limits: crate::status::serve::Limits,
 }
@@ -169,6 +174,11 @@ impl ProxyConfig {
             .map(ScrapeConfig::from_json)
             .transpose()?
             .flatten();
+        let config_file: Option<std::path::PathBuf> = args
+            .config_file
+            .clone()
+            .or_else(|| vars.get(flag_env::CONFIG_FILE).map(Into::into));
+        let discovery = discovery(args, vars, &workload, config_file.as_deref())?;
         Ok(ProxyConfig {
             concurrency,
             drain_duration: pick_duration(
@@ -210,13 +220,97 @@ impl ProxyConfig {
             workload,
             probers,
             scrape,
-            config_file: args
-                .config_file
-                .clone()
-                .or_else(|| vars.get(flag_env::CONFIG_FILE).map(Into::into)),
+            config_file,
+            discovery,
             http_limits: crate::status::serve::Limits::default(),
         })
     }
+}
+
+/// The discovery client's settings: the address from `--discovery-address` (or its env), else
+/// `discoveryAddress` of `PROXY_CONFIG`; none, no client. Refused with `--config-file`.
+fn discovery(
+    args: &RunArgs,
+    vars: &EnvSource,
+    workload: &Workload,
+    config_file: Option<&std::path::Path>,
+) -> Result<Option<crate::discovery::DiscoverySettings>, ConfigError> {
+    use outrigger_api::names::discovery as names_discovery;
+    use outrigger_api::proxy_env::MeshProxyConfig;
+    let (address, from) = match (
+        &args.discovery_address,
+        vars.get(flag_env::DISCOVERY_ADDRESS),
+    ) {
+        (Some(flag), _) => (flag.clone(), "--discovery-address"),
+        (None, Some(text)) => (text.to_owned(), flag_env::DISCOVERY_ADDRESS),
+        (None, None) => match vars.get(env::PROXY_CONFIG) {
+            None => return Ok(None),
+            Some(json) => match MeshProxyConfig::from_json(json)?.discovery_address() {
+                None => return Ok(None),
+                Some(address) => (address.to_owned(), "PROXY_CONFIG discoveryAddress"),
+            },
+        },
+    };
+    if let Some(path) = config_file {
+        return Err(ConfigError::Conflict(format!(
+            "--config-file {} and discovery ({from} {address:?}) are exclusive: use one source of configuration",
+            path.display()
+        )));
+    }
+    let name: &'static str = if from == "--discovery-address" {
+        "--discovery-address"
+    } else if from == flag_env::DISCOVERY_ADDRESS {
+        flag_env::DISCOVERY_ADDRESS
+    } else {
+        env::PROXY_CONFIG
+    };
+    let (uri, host, tls) =
+        crate::discovery::parse_address(&address).map_err(|reason| ConfigError::Value {
+            name,
+            value: address.clone(),
+            reason,
+        })?;
+    let node_id = crate::discovery::node_id(workload).map_err(|missing| ConfigError::Value {
+        name: missing,
+        value: String::new(),
+        reason: "required by the discovery client (the node id pilot checks)".into(),
+    })?;
+    Ok(Some(crate::discovery::DiscoverySettings {
+        address,
+        uri,
+        host,
+        tls,
+        ca_file: args
+            .discovery_ca_file
+            .clone()
+            .or_else(|| vars.get(flag_env::DISCOVERY_CA_FILE).map(Into::into))
+            .unwrap_or_else(|| names_discovery::ROOT_CERT_PATH.into()),
+        token_file: args
+            .discovery_token_file
+            .clone()
+            .or_else(|| vars.get(flag_env::DISCOVERY_TOKEN_FILE).map(Into::into))
+            .unwrap_or_else(|| names_discovery::TOKEN_PATH.into()),
+        node_id,
+        on_demand_timeout: pick_duration(
+            args.discovery_on_demand_timeout,
+            vars,
+            flag_env::DISCOVERY_ON_DEMAND_TIMEOUT,
+            names::DEFAULT_ON_DEMAND_TIMEOUT,
+        )?,
+        ready_timeout: pick_duration(
+            args.discovery_ready_timeout,
+            vars,
+            flag_env::DISCOVERY_READY_TIMEOUT,
+            names::DEFAULT_DISCOVERY_READY_TIMEOUT,
+        )?,
+        idle_timeout: Some(pick_duration(
+            args.discovery_idle_timeout,
+            vars,
+            flag_env::DISCOVERY_IDLE_TIMEOUT,
+            names::DEFAULT_DISCOVERY_IDLE_TIMEOUT,
+        )?)
+        .filter(|idle| !idle.is_zero()),
+    }))
 }
 
 /// The log format alone, resolved before tracing is set up.
@@ -469,5 +563,108 @@ mod tests {
             config.concurrency,
             available.min(names::DEFAULT_CONCURRENCY)
         );
+    }
+
+    fn pod_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (env::POD_NAME, "web-7d9"),
+            (env::POD_NAMESPACE, "shop"),
+            (env::INSTANCE_IP, "10.1.2.3"),
+        ]
+    }
+
+    #[test]
+    fn discovery_comes_from_the_flag_else_proxy_config() {
+        let mut vars = pod_env();
+        vars.push((
+            env::PROXY_CONFIG,
+            r#"{"discoveryAddress":"outrigger-pilot.outrigger-system.svc:15012","concurrency":2}"#,
+        ));
+        let config =
+            ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map(vars.clone())).unwrap();
+        let discovery = config.discovery.expect("discovery from PROXY_CONFIG");
+        assert_eq!(
+            discovery.address,
+            "outrigger-pilot.outrigger-system.svc:15012"
+        );
+        assert!(discovery.tls);
+        assert_eq!(
+            discovery.token_file,
+            std::path::Path::new("/var/run/secrets/tokens/istio-token")
+        );
+        assert_eq!(
+            discovery.ca_file,
+            std::path::Path::new("/var/run/secrets/istio/root-cert.pem")
+        );
+        assert_eq!(
+            discovery.node_id,
+            "sidecar~10.1.2.3~web-7d9.shop~shop.svc.cluster.local"
+        );
+        assert_eq!(discovery.on_demand_timeout, Duration::from_secs(1));
+        assert_eq!(discovery.ready_timeout, Duration::from_secs(15));
+        assert_eq!(discovery.idle_timeout, Some(Duration::from_secs(1800)));
+        let args = RunArgs {
+            discovery_address: Some("10.66.0.1:15010".into()),
+            discovery_on_demand_timeout: Some(Duration::from_millis(300)),
+            discovery_idle_timeout: Some(Duration::ZERO),
+            ..RunArgs::default()
+        };
+        let discovery = ProxyConfig::resolve(&args, &EnvSource::from_map(vars))
+            .unwrap()
+            .discovery
+            .unwrap();
+        assert_eq!(discovery.uri, "http://10.66.0.1:15010");
+        assert!(!discovery.tls);
+        assert_eq!(discovery.on_demand_timeout, Duration::from_millis(300));
+        assert_eq!(discovery.idle_timeout, None, "0s: never");
+        let none =
+            ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map(pod_env())).unwrap();
+        assert!(none.discovery.is_none(), "no address: no client");
+    }
+
+    #[test]
+    fn config_file_and_discovery_are_exclusive() {
+        let mut vars = pod_env();
+        vars.push((flag_env::DISCOVERY_ADDRESS, "10.66.0.1:15010"));
+        let args = RunArgs {
+            config_file: Some("/etc/proxy.json".into()),
+            ..RunArgs::default()
+        };
+        let err = ProxyConfig::resolve(&args, &EnvSource::from_map(vars))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--config-file /etc/proxy.json and discovery (OUTRIGGER_PROXY_DISCOVERY_ADDRESS \"10.66.0.1:15010\") are exclusive: use one source of configuration"
+        );
+    }
+
+    #[test]
+    fn bad_discovery_settings_are_reported_by_name() {
+        let err = ProxyConfig::resolve(
+            &RunArgs::default(),
+            &EnvSource::from_map([(flag_env::DISCOVERY_ADDRESS, "10.66.0.1:15010")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("INSTANCE_IP=\"\" is not valid: required by the discovery client"),
+            "{err}"
+        );
+        let mut vars = pod_env();
+        vars.push((env::PROXY_CONFIG, r#"{"discoveryAddress":"pilot"}"#));
+        let err = ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map(vars))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "PROXY_CONFIG=\"pilot\" is not valid: expected host:port"
+        );
+        let mut vars = pod_env();
+        vars.push((env::PROXY_CONFIG, "{not json"));
+        let err = ProxyConfig::resolve(&RunArgs::default(), &EnvSource::from_map(vars))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("PROXY_CONFIG: "), "{err}");
     }
 }

@@ -26,6 +26,8 @@ pub struct Lifecycle(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     listening: AtomicBool,
+    /// False while the discovery client waits for its first connection (bounded).
+    config_ready: AtomicBool,
     drain_started: Mutex<Option<Instant>>,
     accept: CancellationToken,
     connections: CancellationToken,
@@ -48,6 +50,7 @@ impl Lifecycle {
         let (sender, receiver) = mpsc::unbounded_channel();
         let lifecycle = Lifecycle(Arc::new(Inner {
             listening: AtomicBool::new(false),
+            config_ready: AtomicBool::new(true),
             drain_started: Mutex::new(None),
             accept: CancellationToken::new(),
             connections: CancellationToken::new(),
@@ -61,8 +64,15 @@ impl Lifecycle {
         self.0.listening.store(true, Ordering::SeqCst);
     }
 
+    /// Holds readiness back (false) until the configuration source is connected.
+    pub fn set_config_ready(&self, ready: bool) {
+        self.0.config_ready.store(ready, Ordering::SeqCst);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.0.listening.load(Ordering::SeqCst) && !self.is_draining()
+        self.0.listening.load(Ordering::SeqCst)
+            && self.0.config_ready.load(Ordering::SeqCst)
+            && !self.is_draining()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -35,6 +35,9 @@ pub struct Forwarder {
     /// HTTP handling of the destinations the configuration marks HTTP (outbound, with
     /// `--config-file`); `None`: every connection is relayed.
     pub l7: Option<Arc<crate::l7::http::Outbound>>,
+    /// The discovery client (outbound only): an original destination not yet known is asked
+    /// of pilot before the connection is served.
+    pub discovery: Option<Arc<crate::discovery::Discovery>>,
 }
 
 impl Forwarder {
@@ -76,6 +79,11 @@ impl Forwarder {
                 .connect_error(self.direction, ConnectError::Loop);
             return;
         }
+        // Held for the connection's life: its destination is not unsubscribed as idle.
+        let _in_use = match &self.discovery {
+            Some(discovery) => Some(discovery.ensure(orig_dst.0).await),
+            None => None,
+        };
         if let Some(l7) = &self.l7
             && l7.handles(&orig_dst)
         {

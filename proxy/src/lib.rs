@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod drain;
 pub mod forward;
 pub mod hooks;

@@ -181,6 +181,8 @@ pub struct Metrics {
     http_refused: Counter,
     /// Request metrics and the configuration source's counters.
     pub l7: crate::l7::telemetry::L7Metrics,
+    /// The discovery client's (registered even without one: all zero).
+    pub discovery: crate::discovery::DiscoveryMetrics,
 }
 
 /// Labels of a refused status-port request.
@@ -247,8 +249,10 @@ impl Metrics {
             http_refused.clone(),
         );
         let l7 = crate::l7::telemetry::L7Metrics::register(&mut registry);
+        let discovery = crate::discovery::DiscoveryMetrics::register(&mut registry);
         Metrics {
             l7,
+            discovery,
             http_refused,
             registry,
             opened,

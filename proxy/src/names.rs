@@ -27,6 +27,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one scrape of the application's metrics may take.
 pub const APP_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a captured connection to an original destination not yet known waits for pilot's
+/// answer before it is relayed as TCP (Envoy's on-demand CDS waits 5 s by default; a sidecar
+/// in front of every call should fail over sooner).
+pub const DEFAULT_ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `/healthz/ready` waits for the first connection to pilot before reporting ready
+/// anyway (serving every connection as TCP until pilot answers).
+pub const DEFAULT_DISCOVERY_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a destination no connection used stays subscribed (its updates keep coming while
+/// it is); `0s` keeps every destination met for the life of the proxy.
+pub const DEFAULT_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The filter of the proxy's logs when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 
@@ -46,4 +56,10 @@ pub mod flag_env {
     pub const LOG_FORMAT: &str = "OUTRIGGER_PROXY_LOG_FORMAT";
     pub const CONFIG_FILE: &str = "OUTRIGGER_PROXY_CONFIG_FILE";
     pub const ADMIN_PORT: &str = "OUTRIGGER_PROXY_ADMIN_PORT";
+    pub const DISCOVERY_ADDRESS: &str = "OUTRIGGER_PROXY_DISCOVERY_ADDRESS";
+    pub const DISCOVERY_CA_FILE: &str = "OUTRIGGER_PROXY_DISCOVERY_CA_FILE";
+    pub const DISCOVERY_TOKEN_FILE: &str = "OUTRIGGER_PROXY_DISCOVERY_TOKEN_FILE";
+    pub const DISCOVERY_ON_DEMAND_TIMEOUT: &str = "OUTRIGGER_PROXY_DISCOVERY_ON_DEMAND_TIMEOUT";
+    pub const DISCOVERY_READY_TIMEOUT: &str = "OUTRIGGER_PROXY_DISCOVERY_READY_TIMEOUT";
+    pub const DISCOVERY_IDLE_TIMEOUT: &str = "OUTRIGGER_PROXY_DISCOVERY_IDLE_TIMEOUT";
 }

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::Ipv6Mode;
 use crate::config::ProxyConfig;
+use crate::discovery::Discovery;
 use crate::drain::{self, DrainTiming, Ended, Lifecycle, Requests};
 use crate::forward::Forwarder;
 use crate::l7::source::{self, ConfigStore};
@@ -53,8 +54,9 @@ pub struct BoundProxy {
     config: ProxyConfig,
     orig_dst: Arc<dyn OrigDstSource>,
     metrics: Arc<Metrics>,
-    /// The traffic model (`--config-file`), when given.
+    /// The traffic model (`--config-file` or discovery), when given.
     mesh: Option<Arc<ConfigStore>>,
+    discovery: Option<Arc<Discovery>>,
     lifecycle: Lifecycle,
     requests: Requests,
     outbound: Vec<TcpListener>,
@@ -80,15 +82,25 @@ impl BoundProxy {
         let admin = bind_loopback("admin", ports.admin, v6, &mut addrs.admin)?;
         let (lifecycle, requests) = Lifecycle::new();
         let metrics = Arc::new(Metrics::new());
-        let mesh = match &config.config_file {
-            Some(path) => Some(ConfigStore::open(path, metrics.l7.clone())?),
-            None => None,
+        let discovery = config.discovery.clone().map(|settings| {
+            Discovery::new(
+                settings,
+                &config.workload,
+                metrics.l7.clone(),
+                metrics.discovery.clone(),
+            )
+        });
+        let mesh = match (&config.config_file, &discovery) {
+            (Some(path), _) => Some(ConfigStore::open(path, metrics.l7.clone())?),
+            (None, Some(discovery)) => Some(discovery.store.clone()),
+            (None, None) => None,
         };
         Ok(BoundProxy {
             config,
             orig_dst,
             metrics,
             mesh,
+            discovery,
             lifecycle,
             requests,
             outbound,
@@ -116,6 +128,7 @@ impl BoundProxy {
             orig_dst,
             metrics,
             mesh,
+            discovery,
             lifecycle,
             requests,
             outbound,
@@ -126,8 +139,11 @@ impl BoundProxy {
             admin,
             addrs,
         } = self;
-        if let Some(store) = &mesh {
+        if let Some(store) = mesh.as_ref().filter(|s| s.path().is_some()) {
             servers_watch(store.clone());
+        }
+        if let Some(discovery) = &discovery {
+            discovery.start(&lifecycle);
         }
         let app_ip = probes::default_probe_ip(config.workload.instance_ip);
         let state = StatusState {
@@ -187,6 +203,9 @@ impl BoundProxy {
                 capture_ports: capture_ports.clone(),
                 close: lifecycle.connections_token(),
                 l7: l7.clone().filter(|_| direction == Direction::Outbound),
+                discovery: discovery
+                    .clone()
+                    .filter(|_| direction == Direction::Outbound),
             });
             for listener in listeners {
                 accept_loops.spawn(listener::accept_loop(

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bins;
+pub mod control_plane;
 pub mod http;
 pub mod netns;
 pub mod process;

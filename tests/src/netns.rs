@@ -78,6 +78,21 @@ impl Netns {
         })
     }
 
+    /// Starts a thread that has entered the namespace and runs `f` there (threads it creates
+    /// stay in the namespace too: e.g. a server's runtime).
+    pub fn thread(
+        &self,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<()>>> {
+        let file = File::open(self.path()).with_context(|| format!("open {}", self.path()))?;
+        let name = self.name.clone();
+        Ok(std::thread::spawn(move || -> Result<()> {
+            setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("enter {name}"))?;
+            f();
+            Ok(())
+        }))
+    }
+
     /// Spawns `command` inside the namespace (the child inherits the thread's namespace;
     /// `Command::uid`/`gid` still apply).
     pub fn spawn(&self, mut command: Command) -> Result<Child> {

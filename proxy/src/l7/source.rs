@@ -1,7 +1,9 @@
-//! The `--config-file` source: loads the `ProxyConfig` that `outrigger-routes build` writes (the
-//! mesh crate's types, JSON or YAML), polls the file's identity and reloads it when it changes.
-//! A bad file is refused with its path and the reason, counted, and the last good configuration
-//! stays in force.
+//! The configuration store, whichever its source. The `--config-file` source loads the
+//! `ProxyConfig` that `outrigger-routes build` writes (the mesh crate's types, JSON or YAML),
+//! polls the file's identity and reloads it when it changes; a bad file is refused with its path
+//! and the reason, counted, and the last good configuration stays in force. The discovery source
+//! ([`crate::discovery`]) builds the same `ProxyConfig` from pilot's resources and
+//! [`ConfigStore::replace`]s it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -68,6 +70,30 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// A configuration with no destination and no cluster (discovery before pilot answers).
+    pub fn empty(mut config: MeshConfig) -> Self {
+        config.destinations.clear();
+        config.clusters.clear();
+        Loaded {
+            retry_on: HashMap::new(),
+            config,
+            clusters: Clusters::default(),
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    /// The run-time state of a checked configuration; fails on an endpoint address that is
+    /// not `ip:port` (cluster, index, address).
+    pub fn new(config: MeshConfig) -> Result<Self, (String, usize, String)> {
+        let clusters = Clusters::build(&config)?;
+        Ok(Loaded {
+            retry_on: parse_retry_lists(&config),
+            config,
+            clusters,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
     /// The parsed `retryOn` of a route of this configuration.
     pub fn retry_on(&self, text: &str) -> Cow<'_, RetryOn> {
         match self.retry_on.get(text) {
@@ -97,18 +123,11 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         source,
     })?;
     let config = parse(&text, path)?;
-    let clusters =
-        Clusters::build(&config).map_err(|(cluster, index, address)| LoadError::Endpoint {
-            path: path.to_owned(),
-            cluster,
-            index,
-            address,
-        })?;
-    Ok(Loaded {
-        retry_on: parse_retry_lists(&config),
-        config,
-        clusters,
-        loaded_at: SystemTime::now(),
+    Loaded::new(config).map_err(|(cluster, index, address)| LoadError::Endpoint {
+        path: path.to_owned(),
+        cluster,
+        index,
+        address,
     })
 }
 
@@ -182,12 +201,23 @@ pub enum Reload {
     Refused(LoadError),
 }
 
+/// Where the configuration in force comes from.
+#[derive(Debug)]
+enum Origin {
+    /// `--config-file`, polled.
+    File {
+        path: PathBuf,
+        seen: Mutex<Option<FileIdentity>>,
+    },
+    /// Pilot's stream; the status is shown in `/config_dump`.
+    Discovery(Arc<crate::discovery::Status>),
+}
+
 /// The configuration in force and where it comes from.
 #[derive(Debug)]
 pub struct ConfigStore {
-    path: PathBuf,
+    origin: Origin,
     current: ArcSwap<Loaded>,
-    seen: Mutex<Option<FileIdentity>>,
     metrics: L7Metrics,
 }
 
@@ -201,15 +231,66 @@ impl ConfigStore {
         tracing::info!(path = %path.display(), version = %loaded.config.version,
             destinations = loaded.config.destinations.len(), "configuration loaded");
         Ok(Arc::new(ConfigStore {
-            path: path.to_owned(),
+            origin: Origin::File {
+                path: path.to_owned(),
+                seen: Mutex::new(seen),
+            },
             current: ArcSwap::from_pointee(loaded),
-            seen: Mutex::new(seen),
             metrics,
         }))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A store fed by the discovery client, starting from `initial` (no destination: every
+    /// connection is relayed as TCP until pilot answers).
+    pub fn discovery(
+        initial: Loaded,
+        status: Arc<crate::discovery::Status>,
+        metrics: L7Metrics,
+    ) -> Arc<Self> {
+        Arc::new(ConfigStore {
+            origin: Origin::Discovery(status),
+            current: ArcSwap::from_pointee(initial),
+            metrics,
+        })
+    }
+
+    /// The file, for the `--config-file` source.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.origin {
+            Origin::File { path, .. } => Some(path),
+            Origin::Discovery(_) => None,
+        }
+    }
+
+    /// What `/config_dump` shows as `source`: the file's path, or `discovery`.
+    pub fn source_name(&self) -> String {
+        match &self.origin {
+            Origin::File { path, .. } => path.display().to_string(),
+            Origin::Discovery(_) => "discovery".to_owned(),
+        }
+    }
+
+    /// The discovery client's state (address, connected, last update) for `/config_dump`;
+    /// `null` for a file.
+    pub fn source_status(&self) -> serde_json::Value {
+        match &self.origin {
+            Origin::File { .. } => serde_json::Value::Null,
+            Origin::Discovery(status) => status.to_json(),
+        }
+    }
+
+    /// Puts a new configuration in force (the discovery source); the clusters it shares with
+    /// the one in force keep their run-time state (requests in flight, outlier ejections).
+    pub fn replace(&self, mut loaded: Loaded) {
+        loaded.clusters.inherit(&self.current().clusters);
+        let version = loaded.config.version.clone();
+        self.current.store(Arc::new(loaded));
+        self.metrics.config_loaded(&version);
+    }
+
+    /// Counts a configuration refused by the discovery source (NACKed).
+    pub fn refused(&self) {
+        self.metrics.config_refused();
     }
 
     /// The configuration in force.
@@ -220,15 +301,18 @@ impl ConfigStore {
     /// Reloads when the file's identity (device, inode, size, mtime) changed since the last
     /// check. A refused file is reported once per identity, not on every poll.
     pub fn check(&self) -> Reload {
-        let now = identity(&self.path);
+        let Origin::File { path, seen } = &self.origin else {
+            return Reload::Unchanged;
+        };
+        let now = identity(path);
         {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
             if *seen == now {
                 return Reload::Unchanged;
             }
             *seen = now;
         }
-        match load(&self.path) {
+        match load(path) {
             Ok(mut loaded) => {
                 let version = loaded.config.version.clone();
                 if version == self.current().config.version {
@@ -237,7 +321,7 @@ impl ConfigStore {
                 loaded.clusters.inherit(&self.current().clusters);
                 self.current.store(Arc::new(loaded));
                 self.metrics.config_loaded(&version);
-                tracing::info!(path = %self.path.display(), %version, "configuration reloaded");
+                tracing::info!(path = %path.display(), %version, "configuration reloaded");
                 Reload::Reloaded { version }
             }
             Err(error) => {

@@ -189,6 +189,27 @@ fn drain_subcommand_makes_the_proxy_not_ready_and_sigterm_exits_0() {
 }
 
 #[test]
+fn config_file_and_the_injectors_discovery_address_are_refused_together() {
+    let out = Command::new(BIN)
+        .args(["run", "--config-file", "/etc/outrigger/proxy.json"])
+        .env(
+            "PROXY_CONFIG",
+            r#"{"discoveryAddress":"outrigger-pilot.outrigger-system.svc:15012"}"#,
+        )
+        .env("POD_NAME", "web-0")
+        .env("POD_NAMESPACE", "shop")
+        .env("INSTANCE_IP", "10.1.2.3")
+        .output()
+        .expect("run the proxy");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--config-file /etc/outrigger/proxy.json and discovery (PROXY_CONFIG discoveryAddress \"outrigger-pilot.outrigger-system.svc:15012\") are exclusive"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_config_file_stops_the_start_with_its_path_and_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("proxy.json");

@@ -119,7 +119,7 @@ spec:
 /// The echo app of one version: answers `version=<v>` and the headers it received;
 /// `/slow?ms=N` waits N ms (3 s by default); `/status/N` answers N; an `Upgrade` request gets
 /// 101 and then an echo of the upgraded bytes.
-async fn app(addr: SocketAddr, version: &'static str) {
+pub async fn app(addr: SocketAddr, version: &'static str) {
     let listener = TcpListener::bind(addr).await.expect("bind app");
     tokio::spawn(async move {
         loop {

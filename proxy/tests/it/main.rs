@@ -4,6 +4,7 @@
 mod cli;
 mod config_file;
 mod data_path;
+mod discovery;
 mod l7;
 mod status_limits;
 mod support;

@@ -1,6 +1,7 @@
 //! End-to-end tests on real network namespaces (root): outrigger-iptables installs the rules,
 //! outrigger-proxy runs as UID 1337 in each pod, apps run as UID 1000, the node plays kubelet.
 
+mod discovery;
 mod http_path;
 mod l7_routes;
 mod lifecycle;
