@@ -133,8 +133,14 @@ pub mod discovery {
     /// `proxy.istio.io/config` sets one: pilot's TLS port ([`super::port::PILOT_XDS_TLS`]).
     pub const DEFAULT_ADDRESS: &str = "outrigger-pilot.outrigger-system.svc:15012";
     /// The mesh's root certificate as Istio's template mounts it (ConfigMap
-    /// `istio-ca-root-cert`): the CA that signs the control plane's TLS certificate.
+    /// [`ROOT_CERT_CONFIGMAP`]): the CA that signs the control plane's TLS certificate.
     pub const ROOT_CERT_PATH: &str = "/var/run/secrets/istio/root-cert.pem";
+    /// The volume (Istio's `istiod-ca-cert`), the ConfigMap it reads (Istio's
+    /// `istio-ca-root-cert`, one per namespace), its key and where `istio-proxy` mounts it.
+    pub const ROOT_CERT_VOLUME: &str = "istiod-ca-cert";
+    pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
+    pub const ROOT_CERT_KEY: &str = "root-cert.pem";
+    pub const ROOT_CERT_MOUNT_PATH: &str = "/var/run/secrets/istio";
 }
 
 /// Names of Istio's traffic API (`networking.istio.io`).

@@ -155,6 +155,7 @@ pub(super) fn apply(
                 .then_some(s.status_port),
             proxy_config_json: &proxy_config_json,
             istio_token: template::IstioToken::NAMES,
+            root_cert: template::RootCert::NAMES,
         };
         names
             .iter()

@@ -58,6 +58,8 @@ pub(crate) struct Context<'a> {
     pub proxy_config_json: &'a str,
     /// The `istio-token` projected volume (names from `outrigger_api::names::discovery`).
     pub istio_token: IstioToken,
+    /// The mesh root certificate volume (Istio's `istiod-ca-cert`), given as `root_cert.*`.
+    pub root_cert: RootCert,
 }
 
 /// The names of the `istio-token` volume, given to templates as `istio_token.*`.
@@ -75,6 +77,23 @@ impl IstioToken {
         mount_path: outrigger_api::names::discovery::TOKEN_MOUNT_PATH,
         audience: outrigger_api::names::TOKEN_AUDIENCE,
         expiration_seconds: outrigger_api::names::discovery::TOKEN_EXPIRATION_SECONDS,
+    };
+}
+
+/// The names of the root-certificate volume (the ConfigMap `istio-ca-root-cert` in the pod's
+/// namespace), given to templates as `root_cert.*`.
+#[derive(Debug, Serialize)]
+pub(crate) struct RootCert {
+    pub volume: &'static str,
+    pub config_map: &'static str,
+    pub mount_path: &'static str,
+}
+
+impl RootCert {
+    pub const NAMES: RootCert = RootCert {
+        volume: outrigger_api::names::discovery::ROOT_CERT_VOLUME,
+        config_map: outrigger_api::names::discovery::ROOT_CERT_CONFIGMAP,
+        mount_path: outrigger_api::names::discovery::ROOT_CERT_MOUNT_PATH,
     };
 }
 

@@ -242,3 +242,36 @@ fn crds_serve_every_kind_pilot_watches() {
         );
     }
 }
+
+/// The root certificate the injected proxies verify pilot with reaches every namespace under
+/// the names the injector mounts, from the CA that signs pilot's serving certificate.
+#[test]
+fn the_trust_bundle_publishes_the_ca_that_signs_pilot_where_the_proxy_reads_it() {
+    use outrigger_api::names::discovery;
+    let trust = build(&dir("trust"));
+    let bundle = find(&trust, "Bundle", discovery::ROOT_CERT_CONFIGMAP);
+    assert_eq!(bundle["apiVersion"], "trust.cert-manager.io/v1alpha1");
+    assert_eq!(
+        bundle["spec"]["target"]["configMap"]["key"],
+        discovery::ROOT_CERT_KEY
+    );
+    let [source] = bundle["spec"]["sources"]
+        .as_array()
+        .expect("sources")
+        .as_slice()
+    else {
+        panic!("one source: {}", bundle["spec"]["sources"]);
+    };
+    let pilot = build(&dir("pilot"));
+    let certificate = find(&pilot, "Certificate", "outrigger-pilot");
+    let issuer_name = certificate["spec"]["issuerRef"]["name"]
+        .as_str()
+        .expect("issuer");
+    let cert_manager = read_docs(&dir("webhook/overlays/cert-manager/certificate.yaml"));
+    let issuer = find(&cert_manager, "Issuer", issuer_name);
+    assert_eq!(
+        source["secret"]["name"], issuer["spec"]["ca"]["secretName"],
+        "the bundle copies the CA of the Issuer that signs pilot ({issuer_name})"
+    );
+    assert_eq!(source["secret"]["key"], "tls.crt");
+}

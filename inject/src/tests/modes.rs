@@ -139,6 +139,7 @@ fn classic_injection_has_istio_shape() {
             "istio-data",
             "istio-podinfo",
             "istio-token",
+            "istiod-ca-cert",
             "kube-api-access-x7k2p"
         ]
     );
@@ -160,7 +161,7 @@ fn classic_injection_has_istio_shape() {
     assert_eq!(anns["example.com/owner"], "team-a");
     assert_eq!(
         anns[STATUS],
-        r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy","istio-data","istio-podinfo","istio-token"],"imagePullSecrets":null,"revision":"default"}"#
+        r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#
     );
     // Fields the engine does not know pass through untouched.
     assert_eq!(
@@ -686,6 +687,38 @@ fn the_proxy_gets_the_istio_token_volume_and_its_proxy_config() {
     assert_eq!(config["concurrency"], 2);
     assert_eq!(config["proxyMetadata"], json!({"A": "b"}));
     assert_eq!(config["terminationDrainDuration"], "5s");
+}
+
+#[test]
+fn the_proxy_gets_the_mesh_root_certificate_where_its_discovery_client_reads_it() {
+    use outrigger_api::names::discovery;
+    let out = run(&web());
+    assert_eq!(
+        find(&out, "volumes", discovery::ROOT_CERT_VOLUME),
+        &json!({"name": discovery::ROOT_CERT_VOLUME, "configMap": {
+            "name": discovery::ROOT_CERT_CONFIGMAP, "optional": true}})
+    );
+    let proxy = find(&out, "containers", "istio-proxy");
+    let mount = proxy["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == discovery::ROOT_CERT_VOLUME)
+        .expect("istiod-ca-cert mount");
+    assert_eq!(
+        mount,
+        &json!({"name": discovery::ROOT_CERT_VOLUME,
+                "mountPath": discovery::ROOT_CERT_MOUNT_PATH, "readOnly": true})
+    );
+    // The file the proxy's discovery client opens by default is the ConfigMap's key there.
+    assert_eq!(
+        format!(
+            "{}/{}",
+            discovery::ROOT_CERT_MOUNT_PATH,
+            discovery::ROOT_CERT_KEY
+        ),
+        discovery::ROOT_CERT_PATH
+    );
 }
 
 #[test]
