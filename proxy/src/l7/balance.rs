@@ -1,6 +1,7 @@
-//! Upstream clusters at run time: their endpoints with active-request counts, the load
-//! balancer (`LEAST_REQUEST` by power of two choices, `ROUND_ROBIN`, `RANDOM`) and the
-//! connection-pool limits that answer 503 `UO` on overflow.
+//! Upstream clusters at run time: their endpoints with active-request counts and outlier
+//! state, the load balancer (`LEAST_REQUEST` by power of two choices, `ROUND_ROBIN`, `RANDOM`,
+//! `consistentHash` on a ring) over the endpoints not ejected, and the connection-pool limits
+//! that answer 503 `UO` on overflow.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,22 @@ use std::time::Duration;
 use outrigger_mesh::ProxyConfig as MeshConfig;
 use outrigger_mesh::config::{Cluster, Health};
 use outrigger_mesh::protocol::Protocol;
+
+use crate::l7::hash::{HashError, HashPolicy};
+use crate::l7::outlier::{self, Detector, Observed, Policy};
+
+/// A cluster of the configuration the proxy cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("clusters.{cluster}.endpoints[{index}].address: {address:?} is not ip:port")]
+    Endpoint {
+        cluster: String,
+        index: usize,
+        address: String,
+    },
+    #[error("clusters.{cluster}.consistentHash.{}: {}", .error.field, .error.message)]
+    ConsistentHash { cluster: String, error: HashError },
+}
 
 /// Istio's `loadBalancer.simple`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +72,8 @@ pub struct EndpointState {
     pub active: Arc<AtomicU32>,
     /// Requests sent, for `/clusters`.
     pub total: Arc<AtomicU32>,
+    /// Outlier detection (carried over a reload like the counters).
+    pub outlier: Arc<Detector>,
 }
 
 /// One cluster at run time.
@@ -79,6 +98,10 @@ pub struct ClusterState {
     pub max_retries: Option<u32>,
     /// Requests refused by the limits (`UO`).
     pub overflows: Arc<AtomicU32>,
+    /// `outlierDetection`, when the DestinationRule sets it.
+    pub outlier: Option<Policy>,
+    /// `consistentHash`, when the DestinationRule sets it (it replaces `balancer`).
+    pub hash: Option<HashPolicy>,
     round_robin: AtomicUsize,
 }
 
@@ -102,7 +125,7 @@ fn acquire(counter: &Arc<AtomicU32>, limit: Option<u32>) -> Option<Slot> {
 }
 
 impl ClusterState {
-    fn build(cluster: &Cluster) -> Result<Self, (usize, String)> {
+    fn build(cluster: &Cluster) -> Result<Self, BuildError> {
         let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
         for (index, endpoint) in cluster.endpoints.iter().enumerate() {
             let valid = endpoint
@@ -110,7 +133,11 @@ impl ClusterState {
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                return Err((index, endpoint.address.clone()));
+                return Err(BuildError::Endpoint {
+                    cluster: cluster.name.clone(),
+                    index,
+                    address: endpoint.address.clone(),
+                });
             }
             let label = |keys: &[&str]| {
                 keys.iter()
@@ -138,8 +165,21 @@ impl ClusterState {
                 ]),
                 active: Arc::default(),
                 total: Arc::default(),
+                outlier: Arc::default(),
             });
         }
+        let hash = match &cluster.consistent_hash {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => {
+                let addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
+                Some(HashPolicy::parse(value, &addresses).map_err(|error| {
+                    BuildError::ConsistentHash {
+                        cluster: cluster.name.clone(),
+                        error,
+                    }
+                })?)
+            }
+        };
         let pool = &cluster.connection_pool;
         let http2 = matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc);
         let http1_cap = match (pool.max_connections, pool.http1_max_pending_requests) {
@@ -167,8 +207,17 @@ impl ClusterState {
             retries: Arc::default(),
             max_retries: pool.max_retries,
             overflows: Arc::default(),
+            outlier: cluster.outlier_detection.as_ref().map(Policy::from_model),
+            hash,
             round_robin: AtomicUsize::new(0),
         })
+    }
+
+    /// Envoy's name of the balancer in force (`RING_HASH` or `MAGLEV` with `consistentHash`).
+    pub fn lb_policy(&self) -> &'static str {
+        self.hash
+            .as_ref()
+            .map_or(self.balancer.as_str(), |h| h.lb_policy)
     }
 
     /// A request slot, or `None` when the pool limits are reached (503 `UO`).
@@ -185,24 +234,29 @@ impl ClusterState {
         acquire(&self.retries, self.max_retries)
     }
 
-    /// Chooses an endpoint: healthy ones first (draining ones only when none is healthy),
+    /// Chooses an endpoint: healthy ones not ejected by outlier detection first (all healthy
+    /// ones in panic mode, below `minHealthPercent`), draining ones only when none is left,
     /// avoiding the ones `tried` already when others remain (Istio's previous-hosts retry
-    /// predicate). `None`: no usable endpoint (503 `UH`).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let usable = |health: Health| -> Vec<usize> {
-            self.endpoints
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.health == health)
-                .map(|(i, _)| i)
-                .collect()
+    /// predicate). With `consistentHash`, the ring from `key` decides (random when the request
+    /// has no key). `None`: no usable endpoint (503 `UH`).
+    pub fn pick(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
+        let now = if self.outlier.is_some() {
+            outlier::now_ms()
+        } else {
+            0
         };
-        let mut candidates = usable(Health::Healthy);
-        if candidates.is_empty() {
-            candidates = usable(Health::Draining);
-        }
+        let candidates = self.candidates(now);
         if candidates.is_empty() {
             return None;
+        }
+        if let Some(hash) = &self.hash {
+            let mut allowed = vec![false; self.endpoints.len()];
+            for index in &candidates {
+                allowed[*index] = true;
+            }
+            return hash
+                .pick(key, |i| allowed[i] && !tried.contains(&i))
+                .or_else(|| hash.pick(key, |i| allowed[i]));
         }
         let fresh: Vec<usize> = candidates
             .iter()
@@ -229,6 +283,73 @@ impl ClusterState {
         };
         Some(chosen)
     }
+
+    /// The endpoints the balancer may choose from at `now` (see [`ClusterState::pick`]).
+    fn candidates(&self, now: u64) -> Vec<usize> {
+        let ejected = |i: usize| self.endpoints[i].outlier.is_ejected(now);
+        let with = |health: Health| {
+            self.endpoints
+                .iter()
+                .enumerate()
+                .filter(move |(_, e)| e.health == health)
+                .map(|(i, _)| i)
+        };
+        let Some(policy) = &self.outlier else {
+            let healthy: Vec<usize> = with(Health::Healthy).collect();
+            return if healthy.is_empty() {
+                with(Health::Draining).collect()
+            } else {
+                healthy
+            };
+        };
+        let healthy = with(Health::Healthy).count();
+        let usable: Vec<usize> = with(Health::Healthy).filter(|i| !ejected(*i)).collect();
+        if policy.panics(usable.len(), healthy) {
+            return with(Health::Healthy).collect();
+        }
+        if !usable.is_empty() {
+            return usable;
+        }
+        with(Health::Draining).filter(|i| !ejected(*i)).collect()
+    }
+
+    /// Tells outlier detection how a try to endpoint `index` went, and ejects the endpoint
+    /// when a threshold is reached and `maxEjectionPercent` allows it.
+    pub fn observe(&self, index: usize, observed: Observed) {
+        let (Some(policy), Some(endpoint)) = (&self.outlier, self.endpoints.get(index)) else {
+            return;
+        };
+        if !endpoint.outlier.observe(policy, observed) {
+            return;
+        }
+        let now = outlier::now_ms();
+        if endpoint.outlier.is_ejected(now) {
+            return;
+        }
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.outlier.is_ejected(now))
+            .count();
+        if !policy.may_eject(ejected, self.endpoints.len()) {
+            tracing::info!(
+                cluster = %self.name,
+                address = %endpoint.address,
+                ejected,
+                max_ejection_percent = policy.max_ejection_percent,
+                "outlier detection: not ejecting, maxEjectionPercent reached"
+            );
+            return;
+        }
+        let time = endpoint.outlier.eject(policy, now);
+        tracing::info!(
+            cluster = %self.name,
+            address = %endpoint.address,
+            ejection_ms = time.as_millis() as u64,
+            ejections = endpoint.outlier.ejections(),
+            "outlier detection: endpoint ejected"
+        );
+    }
 }
 
 /// Every cluster of a configuration by name.
@@ -236,13 +357,23 @@ impl ClusterState {
 pub struct Clusters(HashMap<String, Arc<ClusterState>>);
 
 impl Clusters {
-    /// Builds the run-time state; an endpoint address that is not `host:port` is refused as
-    /// `(cluster, index, address)`.
-    pub fn build(config: &MeshConfig) -> Result<Self, (String, usize, String)> {
+    /// Builds the run-time state; an endpoint address that is not `host:port` or a bad
+    /// `consistentHash` is refused.
+    pub fn build(config: &MeshConfig) -> Result<Self, BuildError> {
         let mut clusters = HashMap::with_capacity(config.clusters.len());
         for (name, cluster) in &config.clusters {
-            let state = ClusterState::build(cluster)
-                .map_err(|(index, address)| (name.clone(), index, address))?;
+            let state = ClusterState::build(cluster).map_err(|error| match error {
+                // The configuration's key names the cluster in errors.
+                BuildError::Endpoint { index, address, .. } => BuildError::Endpoint {
+                    cluster: name.clone(),
+                    index,
+                    address,
+                },
+                BuildError::ConsistentHash { error, .. } => BuildError::ConsistentHash {
+                    cluster: name.clone(),
+                    error,
+                },
+            })?;
             clusters.insert(name.clone(), Arc::new(state));
         }
         Ok(Clusters(clusters))
@@ -276,6 +407,7 @@ impl Clusters {
                 if let Some(before) = old.endpoints.iter().find(|e| e.address == endpoint.address) {
                     endpoint.active = before.active.clone();
                     endpoint.total = before.total.clone();
+                    endpoint.outlier = before.outlier.clone();
                 }
             }
         }
@@ -285,9 +417,18 @@ impl Clusters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outrigger_mesh::config::{ConnectionPool, Endpoint};
+    use outrigger_mesh::config::{ConnectionPool, Endpoint, OutlierDetection};
 
     fn cluster(lb: &str, healths: &[Health], pool: ConnectionPool) -> ClusterState {
+        cluster_with(lb, healths, pool, None)
+    }
+
+    fn cluster_with(
+        lb: &str,
+        healths: &[Health],
+        pool: ConnectionPool,
+        outlier_detection: Option<OutlierDetection>,
+    ) -> ClusterState {
         let endpoints = healths
             .iter()
             .enumerate()
@@ -311,7 +452,7 @@ mod tests {
             load_balancer: lb.into(),
             consistent_hash: None,
             connection_pool: pool,
-            outlier_detection: None,
+            outlier_detection,
             tls: None,
             endpoints,
         })
@@ -325,7 +466,7 @@ mod tests {
             &[Health::Healthy, Health::Unhealthy, Health::Healthy],
             Default::default(),
         );
-        let picks: Vec<_> = (0..4).map(|_| c.pick(&[]).unwrap()).collect();
+        let picks: Vec<_> = (0..4).map(|_| c.pick(&[], None).unwrap()).collect();
         assert_eq!(picks, [0, 2, 0, 2]);
     }
 
@@ -338,7 +479,7 @@ mod tests {
         );
         c.endpoints[0].active.store(10, Ordering::Relaxed);
         for _ in 0..50 {
-            assert_eq!(c.pick(&[]), Some(1));
+            assert_eq!(c.pick(&[], None), Some(1));
         }
     }
 
@@ -349,9 +490,9 @@ mod tests {
             &[Health::Draining, Health::Unhealthy],
             Default::default(),
         );
-        assert_eq!(c.pick(&[]), Some(0));
+        assert_eq!(c.pick(&[], None), Some(0));
         let c = cluster("RANDOM", &[Health::Unhealthy], Default::default());
-        assert_eq!(c.pick(&[]), None);
+        assert_eq!(c.pick(&[], None), None);
     }
 
     #[test]
@@ -362,9 +503,9 @@ mod tests {
             Default::default(),
         );
         for _ in 0..50 {
-            assert_eq!(c.pick(&[0]), Some(1));
+            assert_eq!(c.pick(&[0], None), Some(1));
         }
-        assert!(c.pick(&[0, 1]).is_some(), "all tried: any");
+        assert!(c.pick(&[0, 1], None).is_some(), "all tried: any");
     }
 
     #[test]
@@ -381,5 +522,113 @@ mod tests {
         drop(a);
         assert!(c.request_slot().is_some(), "a slot was freed");
         assert_eq!(c.overflows.load(Ordering::Relaxed), 1);
+    }
+
+    fn detection(max_ejection_percent: u32, min_health_percent: Option<u32>) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_5xx_errors: 2,
+            consecutive_gateway_errors: None,
+            interval_ms: 10_000,
+            base_ejection_time_ms: 30_000,
+            max_ejection_percent,
+            min_health_percent,
+        }
+    }
+
+    const ERROR: Observed = Observed::ServerError { gateway: false };
+
+    #[test]
+    fn an_ejected_endpoint_is_skipped_by_every_balancer() {
+        for lb in ["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] {
+            let c = cluster_with(
+                lb,
+                &[Health::Healthy; 3],
+                Default::default(),
+                Some(detection(100, None)),
+            );
+            c.observe(0, ERROR);
+            assert!(
+                !c.endpoints[0].outlier.is_ejected(outlier::now_ms()),
+                "one error"
+            );
+            c.observe(0, ERROR);
+            assert!(c.endpoints[0].outlier.is_ejected(outlier::now_ms()), "{lb}");
+            for _ in 0..60 {
+                assert_ne!(c.pick(&[], None), Some(0), "{lb}");
+            }
+            assert_eq!(c.endpoints[0].outlier.ejections(), 1);
+        }
+    }
+
+    #[test]
+    fn max_ejection_percent_keeps_the_rest_in_service() {
+        // 10 % of 3: only the first ejection is allowed.
+        let c = cluster_with(
+            "ROUND_ROBIN",
+            &[Health::Healthy; 3],
+            Default::default(),
+            Some(detection(10, None)),
+        );
+        for index in 0..3 {
+            c.observe(index, ERROR);
+            c.observe(index, ERROR);
+        }
+        let now = outlier::now_ms();
+        let ejected: Vec<bool> = c
+            .endpoints
+            .iter()
+            .map(|e| e.outlier.is_ejected(now))
+            .collect();
+        assert_eq!(ejected, [true, false, false]);
+    }
+
+    #[test]
+    fn below_min_health_percent_ejections_are_ignored() {
+        // Two of three ejected: 33 % usable is below 50 %, so all three are balanced over.
+        let c = cluster_with(
+            "ROUND_ROBIN",
+            &[Health::Healthy; 3],
+            Default::default(),
+            Some(detection(100, Some(50))),
+        );
+        for index in 0..2 {
+            c.observe(index, ERROR);
+            c.observe(index, ERROR);
+        }
+        let mut picks: Vec<_> = (0..3).map(|_| c.pick(&[], None).expect("some")).collect();
+        picks.sort();
+        assert_eq!(picks, [0, 1, 2], "panic mode");
+        // Istio's default 0 %: every endpoint ejected means no healthy upstream.
+        let c = cluster_with(
+            "RANDOM",
+            &[Health::Healthy; 2],
+            Default::default(),
+            Some(detection(100, None)),
+        );
+        for index in 0..2 {
+            c.observe(index, ERROR);
+            c.observe(index, ERROR);
+        }
+        assert_eq!(c.pick(&[], None), None);
+    }
+
+    #[test]
+    fn successes_keep_an_endpoint_in_and_no_policy_means_no_ejection() {
+        let c = cluster_with(
+            "RANDOM",
+            &[Health::Healthy; 2],
+            Default::default(),
+            Some(detection(100, None)),
+        );
+        for _ in 0..10 {
+            c.observe(0, ERROR);
+            c.observe(0, Observed::Success);
+        }
+        assert_eq!(c.endpoints[0].outlier.ejections(), 0);
+        let c = cluster("RANDOM", &[Health::Healthy; 2], Default::default());
+        for _ in 0..10 {
+            c.observe(0, ERROR);
+        }
+        assert_eq!(c.endpoints[0].outlier.ejections(), 0);
     }
 }

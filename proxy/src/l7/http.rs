@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::hash::Downstream;
+use crate::l7::outlier::Observed;
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
@@ -104,9 +106,16 @@ impl Outbound {
         if let Err(error) = client.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
+        let downstream = match (client.peer_addr(), client.local_addr()) {
+            (Ok(peer), Ok(local)) => Some(Downstream { peer, local }),
+            _ => None,
+        };
         let this = self.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let this = this.clone();
+            if let Some(downstream) = downstream {
+                req.extensions_mut().insert(downstream);
+            }
             async move { Ok::<_, Infallible>(this.handle(req, orig_dst).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
@@ -290,12 +299,19 @@ impl Outbound {
         let retry_on = loaded.retry_on(&route.retries.retry_on);
         let per_try = route.retries.per_try_timeout_ms.map(Duration::from_millis);
         let client = self.upstream.client(cluster);
+        let (hash_key, set_cookie) = cluster.hash.as_ref().map_or((None, None), |hash| {
+            hash.request_key(
+                &parts.headers,
+                parts.uri.query(),
+                parts.extensions.get::<Downstream>(),
+            )
+        });
         let mut tried = Vec::new();
         let mut _retry_slot = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(index) = cluster.pick(&tried) else {
+            let Some(index) = cluster.pick(&tried, hash_key) else {
                 return local(
                     record,
                     Flag::NoHealthyUpstream,
@@ -357,10 +373,12 @@ impl Outbound {
                     (Outcome::Reset, None)
                 }
                 None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    cluster.observe(index, Observed::timeout());
                     return local(record, Flag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT);
                 }
                 None => (Outcome::PerTryTimeout, None),
             };
+            cluster.observe(index, Observed::of(outcome));
             let retriable = retry_on.retries(outcome);
             if retriable && attempt < attempts {
                 if _retry_slot.is_none() {
@@ -391,6 +409,9 @@ impl Outbound {
                 };
                 return local(record, flag, status);
             };
+            if let Some(cookie) = set_cookie {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 tunnel(client_upgrade, hyper::upgrade::on(&mut response));
             }

@@ -47,13 +47,9 @@ pub enum LoadError {
     Kind { path: PathBuf, found: String },
     #[error("{path}: destinations: {message}")]
     Routes { path: PathBuf, message: String },
-    #[error("{path}: clusters.{cluster}.endpoints[{index}].address: {address:?} is not ip:port")]
-    Endpoint {
-        path: PathBuf,
-        cluster: String,
-        index: usize,
-        address: String,
-    },
+    /// A cluster the proxy cannot run (a bad endpoint address or `consistentHash`).
+    #[error("{path}: {message}")]
+    Cluster { path: PathBuf, message: String },
 }
 
 /// A configuration in force: the model plus the run-time state built from it.
@@ -97,13 +93,10 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         source,
     })?;
     let config = parse(&text, path)?;
-    let clusters =
-        Clusters::build(&config).map_err(|(cluster, index, address)| LoadError::Endpoint {
-            path: path.to_owned(),
-            cluster,
-            index,
-            address,
-        })?;
+    let clusters = Clusters::build(&config).map_err(|error| LoadError::Cluster {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })?;
     Ok(Loaded {
         retry_on: parse_retry_lists(&config),
         config,

@@ -1,0 +1,218 @@
+//! The upstream side of the HTTP path in-process: outlier detection, consistent hashing and the
+//! connection pool, against apps on loopback addresses (127.0.0.51-53 "flaky", 61-63
+//! "sticky", 71-73 "cookie", 81 "pooled") with a configuration written by
+//! `outrigger-routes build`.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::config_file::routes_build;
+use crate::l7::{Conn, demo_proxy};
+use crate::support::*;
+
+const FLAKY: &str = "10.96.0.50:9080";
+
+/// One app instance: answers `status` with `x-version: <name>` and `x-peer: <the proxy's
+/// address and port>` (one value per upstream connection).
+async fn app(addr: SocketAddr, name: &'static str, status: u16) {
+    let listener = TcpListener::bind(addr).await.expect("bind app");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req| answer(req, name, status, peer));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: &'static str,
+    status: u16,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut body = format!("version={name}\n");
+    for (header, value) in req.headers() {
+        body += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
+    }
+    let _ = req.into_body().collect().await;
+    Ok(Response::builder()
+        .status(status)
+        .header("x-version", name)
+        .header("x-peer", peer.to_string())
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response"))
+}
+
+/// Pods, Services and DestinationRules of the upstream tests; `port` is every app's port.
+fn topology(port: u16) -> String {
+    let pod = |name: &str, app: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n  labels: {{app: {app}, version: v1}}\n\
+             spec:\n  serviceAccountName: {app}\n  containers:\n  - name: app\n    image: demo/{app}\n\
+             status:\n  phase: Running\n  podIP: {ip}\n---\n"
+        )
+    };
+    let service = |name: &str, ip: &str, port_name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\n\
+             spec:\n  clusterIP: {ip}\n  selector: {{app: {name}}}\n  ports:\n  - name: {port_name}\n    port: 9080\n    targetPort: {port}\n---\n"
+        )
+    };
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n");
+    text += &pod("client", "client", "127.0.0.2");
+    for (app, base) in [("flaky", 50), ("sticky", 60), ("cookie", 70)] {
+        for i in 1..=3 {
+            text += &pod(&format!("{app}-{i}"), app, &format!("127.0.0.{}", base + i));
+        }
+        text += &service(app, &format!("10.96.0.{base}"), "http");
+    }
+    text += &pod("pooled-1", "pooled", "127.0.0.81");
+    text += &service("pooled", "10.96.0.80", "http");
+    text += r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: demo}
+spec:
+  host: flaky
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 2
+      interval: 1s
+      baseEjectionTime: 1s
+      maxEjectionPercent: 100
+"#;
+    text
+}
+
+/// Apps on every address of [`topology`] (`flaky-1` answers 500), the configuration built for
+/// the client pod; returns its path.
+async fn upstream_demo(dir: &Path) -> PathBuf {
+    let probe = std::net::TcpListener::bind("127.0.0.51:0").expect("free port");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let apps: [(&str, &'static str, u16); 10] = [
+        ("127.0.0.51", "flaky-1", 500),
+        ("127.0.0.52", "flaky-2", 200),
+        ("127.0.0.53", "flaky-3", 200),
+        ("127.0.0.61", "sticky-1", 200),
+        ("127.0.0.62", "sticky-2", 200),
+        ("127.0.0.63", "sticky-3", 200),
+        ("127.0.0.71", "cookie-1", 200),
+        ("127.0.0.72", "cookie-2", 200),
+        ("127.0.0.73", "cookie-3", 200),
+        ("127.0.0.81", "pooled-1", 200),
+    ];
+    for (ip, name, status) in apps {
+        app(format!("{ip}:{port}").parse().expect("addr"), name, status).await;
+    }
+    let input = dir.join("upstream.yaml");
+    std::fs::write(&input, topology(port)).expect("write topology");
+    let output = dir.join("client.json");
+    routes_build(&[input.to_str().expect("utf-8")], "demo/client", &output);
+    output
+}
+
+/// The `/clusters` lines of one endpoint.
+async fn endpoint_lines(proxy: &TestProxy, address_prefix: &str) -> Vec<String> {
+    let (_, clusters) = http(proxy.admin(), "GET", "/clusters").await;
+    clusters
+        .lines()
+        .filter(|l| l.contains(&format!("::{address_prefix}")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_endpoint_answering_5xx_is_ejected_shown_in_clusters_and_returns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, FLAKY).await;
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+
+    // Round robin over three: flaky-1 answers every third request with 500; its second 500
+    // ejects it (consecutive5xxErrors: 2).
+    let mut errors = 0;
+    for _ in 0..6 {
+        let answer = conn.get("/", &[]).await;
+        if answer.status == 500 {
+            assert_eq!(answer.version(), "flaky-1");
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 2, "two 500s, then ejected");
+    let lines = endpoint_lines(&proxy, "127.0.0.51:").await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("::health_flags::/failed_outlier_check")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("::outlier_ejections::1")),
+        "{lines:?}"
+    );
+    let (_, json) = http(proxy.admin(), "GET", "/clusters?format=json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let flaky = json["clusters"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|c| c["name"] == "outbound|9080||flaky.demo.svc.cluster.local")
+        })
+        .expect("the flaky cluster");
+    let bad = flaky["endpoints"]
+        .as_array()
+        .and_then(|all| {
+            all.iter().find(|e| {
+                e["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("127.0.0.51:"))
+            })
+        })
+        .expect("flaky-1");
+    assert_eq!(bad["ejected"], true, "{bad}");
+    assert_eq!(bad["ejections"], 1);
+
+    // While ejected, traffic goes to the healthy two only.
+    let mut versions = BTreeSet::new();
+    for _ in 0..20 {
+        let answer = conn.get("/", &[]).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        versions.insert(answer.version().to_owned());
+    }
+    assert_eq!(
+        versions,
+        BTreeSet::from(["flaky-2".to_owned(), "flaky-3".to_owned()])
+    );
+
+    // After baseEjectionTime x 1 it is back in the pool.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let lines = endpoint_lines(&proxy, "127.0.0.51:").await;
+    assert!(
+        lines.iter().any(|l| l.ends_with("::health_flags::healthy")),
+        "{lines:?}"
+    );
+    let mut back = false;
+    for _ in 0..3 {
+        back |= conn.get("/", &[]).await.version() == "flaky-1";
+    }
+    assert!(back, "flaky-1 gets traffic again after its ejection time");
+}
