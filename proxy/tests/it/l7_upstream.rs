@@ -1,6 +1,6 @@
 //! The upstream side of the HTTP path in-process: outlier detection, consistent hashing and the
 //! connection pool, against apps on loopback addresses (127.0.0.51-53 "flaky", 61-63
-//! "sticky", 71-73 "cookie", 81 "pooled") with a configuration written by
+//! "sticky", 71-73 "cookie", 91-93 "session", 81 "pooled") with a configuration written by
 //! `outrigger-routes build`.
 
 use std::collections::BTreeSet;
@@ -21,9 +21,12 @@ use crate::l7::{Conn, demo_proxy};
 use crate::support::*;
 
 const FLAKY: &str = "10.96.0.50:9080";
+const STICKY: &str = "10.96.0.60:9080";
+const COOKIE: &str = "10.96.0.70:9080";
+const SESSION: &str = "10.96.0.90:9080";
 
-/// One app instance: answers `status` with `x-version: <name>` and `x-peer: <the proxy's
-/// address and port>` (one value per upstream connection).
+/// One app instance: answers `status` (500 on `/fail`) with `x-version: <name>` and `x-peer:
+/// <the proxy's address and port>` (one value per upstream connection).
 async fn app(addr: SocketAddr, name: &'static str, status: u16) {
     let listener = TcpListener::bind(addr).await.expect("bind app");
     tokio::spawn(async move {
@@ -52,6 +55,11 @@ async fn answer(
     for (header, value) in req.headers() {
         body += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
     }
+    let status = if req.uri().path().starts_with("/fail") {
+        500
+    } else {
+        status
+    };
     let _ = req.into_body().collect().await;
     Ok(Response::builder()
         .status(status)
@@ -78,7 +86,12 @@ fn topology(port: u16) -> String {
     };
     let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n");
     text += &pod("client", "client", "127.0.0.2");
-    for (app, base) in [("flaky", 50), ("sticky", 60), ("cookie", 70)] {
+    for (app, base) in [
+        ("flaky", 50),
+        ("sticky", 60),
+        ("cookie", 70),
+        ("session", 90),
+    ] {
         for i in 1..=3 {
             text += &pod(&format!("{app}-{i}"), app, &format!("127.0.0.{}", base + i));
         }
@@ -98,6 +111,39 @@ spec:
       interval: 1s
       baseEjectionTime: 1s
       maxEjectionPercent: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: demo}
+spec:
+  host: sticky
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+    outlierDetection:
+      consecutive5xxErrors: 1
+      baseEjectionTime: 30s
+      maxEjectionPercent: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cookie, namespace: demo}
+spec:
+  host: cookie
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie: {name: user, path: /, ttl: 60s}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: session, namespace: demo}
+spec:
+  host: session
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie: {name: user}
 "#;
     text
 }
@@ -108,7 +154,7 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
     let probe = std::net::TcpListener::bind("127.0.0.51:0").expect("free port");
     let port = probe.local_addr().expect("addr").port();
     drop(probe);
-    let apps: [(&str, &'static str, u16); 10] = [
+    let apps: [(&str, &'static str, u16); 13] = [
         ("127.0.0.51", "flaky-1", 500),
         ("127.0.0.52", "flaky-2", 200),
         ("127.0.0.53", "flaky-3", 200),
@@ -119,6 +165,9 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
         ("127.0.0.72", "cookie-2", 200),
         ("127.0.0.73", "cookie-3", 200),
         ("127.0.0.81", "pooled-1", 200),
+        ("127.0.0.91", "session-1", 200),
+        ("127.0.0.92", "session-2", 200),
+        ("127.0.0.93", "session-3", 200),
     ];
     for (ip, name, status) in apps {
         app(format!("{ip}:{port}").parse().expect("addr"), name, status).await;
@@ -215,4 +264,122 @@ async fn an_endpoint_answering_5xx_is_ejected_shown_in_clusters_and_returns() {
         back |= conn.get("/", &[]).await.version() == "flaky-1";
     }
     assert!(back, "flaky-1 gets traffic again after its ejection time");
+}
+
+#[tokio::test]
+async fn a_header_hash_keeps_each_user_on_one_endpoint_and_an_ejection_moves_only_its_users() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, STICKY).await;
+    let (_, clusters) = http(proxy.admin(), "GET", "/clusters").await;
+    assert!(
+        clusters.contains("outbound|9080||sticky.demo.svc.cluster.local::lb_policy::RING_HASH"),
+        "{clusters}"
+    );
+    let users: Vec<String> = (0..24).map(|i| format!("user-{i}")).collect();
+    let mut before = Vec::new();
+    for user in &users {
+        let mut seen = BTreeSet::new();
+        // Over new connections each time: the key decides, not the connection.
+        for _ in 0..4 {
+            let mut conn = Conn::open(proxy.outbound(), false).await;
+            let answer = conn.get("/", &[("x-user", user)]).await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            seen.insert(answer.version().to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{user} moved: {seen:?}");
+        before.push(seen.pop_first().expect("one"));
+    }
+    let spread: BTreeSet<&String> = before.iter().collect();
+    assert!(spread.len() >= 2, "24 users all on {spread:?}");
+
+    // One 500 ejects the first user's endpoint (consecutive5xxErrors: 1).
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    let failed = conn.get("/fail", &[("x-user", &users[0])]).await;
+    assert_eq!(failed.status, 500);
+    let ejected = failed.version().to_owned();
+    assert_eq!(ejected, before[0]);
+    for (user, was) in users.iter().zip(&before) {
+        let now = conn.get("/", &[("x-user", user)]).await;
+        assert_eq!(now.status, 200, "{now:?}");
+        if *was == ejected {
+            assert_ne!(
+                now.version(),
+                ejected,
+                "{user} still on the ejected endpoint"
+            );
+        } else {
+            assert_eq!(
+                now.version(),
+                was,
+                "{user} moved although its endpoint is fine"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_with_a_ttl_is_generated_when_absent_and_then_sticks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, COOKIE).await;
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    let first = conn.get("/", &[]).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let set = first.headers.get("set-cookie").expect("a generated cookie");
+    assert!(set.starts_with("user=\""), "{set}");
+    assert!(set.ends_with("; Max-Age=60; Path=/; HttpOnly"), "{set}");
+    let cookie = set.split(';').next().expect("name=value").to_owned();
+    for _ in 0..10 {
+        let mut conn = Conn::open(proxy.outbound(), false).await;
+        let answer = conn.get("/", &[("cookie", &cookie)]).await;
+        assert_eq!(answer.version(), first.version(), "{cookie}");
+        assert!(
+            !answer.headers.contains_key("set-cookie"),
+            "kept, not replaced"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_without_a_ttl_is_never_generated_but_sticks_when_sent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, SESSION).await;
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    let mut without = BTreeSet::new();
+    for _ in 0..30 {
+        let answer = conn.get("/", &[]).await;
+        assert!(!answer.headers.contains_key("set-cookie"), "{answer:?}");
+        without.insert(answer.version().to_owned());
+    }
+    assert!(
+        without.len() >= 2,
+        "no key: the ring is entered at random, got {without:?}"
+    );
+    let pinned = conn.get("/", &[("cookie", "theme=dark; user=alice")]).await;
+    for _ in 0..10 {
+        let answer = conn.get("/", &[("cookie", "user=alice")]).await;
+        assert_eq!(answer.version(), pinned.version());
+    }
+}
+
+#[tokio::test]
+async fn a_bad_consistent_hash_refuses_the_file_naming_the_cluster_and_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    let cluster = "outbound|9080||cookie.demo.svc.cluster.local";
+    json["clusters"][cluster]["consistentHash"] = serde_json::json!({"httpCookie": {"ttl": "1m"}});
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, json.to_string()).expect("write");
+    let error = outrigger_proxy::l7::source::load(&bad).expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: clusters.{cluster}.consistentHash.httpCookie.name: required: the cookie's name",
+            bad.display()
+        )
+    );
 }
