@@ -14,6 +14,7 @@ use outrigger_mesh::protocol::Protocol;
 
 use crate::l7::hash::{HashError, HashPolicy};
 use crate::l7::outlier::{self, Detector, Observed, Policy};
+use crate::l7::upstream::Pool;
 
 /// A cluster of the configuration the proxy cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +75,8 @@ pub struct EndpointState {
     pub total: Arc<AtomicU32>,
     /// Outlier detection (carried over a reload like the counters).
     pub outlier: Arc<Detector>,
+    /// The upstream connections (carried over a reload when the protocol stays the same).
+    pub pool: Arc<Pool>,
 }
 
 /// One cluster at run time.
@@ -89,6 +92,8 @@ pub struct ClusterState {
     pub endpoints: Vec<EndpointState>,
     pub connect_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// `maxRequestsPerConnection`: an upstream connection closes after this many requests.
+    pub max_requests_per_connection: Option<u32>,
     /// Requests in flight over the whole cluster and the cap (`http2MaxRequests`, and for
     /// HTTP/1 `maxConnections + http1MaxPendingRequests`).
     pub active: Arc<AtomicU32>,
@@ -166,6 +171,7 @@ impl ClusterState {
                 active: Arc::default(),
                 total: Arc::default(),
                 outlier: Arc::default(),
+                pool: Pool::new(),
             });
         }
         let hash = match &cluster.consistent_hash {
@@ -202,6 +208,7 @@ impl ClusterState {
             endpoints,
             connect_timeout: pool.connect_timeout_ms.map(Duration::from_millis),
             idle_timeout: pool.idle_timeout_ms.map(Duration::from_millis),
+            max_requests_per_connection: pool.max_requests_per_connection,
             active: Arc::default(),
             max_active,
             retries: Arc::default(),
@@ -408,6 +415,9 @@ impl Clusters {
                     endpoint.active = before.active.clone();
                     endpoint.total = before.total.clone();
                     endpoint.outlier = before.outlier.clone();
+                    if state.http2 == old.http2 {
+                        endpoint.pool = before.pool.clone();
+                    }
                 }
             }
         }

@@ -351,7 +351,7 @@ impl Outbound {
                 (Some(per_try), None) => Some(Instant::now() + per_try),
                 (None, deadline) => deadline,
             };
-            let sent = client.request(upstream_request);
+            let sent = client.request(endpoint, upstream_request);
             let result = match limit {
                 Some(limit) => tokio::time::timeout_at(limit, sent).await.ok(),
                 None => Some(sent.await),
@@ -507,11 +507,24 @@ fn build_request(
     upgrade: bool,
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
-    let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(endpoint.address.as_str())
-        .path_and_query(path)
-        .build()?;
+    // HTTP/2: the route's authority is `:authority` (the endpoint only picks the socket);
+    // HTTP/1: origin form, the authority goes in `Host` below.
+    let uri = if cluster.http2 {
+        http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .or_else(|_| {
+                http::Uri::builder()
+                    .scheme("http")
+                    .authority(endpoint.address.as_str())
+                    .path_and_query(path)
+                    .build()
+            })?
+    } else {
+        http::Uri::builder().path_and_query(path).build()?
+    };
     let mut request = Request::builder()
         .method(parts.method.clone())
         .uri(uri)

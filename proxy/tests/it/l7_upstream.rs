@@ -1,7 +1,7 @@
 //! The upstream side of the HTTP path in-process: outlier detection, consistent hashing and the
 //! connection pool, against apps on loopback addresses (127.0.0.51-53 "flaky", 61-63
-//! "sticky", 71-73 "cookie", 91-93 "session", 81 "pooled") with a configuration written by
-//! `outrigger-routes build`.
+//! "sticky", 71-73 "cookie", 91-93 "session", 81 "pooled", 101 "idle", 111 "multiplexed")
+//! with a configuration written by `outrigger-routes build`.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -24,6 +24,9 @@ const FLAKY: &str = "10.96.0.50:9080";
 const STICKY: &str = "10.96.0.60:9080";
 const COOKIE: &str = "10.96.0.70:9080";
 const SESSION: &str = "10.96.0.90:9080";
+const POOLED: &str = "10.96.0.80:9080";
+const IDLE: &str = "10.96.0.100:9080";
+const MULTIPLEXED: &str = "10.96.0.110:9080";
 
 /// One app instance: answers `status` (500 on `/fail`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
@@ -51,7 +54,21 @@ async fn answer(
     status: u16,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut body = format!("version={name}\n");
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let mut body = format!(
+        "version={name}\nauthority={authority}\nprotocol={:?}\n",
+        req.version()
+    );
     for (header, value) in req.headers() {
         body += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
     }
@@ -99,6 +116,10 @@ fn topology(port: u16) -> String {
     }
     text += &pod("pooled-1", "pooled", "127.0.0.81");
     text += &service("pooled", "10.96.0.80", "http");
+    text += &pod("idle-1", "idle", "127.0.0.101");
+    text += &service("idle", "10.96.0.100", "http");
+    text += &pod("multiplexed-1", "multiplexed", "127.0.0.111");
+    text += &service("multiplexed", "10.96.0.110", "http2");
     text += r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: flaky, namespace: demo}
@@ -144,6 +165,33 @@ spec:
     loadBalancer:
       consistentHash:
         httpCookie: {name: user}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pooled, namespace: demo}
+spec:
+  host: pooled
+  trafficPolicy:
+    connectionPool:
+      http: {maxRequestsPerConnection: 1}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: idle, namespace: demo}
+spec:
+  host: idle
+  trafficPolicy:
+    connectionPool:
+      http: {idleTimeout: 300ms}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: multiplexed, namespace: demo}
+spec:
+  host: multiplexed
+  trafficPolicy:
+    connectionPool:
+      http: {maxRequestsPerConnection: 2, idleTimeout: 300ms}
 "#;
     text
 }
@@ -154,7 +202,7 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
     let probe = std::net::TcpListener::bind("127.0.0.51:0").expect("free port");
     let port = probe.local_addr().expect("addr").port();
     drop(probe);
-    let apps: [(&str, &'static str, u16); 13] = [
+    let apps: [(&str, &'static str, u16); 15] = [
         ("127.0.0.51", "flaky-1", 500),
         ("127.0.0.52", "flaky-2", 200),
         ("127.0.0.53", "flaky-3", 200),
@@ -168,6 +216,8 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
         ("127.0.0.91", "session-1", 200),
         ("127.0.0.92", "session-2", 200),
         ("127.0.0.93", "session-3", 200),
+        ("127.0.0.101", "idle-1", 200),
+        ("127.0.0.111", "multiplexed-1", 200),
     ];
     for (ip, name, status) in apps {
         app(format!("{ip}:{port}").parse().expect("addr"), name, status).await;
@@ -381,5 +431,94 @@ async fn a_bad_consistent_hash_refuses_the_file_naming_the_cluster_and_field() {
             "{}: clusters.{cluster}.consistentHash.httpCookie.name: required: the cookie's name",
             bad.display()
         )
+    );
+}
+
+/// The upstream connection (the proxy's address and port the app saw) of each of `n` calls on
+/// one downstream keep-alive connection, `pause` apart.
+async fn upstream_peers(proxy: &TestProxy, n: usize, pause: Duration) -> Vec<String> {
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    let mut peers = Vec::new();
+    for _ in 0..n {
+        let answer = conn.get("/", &[]).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        peers.push(answer.headers["x-peer"].clone());
+        tokio::time::sleep(pause).await;
+    }
+    peers
+}
+
+fn distinct(peers: &[String]) -> usize {
+    peers.iter().collect::<BTreeSet<_>>().len()
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_one_opens_a_connection_per_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let pooled = demo_proxy(&config, POOLED).await;
+    let peers = upstream_peers(&pooled, 5, Duration::ZERO).await;
+    assert_eq!(distinct(&peers), 5, "{peers:?}");
+    // Without the limit the keep-alive connection is reused.
+    let plain = demo_proxy(&config, FLAKY).await;
+    let mut conn = Conn::open(plain.outbound(), false).await;
+    let mut by_version = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for _ in 0..9 {
+        let answer = conn.get("/", &[]).await;
+        by_version
+            .entry(answer.version().to_owned())
+            .or_default()
+            .insert(answer.headers["x-peer"].clone());
+    }
+    assert!(
+        by_version.values().all(|peers| peers.len() == 1),
+        "one connection per endpoint: {by_version:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_idle_upstream_connections() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, IDLE).await;
+    let quick = upstream_peers(&proxy, 3, Duration::from_millis(50)).await;
+    assert_eq!(distinct(&quick), 1, "reused within idleTimeout: {quick:?}");
+    let slow = upstream_peers(&proxy, 3, Duration::from_millis(600)).await;
+    assert_eq!(distinct(&slow), 3, "closed after 300 ms idle: {slow:?}");
+}
+
+#[tokio::test]
+async fn http2_upstream_sends_the_route_authority_and_rolls_over_after_max_requests() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, MULTIPLEXED).await;
+    let mut conn = Conn::open(proxy.outbound(), false).await;
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        let answer = conn.get("/", &[]).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(
+            answer.body.contains("protocol=HTTP/2.0\n"),
+            "{}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains("authority=reviews:9080\n"),
+            "the client's authority, not the endpoint address: {}",
+            answer.body
+        );
+        peers.push(answer.headers["x-peer"].clone());
+    }
+    assert_eq!(peers[0], peers[1], "{peers:?}");
+    assert_ne!(
+        peers[1], peers[2],
+        "a new connection after 2 streams: {peers:?}"
+    );
+    assert_eq!(peers[2], peers[3], "{peers:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = conn.get("/", &[]).await;
+    assert_ne!(
+        after.headers["x-peer"], peers[3],
+        "closed after 300 ms idle"
     );
 }
