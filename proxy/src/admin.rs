@@ -114,6 +114,7 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
                         "ejections": e.outlier.ejections(),
                         "activeRequests": e.active.load(Ordering::Relaxed),
                         "totalRequests": e.total.load(Ordering::Relaxed),
+                        "connectionsOpened": e.connections_opened(),
                         "workload": e.workload,
                         "version": e.version,
                     })).collect::<Vec<_>>(),
@@ -144,6 +145,7 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
                 e.active.load(Ordering::Relaxed)
             );
             out += &format!("{prefix}::rq_total::{}\n", e.total.load(Ordering::Relaxed));
+            out += &format!("{prefix}::cx_total::{}\n", e.connections_opened());
         }
     }
     text_response(out)

@@ -3,9 +3,10 @@
 //! `consistentHash` on a ring) over the endpoints not ejected, and the connection-pool limits
 //! that answer 503 `UO` on overflow.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use outrigger_mesh::ProxyConfig as MeshConfig;
@@ -73,10 +74,32 @@ pub struct EndpointState {
     pub active: Arc<AtomicU32>,
     /// Requests sent, for `/clusters`.
     pub total: Arc<AtomicU32>,
-    /// Outlier detection (carried over a reload like the counters).
+    /// Outlier detection (carried over a reload like the counters); one shared, never
+    /// used detector when the cluster has no `outlierDetection` (no allocation per endpoint).
     pub outlier: Arc<Detector>,
-    /// The upstream connections (carried over a reload when the protocol stays the same).
-    pub pool: Arc<Pool>,
+    /// The upstream connections, created on first use (carried over a reload when the
+    /// protocol stays the same).
+    pool: OnceLock<Arc<Pool>>,
+}
+
+impl EndpointState {
+    /// The endpoint's connection pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.pool.get_or_init(Pool::new)
+    }
+
+    /// Connections opened so far (Envoy's `cx_total`).
+    pub fn connections_opened(&self) -> u64 {
+        self.pool
+            .get()
+            .map_or(0, |p| p.opened.load(Ordering::Relaxed))
+    }
+}
+
+/// The detector of endpoints whose cluster has no outlier detection.
+fn unused_detector() -> Arc<Detector> {
+    static UNUSED: OnceLock<Arc<Detector>> = OnceLock::new();
+    UNUSED.get_or_init(Arc::default).clone()
 }
 
 /// One cluster at run time.
@@ -90,6 +113,10 @@ pub struct ClusterState {
     /// The upstream speaks HTTP/2 (`http2`, `grpc`): one multiplexed connection per endpoint.
     pub http2: bool,
     pub endpoints: Vec<EndpointState>,
+    /// Indices of the healthy and of the draining endpoints (the configuration does not
+    /// change while it is in force).
+    healthy: Vec<usize>,
+    draining: Vec<usize>,
     pub connect_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     /// `maxRequestsPerConnection`: an upstream connection closes after this many requests.
@@ -170,8 +197,12 @@ impl ClusterState {
                 ]),
                 active: Arc::default(),
                 total: Arc::default(),
-                outlier: Arc::default(),
-                pool: Pool::new(),
+                outlier: if cluster.outlier_detection.is_some() {
+                    Arc::default()
+                } else {
+                    unused_detector()
+                },
+                pool: OnceLock::new(),
             });
         }
         let hash = match &cluster.consistent_hash {
@@ -205,6 +236,8 @@ impl ClusterState {
             subset: cluster.subset.clone(),
             balancer: Balancer::parse(&cluster.load_balancer),
             http2,
+            healthy: indices(&endpoints, Health::Healthy),
+            draining: indices(&endpoints, Health::Draining),
             endpoints,
             connect_timeout: pool.connect_timeout_ms.map(Duration::from_millis),
             idle_timeout: pool.idle_timeout_ms.map(Duration::from_millis),
@@ -252,25 +285,24 @@ impl ClusterState {
         } else {
             0
         };
-        let candidates = self.candidates(now);
-        if candidates.is_empty() {
+        let all = self.candidates(now);
+        if all.is_empty() {
             return None;
         }
+        // Indices are in ascending order: membership is a binary search.
         if let Some(hash) = &self.hash {
-            let mut allowed = vec![false; self.endpoints.len()];
-            for index in &candidates {
-                allowed[*index] = true;
-            }
+            let allowed = |i: usize| all.binary_search(&i).is_ok();
             return hash
-                .pick(key, |i| allowed[i] && !tried.contains(&i))
-                .or_else(|| hash.pick(key, |i| allowed[i]));
+                .pick(key, |i| allowed(i) && !tried.contains(&i))
+                .or_else(|| hash.pick(key, allowed));
         }
-        let fresh: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|i| !tried.contains(i))
-            .collect();
-        let candidates = if fresh.is_empty() { candidates } else { fresh };
+        let fresh: Vec<usize>;
+        let candidates: &[usize] = if tried.is_empty() {
+            &all
+        } else {
+            fresh = all.iter().copied().filter(|i| !tried.contains(i)).collect();
+            if fresh.is_empty() { &all } else { &fresh }
+        };
         let n = candidates.len();
         let chosen = match self.balancer {
             Balancer::RoundRobin => {
@@ -291,33 +323,41 @@ impl ClusterState {
         Some(chosen)
     }
 
-    /// The endpoints the balancer may choose from at `now` (see [`ClusterState::pick`]).
-    fn candidates(&self, now: u64) -> Vec<usize> {
-        let ejected = |i: usize| self.endpoints[i].outlier.is_ejected(now);
-        let with = |health: Health| {
-            self.endpoints
-                .iter()
-                .enumerate()
-                .filter(move |(_, e)| e.health == health)
-                .map(|(i, _)| i)
-        };
+    /// The endpoints the balancer may choose from at `now` (see [`ClusterState::pick`]), in
+    /// ascending order; borrowed (no allocation) unless some endpoint is ejected.
+    fn candidates(&self, now: u64) -> Cow<'_, [usize]> {
         let Some(policy) = &self.outlier else {
-            let healthy: Vec<usize> = with(Health::Healthy).collect();
-            return if healthy.is_empty() {
-                with(Health::Draining).collect()
+            return if self.healthy.is_empty() {
+                Cow::Borrowed(&self.draining)
             } else {
-                healthy
+                Cow::Borrowed(&self.healthy)
             };
         };
-        let healthy = with(Health::Healthy).count();
-        let usable: Vec<usize> = with(Health::Healthy).filter(|i| !ejected(*i)).collect();
-        if policy.panics(usable.len(), healthy) {
-            return with(Health::Healthy).collect();
+        let ejected = |i: &usize| self.endpoints[*i].outlier.is_ejected(now);
+        let out = self.healthy.iter().filter(|i| ejected(i)).count();
+        let usable = self.healthy.len() - out;
+        if usable > 0 && out == 0 {
+            return Cow::Borrowed(&self.healthy);
         }
-        if !usable.is_empty() {
-            return usable;
+        if policy.panics(usable, self.healthy.len()) {
+            return Cow::Borrowed(&self.healthy);
         }
-        with(Health::Draining).filter(|i| !ejected(*i)).collect()
+        if usable > 0 {
+            return Cow::Owned(
+                self.healthy
+                    .iter()
+                    .copied()
+                    .filter(|i| !ejected(i))
+                    .collect(),
+            );
+        }
+        Cow::Owned(
+            self.draining
+                .iter()
+                .copied()
+                .filter(|i| !ejected(i))
+                .collect(),
+        )
     }
 
     /// Tells outlier detection how a try to endpoint `index` went, and ejects the endpoint
@@ -357,6 +397,15 @@ impl ClusterState {
             "outlier detection: endpoint ejected"
         );
     }
+}
+
+fn indices(endpoints: &[EndpointState], health: Health) -> Vec<usize> {
+    endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.health == health)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Every cluster of a configuration by name.
@@ -414,9 +463,13 @@ impl Clusters {
                 if let Some(before) = old.endpoints.iter().find(|e| e.address == endpoint.address) {
                     endpoint.active = before.active.clone();
                     endpoint.total = before.total.clone();
-                    endpoint.outlier = before.outlier.clone();
-                    if state.http2 == old.http2 {
-                        endpoint.pool = before.pool.clone();
+                    if state.outlier.is_some() && old.outlier.is_some() {
+                        endpoint.outlier = before.outlier.clone();
+                    }
+                    if state.http2 == old.http2
+                        && let Some(pool) = before.pool.get()
+                    {
+                        endpoint.pool = OnceLock::from(pool.clone());
                     }
                 }
             }

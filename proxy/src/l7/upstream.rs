@@ -122,7 +122,7 @@ impl Client {
         endpoint: &EndpointState,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
-        let pool = &endpoint.pool;
+        let pool = endpoint.pool();
         let mut stale = 0;
         loop {
             let (mut conn, reused) = match pool.idle_http1() {
@@ -164,7 +164,7 @@ impl Client {
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
         let mut send = endpoint
-            .pool
+            .pool()
             .http2_sender(&endpoint.address, self.settings)
             .await?;
         send.send_request(request).await.map_err(Error::Request)

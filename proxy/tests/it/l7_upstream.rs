@@ -459,6 +459,11 @@ async fn max_requests_per_connection_one_opens_a_connection_per_request() {
     let pooled = demo_proxy(&config, POOLED).await;
     let peers = upstream_peers(&pooled, 5, Duration::ZERO).await;
     assert_eq!(distinct(&peers), 5, "{peers:?}");
+    let lines = endpoint_lines(&pooled, "127.0.0.81:").await;
+    assert!(
+        lines.iter().any(|l| l.ends_with("::cx_total::5")),
+        "{lines:?}"
+    );
     // Without the limit the keep-alive connection is reused.
     let plain = demo_proxy(&config, FLAKY).await;
     let mut conn = Conn::open(plain.outbound(), false).await;
