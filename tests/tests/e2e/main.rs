@@ -3,6 +3,7 @@
 
 mod http_path;
 mod l7_routes;
+mod l7_upstream;
 mod lifecycle;
 mod tcp_echo;
 
