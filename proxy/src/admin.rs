@@ -115,8 +115,8 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
                         "activeRequests": e.active.load(Ordering::Relaxed),
                         "totalRequests": e.total.load(Ordering::Relaxed),
                         "connectionsOpened": e.connections_opened(),
-                        "workload": e.workload,
-                        "version": e.version,
+                        "workload": &*e.workload,
+                        "version": &*e.version,
                     })).collect::<Vec<_>>(),
                 })
             })

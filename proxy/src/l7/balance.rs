@@ -4,7 +4,7 @@
 //! that answer 503 `UO` on overflow.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -65,10 +65,11 @@ pub struct EndpointState {
     /// `ip:port` or `hostname:port`, as the URI authority of upstream requests.
     pub address: String,
     pub health: Health,
-    pub workload: String,
-    pub namespace: String,
-    pub app: String,
-    pub version: String,
+    /// Metric labels, shared by every endpoint with the same value (one workload has many).
+    pub workload: Arc<str>,
+    pub namespace: Arc<str>,
+    pub app: Arc<str>,
+    pub version: Arc<str>,
     /// Requests in flight to this endpoint (shared with the previous configuration's entry
     /// for the same address, so a reload does not forget the load).
     pub active: Arc<AtomicU32>,
@@ -157,7 +158,7 @@ fn acquire(counter: &Arc<AtomicU32>, limit: Option<u32>) -> Option<Slot> {
 }
 
 impl ClusterState {
-    fn build(cluster: &Cluster) -> Result<Self, BuildError> {
+    fn build(cluster: &Cluster, names: &mut Interner) -> Result<Self, BuildError> {
         let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
         for (index, endpoint) in cluster.endpoints.iter().enumerate() {
             let valid = endpoint
@@ -174,27 +175,30 @@ impl ClusterState {
             let label = |keys: &[&str]| {
                 keys.iter()
                     .find_map(|key| endpoint.labels.get(*key))
-                    .cloned()
-                    .unwrap_or_else(|| crate::workload::UNKNOWN.to_owned())
+                    .map_or(crate::workload::UNKNOWN, String::as_str)
             };
+            let app = label(&[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ]);
+            let version = label(&[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ]);
             endpoints.push(EndpointState {
                 address: endpoint.address.clone(),
                 health: endpoint.health,
-                workload: endpoint
-                    .workload
-                    .clone()
-                    .unwrap_or_else(|| crate::workload::UNKNOWN.to_owned()),
-                namespace: endpoint.namespace.clone(),
-                app: label(&[
-                    "service.istio.io/canonical-name",
-                    "app.kubernetes.io/name",
-                    "app",
-                ]),
-                version: label(&[
-                    "service.istio.io/canonical-revision",
-                    "app.kubernetes.io/version",
-                    "version",
-                ]),
+                workload: names.get(
+                    endpoint
+                        .workload
+                        .as_deref()
+                        .unwrap_or(crate::workload::UNKNOWN),
+                ),
+                namespace: names.get(&endpoint.namespace),
+                app: names.get(app),
+                version: names.get(version),
                 active: Arc::default(),
                 total: Arc::default(),
                 outlier: if cluster.outlier_detection.is_some() {
@@ -399,6 +403,21 @@ impl ClusterState {
     }
 }
 
+/// One shared copy of each label value while a configuration is built.
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, value: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(value);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
 fn indices(endpoints: &[EndpointState], health: Health) -> Vec<usize> {
     endpoints
         .iter()
@@ -417,8 +436,9 @@ impl Clusters {
     /// `consistentHash` is refused.
     pub fn build(config: &MeshConfig) -> Result<Self, BuildError> {
         let mut clusters = HashMap::with_capacity(config.clusters.len());
+        let mut names = Interner::default();
         for (name, cluster) in &config.clusters {
-            let state = ClusterState::build(cluster).map_err(|error| match error {
+            let state = ClusterState::build(cluster, &mut names).map_err(|error| match error {
                 // The configuration's key names the cluster in errors.
                 BuildError::Endpoint { index, address, .. } => BuildError::Endpoint {
                     cluster: name.clone(),
@@ -505,20 +525,23 @@ mod tests {
                 service_account: None,
             })
             .collect();
-        ClusterState::build(&Cluster {
-            name: "outbound|8080||c.shop.svc.cluster.local".into(),
-            host: "c.shop.svc.cluster.local".into(),
-            port: 8080,
-            subset: None,
-            protocol: Protocol::Http,
-            destination_rule: None,
-            load_balancer: lb.into(),
-            consistent_hash: None,
-            connection_pool: pool,
-            outlier_detection,
-            tls: None,
-            endpoints,
-        })
+        ClusterState::build(
+            &Cluster {
+                name: "outbound|8080||c.shop.svc.cluster.local".into(),
+                host: "c.shop.svc.cluster.local".into(),
+                port: 8080,
+                subset: None,
+                protocol: Protocol::Http,
+                destination_rule: None,
+                load_balancer: lb.into(),
+                consistent_hash: None,
+                connection_pool: pool,
+                outlier_detection,
+                tls: None,
+                endpoints,
+            },
+            &mut Interner::default(),
+        )
         .unwrap()
     }
 

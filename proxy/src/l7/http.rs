@@ -741,10 +741,10 @@ impl Record {
     }
 
     fn endpoint(&mut self, endpoint: &EndpointState) {
-        self.labels.destination_workload = endpoint.workload.clone();
-        self.labels.destination_workload_namespace = endpoint.namespace.clone();
-        self.labels.destination_app = endpoint.app.clone();
-        self.labels.destination_version = endpoint.version.clone();
+        self.labels.destination_workload = endpoint.workload.to_string();
+        self.labels.destination_workload_namespace = endpoint.namespace.to_string();
+        self.labels.destination_app = endpoint.app.to_string();
+        self.labels.destination_version = endpoint.version.to_string();
         self.upstream = Some(endpoint.address.clone());
     }
 
