@@ -28,7 +28,7 @@ const POOLED: &str = "10.96.0.80:9080";
 const IDLE: &str = "10.96.0.100:9080";
 const MULTIPLEXED: &str = "10.96.0.110:9080";
 
-/// One app instance: answers `status` (500 on `/fail`) with `x-version: <name>` and `x-peer:
+/// One app instance: answers `status` (500 on `/fail`, after 700 ms on `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
 async fn app(addr: SocketAddr, name: &'static str, status: u16) {
     let listener = TcpListener::bind(addr).await.expect("bind app");
@@ -71,6 +71,9 @@ async fn answer(
     );
     for (header, value) in req.headers() {
         body += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
+    }
+    if req.uri().path().starts_with("/slow") {
+        tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let status = if req.uri().path().starts_with("/fail") {
         500
@@ -526,4 +529,18 @@ async fn http2_upstream_sends_the_route_authority_and_rolls_over_after_max_reque
         after.headers["x-peer"], peers[3],
         "closed after 300 ms idle"
     );
+}
+
+#[tokio::test]
+async fn a_request_longer_than_the_idle_timeout_is_not_cut() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    // idleTimeout 300 ms on both: HTTP/1.1 (idle) and HTTP/2 (multiplexed) upstreams.
+    for service in [IDLE, MULTIPLEXED] {
+        let proxy = demo_proxy(&config, service).await;
+        let mut conn = Conn::open(proxy.outbound(), false).await;
+        let answer = conn.get("/slow", &[]).await;
+        assert_eq!(answer.status, 200, "{service}: {answer:?}");
+        assert!(answer.body.starts_with("version="), "{service}: {answer:?}");
+    }
 }
