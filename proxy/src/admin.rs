@@ -115,6 +115,7 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
                         "activeRequests": e.active.load(Ordering::Relaxed),
                         "totalRequests": e.total.load(Ordering::Relaxed),
                         "connectionsOpened": e.connections_opened(),
+                        "connectionsOpen": e.connections_open(),
                         "workload": &*e.workload,
                         "version": &*e.version,
                     })).collect::<Vec<_>>(),
@@ -145,6 +146,7 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
                 e.active.load(Ordering::Relaxed)
             );
             out += &format!("{prefix}::rq_total::{}\n", e.total.load(Ordering::Relaxed));
+            out += &format!("{prefix}::cx_active::{}\n", e.connections_open());
             out += &format!("{prefix}::cx_total::{}\n", e.connections_opened());
         }
     }

@@ -95,6 +95,13 @@ impl EndpointState {
             .get()
             .map_or(0, |p| p.opened.load(Ordering::Relaxed))
     }
+
+    /// Connections open now (Envoy's `cx_active`).
+    pub fn connections_open(&self) -> u64 {
+        self.pool
+            .get()
+            .map_or(0, |p| p.open.load(Ordering::Relaxed))
+    }
 }
 
 /// The detector of endpoints whose cluster has no outlier detection.

@@ -192,6 +192,8 @@ pub struct Pool {
     next_id: AtomicU64,
     /// Connections opened (Envoy's `cx_total`, for `/clusters`).
     pub opened: AtomicU64,
+    /// Connections open now, in the pool or not (Envoy's `cx_active`).
+    pub open: AtomicU64,
     /// The pool itself, for the connection tasks' idle checks.
     this: Weak<Pool>,
 }
@@ -211,6 +213,7 @@ impl Pool {
             http2: tokio::sync::Mutex::default(),
             next_id: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             this: this.clone(),
         })
     }
@@ -372,7 +375,21 @@ where
     C: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send,
 {
+    /// Counts the connection open while its task runs.
+    struct Open(Weak<Pool>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            if let Some(pool) = self.0.upgrade() {
+                pool.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(pool) = pool.upgrade() {
+        pool.open.fetch_add(1, Ordering::Relaxed);
+    }
+    let open = Open(pool.clone());
     tokio::spawn(async move {
+        let _open = open;
         let mut conn = std::pin::pin!(conn);
         let mut wait = idle;
         loop {

@@ -493,6 +493,15 @@ async fn idle_timeout_closes_idle_upstream_connections() {
     assert_eq!(distinct(&quick), 1, "reused within idleTimeout: {quick:?}");
     let slow = upstream_peers(&proxy, 3, Duration::from_millis(600)).await;
     assert_eq!(distinct(&slow), 3, "closed after 300 ms idle: {slow:?}");
+    let lines = endpoint_lines(&proxy, "127.0.0.101:").await;
+    assert!(
+        lines.iter().any(|l| l.ends_with("::cx_active::0")),
+        "every connection closed: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("::cx_total::3")),
+        "the quick calls' connection, reused by the first slow call, then two more: {lines:?}"
+    );
 }
 
 #[tokio::test]
