@@ -33,6 +33,8 @@ pub enum HashOn {
         path: Option<String>,
         /// `None`: never generated; zero: a session cookie.
         ttl: Option<Duration>,
+        /// `attributes` added to a generated cookie, each `; name` or `; name=value`.
+        attributes: String,
     },
     SourceIp,
     QueryParameter(String),
@@ -137,7 +139,12 @@ impl HashPolicy {
                 });
                 (value, None)
             }
-            HashOn::Cookie { name, path, ttl } => {
+            HashOn::Cookie {
+                name,
+                path,
+                ttl,
+                attributes,
+            } => {
                 if let Some(value) = cookie(headers, name) {
                     return (Some(hash(value.as_bytes())), None);
                 }
@@ -157,6 +164,7 @@ impl HashPolicy {
                 if let Some(path) = path {
                     set += &format!("; Path={path}");
                 }
+                set += attributes;
                 set += "; HttpOnly";
                 (
                     Some(hash(value.as_bytes())),
@@ -182,10 +190,7 @@ fn parse_cookie(value: &Value) -> Result<HashOn, HashError> {
         Some(Value::String(name)) if !name.is_empty() => name.clone(),
         _ => return Err(error("httpCookie.name", "required: the cookie's name")),
     };
-    let valid_token = name
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-    if !valid_token {
+    if !is_token(&name) {
         return Err(error(
             "httpCookie.name",
             format!("{name:?} is not a cookie name"),
@@ -211,7 +216,56 @@ fn parse_cookie(value: &Value) -> Result<HashOn, HashError> {
             ));
         }
     };
-    Ok(HashOn::Cookie { name, path, ttl })
+    let mut attributes = String::new();
+    match object.get("attributes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (index, attribute) in list.iter().enumerate() {
+                let field = format!("httpCookie.attributes[{index}]");
+                let Some(attribute_name) = attribute
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| is_token(n))
+                else {
+                    return Err(error(&format!("{field}.name"), "required: a token"));
+                };
+                attributes += "; ";
+                attributes += attribute_name;
+                match attribute.get("value") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(value))
+                        if value
+                            .bytes()
+                            .all(|b| (b' '..=b'~').contains(&b) && b != b';') =>
+                    {
+                        attributes += "=";
+                        attributes += value;
+                    }
+                    Some(_) => {
+                        return Err(error(
+                            &format!("{field}.value"),
+                            "expected printable text without ';'",
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(error("httpCookie.attributes", "expected a list")),
+    }
+    Ok(HashOn::Cookie {
+        name,
+        path,
+        ttl,
+        attributes,
+    })
+}
+
+/// An HTTP token (RFC 9110): a cookie or attribute name.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 fn ring_size(object: &serde_json::Map<String, Value>) -> Result<(&'static str, u64), HashError> {
@@ -352,7 +406,8 @@ mod tests {
             HashOn::Cookie {
                 name: "user".into(),
                 path: Some("/".into()),
-                ttl: Some(Duration::from_secs(10))
+                ttl: Some(Duration::from_secs(10)),
+                attributes: String::new(),
             }
         );
         assert_eq!(
@@ -448,6 +503,24 @@ mod tests {
             HeaderValue::from_str(&format!("user=\"{value}\"")).expect("valid"),
         );
         assert_eq!(with_ttl.request_key(&back, None, None).0, key);
+
+        let with_attributes = policy(json!({"httpCookie": {"name": "s", "ttl": "10s",
+            "attributes": [{"name": "SameSite", "value": "Strict"}, {"name": "Secure"}]}}))
+        .expect("ok");
+        let (_, set) = with_attributes.request_key(&HeaderMap::new(), None, Some(&downstream()));
+        let set = set.expect("generated");
+        assert!(
+            set.to_str()
+                .expect("ascii")
+                .ends_with("; Max-Age=10; SameSite=Strict; Secure; HttpOnly"),
+            "{set:?}"
+        );
+        assert_eq!(
+            policy(json!({"httpCookie": {"name": "s", "attributes": [{"value": "x"}]}}))
+                .expect_err("refused")
+                .to_string(),
+            "httpCookie.attributes[0].name: required: a token"
+        );
 
         let session = policy(json!({"httpCookie": {"name": "s", "ttl": "0s"}})).expect("ok");
         let (_, set) = session.request_key(&HeaderMap::new(), None, Some(&downstream()));
