@@ -724,4 +724,33 @@ mod tests {
         }
         assert_eq!(c.endpoints[0].outlier.ejections(), 0);
     }
+
+    #[test]
+    fn a_reload_keeps_ejections_and_pools_of_the_same_endpoints() {
+        let make = || {
+            cluster_with(
+                "RANDOM",
+                &[Health::Healthy; 3],
+                Default::default(),
+                Some(detection(100, None)),
+            )
+        };
+        let before = make();
+        before.observe(1, ERROR);
+        before.observe(1, ERROR);
+        let pool = before.endpoints[0].pool().clone();
+        let name = before.name.clone();
+        let previous = Clusters(HashMap::from([(name.clone(), Arc::new(before))]));
+        let mut next = Clusters(HashMap::from([(name.clone(), Arc::new(make()))]));
+        next.inherit(&previous);
+        let after = next.get(&name).expect("the cluster");
+        assert!(
+            after.endpoints[1].outlier.is_ejected(outlier::now_ms()),
+            "still ejected"
+        );
+        assert!(Arc::ptr_eq(after.endpoints[0].pool(), &pool), "same pool");
+        for _ in 0..30 {
+            assert_ne!(after.pick(&[], None), Some(1));
+        }
+    }
 }
