@@ -47,6 +47,8 @@ pub enum Error {
         #[source]
         source: hyper::Error,
     },
+    #[error("connect to {address} failed while this request waited for it")]
+    ConnectWaited { address: String },
     #[error("the upstream request failed")]
     Request(#[source] hyper::Error),
 }
@@ -190,6 +192,9 @@ pub struct Pool {
     http1: Mutex<Vec<Http1Conn>>,
     http2: tokio::sync::Mutex<Option<Http2Conn>>,
     next_id: AtomicU64,
+    /// HTTP/2 connect attempts that failed: a request that waited for the slot while one
+    /// failed fails with it, instead of trying again after it (one attempt per wait).
+    http2_failures: AtomicU64,
     /// Connections opened (Envoy's `cx_total`, for `/clusters`).
     pub opened: AtomicU64,
     /// Connections open now, in the pool or not (Envoy's `cx_active`).
@@ -212,6 +217,7 @@ impl Pool {
             http1: Mutex::default(),
             http2: tokio::sync::Mutex::default(),
             next_id: AtomicU64::new(0),
+            http2_failures: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             open: AtomicU64::new(0),
             this: this.clone(),
@@ -268,6 +274,7 @@ impl Pool {
         address: &str,
         settings: Settings,
     ) -> Result<http2::SendRequest<Body>, Error> {
+        let failures = self.http2_failures.load(Ordering::Acquire);
         let mut slot = self.http2.lock().await;
         let usable = |c: &Http2Conn| {
             !c.send.is_closed() && settings.max_requests.is_none_or(|max| c.served < max)
@@ -277,15 +284,29 @@ impl Pool {
             // None, closed, or it has carried its share: the old one (if any) closes once its
             // streams are done.
             _ => {
-                let io = connect(address, settings.connect_timeout).await?;
-                let (send, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(io)
-                    .await
-                    .map_err(|source| Error::Handshake {
+                if self.http2_failures.load(Ordering::Acquire) != failures {
+                    return Err(Error::ConnectWaited {
                         address: address.to_owned(),
-                        source,
-                    })?;
+                    });
+                }
+                let opened = async {
+                    let io = connect(address, settings.connect_timeout).await?;
+                    http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(io)
+                        .await
+                        .map_err(|source| Error::Handshake {
+                            address: address.to_owned(),
+                            source,
+                        })
+                };
+                let (send, conn) = match opened.await {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        self.http2_failures.fetch_add(1, Ordering::Release);
+                        return Err(error);
+                    }
+                };
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 drive(conn, self.weak(), id, settings.idle_timeout);

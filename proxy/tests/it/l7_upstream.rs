@@ -27,6 +27,7 @@ const SESSION: &str = "10.96.0.90:9080";
 const POOLED: &str = "10.96.0.80:9080";
 const IDLE: &str = "10.96.0.100:9080";
 const MULTIPLEXED: &str = "10.96.0.110:9080";
+const SILENT: &str = "10.96.0.120:9080";
 
 /// One app instance: answers `status` (500 on `/fail`, after 700 ms on `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
@@ -89,6 +90,26 @@ async fn answer(
         .expect("valid response"))
 }
 
+/// A listener whose accept queue is full and never drained: new connections to it get no
+/// answer (their SYN is dropped), so a connect to it runs into the connect timeout.
+fn silent(addr: SocketAddr) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&addr.into()).expect("bind silent");
+    socket.listen(0).expect("listen");
+    let mut held = vec![socket];
+    for _ in 0..3 {
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        client.set_nonblocking(true).expect("nonblocking");
+        let _ = client.connect(&addr.into());
+        held.push(client);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // Kept open for the whole test process.
+    std::mem::forget(held);
+}
+
 /// Pods, Services and DestinationRules of the upstream tests; `port` is every app's port.
 fn topology(port: u16) -> String {
     let pod = |name: &str, app: &str, ip: &str| {
@@ -123,6 +144,8 @@ fn topology(port: u16) -> String {
     text += &service("idle", "10.96.0.100", "http");
     text += &pod("multiplexed-1", "multiplexed", "127.0.0.111");
     text += &service("multiplexed", "10.96.0.110", "http2");
+    text += &pod("silent-1", "silent", "127.0.0.121");
+    text += &service("silent", "10.96.0.120", "http2");
     text += r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: flaky, namespace: demo}
@@ -195,6 +218,24 @@ spec:
   trafficPolicy:
     connectionPool:
       http: {maxRequestsPerConnection: 2, idleTimeout: 300ms}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: silent, namespace: demo}
+spec:
+  host: silent
+  trafficPolicy:
+    connectionPool:
+      tcp: {connectTimeout: 1s}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: silent, namespace: demo}
+spec:
+  hosts: [silent]
+  http:
+  - retries: {attempts: 0}
+    route: [{destination: {host: silent}}]
 "#;
     text
 }
@@ -225,6 +266,7 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
     for (ip, name, status) in apps {
         app(format!("{ip}:{port}").parse().expect("addr"), name, status).await;
     }
+    silent(format!("127.0.0.121:{port}").parse().expect("addr"));
     let input = dir.join("upstream.yaml");
     std::fs::write(&input, topology(port)).expect("write topology");
     let output = dir.join("client.json");
@@ -552,4 +594,24 @@ async fn a_request_longer_than_the_idle_timeout_is_not_cut() {
         assert_eq!(answer.status, 200, "{service}: {answer:?}");
         assert!(answer.body.starts_with("version="), "{service}: {answer:?}");
     }
+}
+
+#[tokio::test]
+async fn requests_waiting_for_a_failing_http2_connect_fail_with_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    let proxy = demo_proxy(&config, SILENT).await;
+    let addr = proxy.outbound();
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { Conn::open(addr, false).await.get("/", &[]).await }))
+        .collect();
+    for call in calls {
+        let answer = call.await.expect("call");
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert!(answer.body.contains("connection failure"), "{answer:?}");
+    }
+    // One connect attempt (1 s) for all four, not one after the other (4 s).
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
 }
