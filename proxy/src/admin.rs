@@ -1,6 +1,6 @@
 //! The admin port (Istio's 15000), bound on loopback only: `/config_dump` (the configuration in
-//! force with its version), `/clusters` (endpoints, health, requests in flight; Envoy's text
-//! layout, `?format=json` for JSON) and `/stats` (the proxy's metrics).
+//! force with its version), `/clusters` (endpoints, health and outlier ejection, requests in
+//! flight; Envoy's text layout, `?format=json` for JSON) and `/stats` (the proxy's metrics).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +14,8 @@ use outrigger_mesh::config::Health;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::l7::balance::EndpointState;
+use crate::l7::outlier;
 use crate::l7::source::ConfigStore;
 use crate::metrics::Metrics;
 
@@ -68,13 +70,22 @@ struct ClustersQuery {
     format: Option<String>,
 }
 
-fn health_flag(health: Health) -> &'static str {
-    // Envoy's spelling of EDS health.
-    match health {
-        Health::Healthy => "healthy",
-        Health::Draining => "/eds_status_draining",
-        Health::Unhealthy => "/failed_eds_health",
+/// Envoy's spelling of an endpoint's health: `healthy`, or its failure flags in Envoy's order
+/// (`/failed_outlier_check` before the EDS ones).
+fn health_flags(endpoint: &EndpointState, now: u64) -> String {
+    let mut flags = String::new();
+    if endpoint.outlier.is_ejected(now) {
+        flags += "/failed_outlier_check";
     }
+    match endpoint.health {
+        Health::Healthy => {}
+        Health::Unhealthy => flags += "/failed_eds_health",
+        Health::Draining => flags += "/eds_status_draining",
+    }
+    if flags.is_empty() {
+        flags += "healthy";
+    }
+    flags
 }
 
 async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQuery>) -> Response {
@@ -83,24 +94,31 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
     };
     let loaded = store.current();
     let clusters = loaded.clusters.sorted();
+    let now = outlier::now_ms();
     if query.format.as_deref() == Some("json") {
         let all: Vec<_> = clusters
             .iter()
             .map(|c| {
                 json!({
                     "name": c.name,
-                    "loadBalancer": c.balancer.as_str(),
+                    "loadBalancer": c.lb_policy(),
                     "http2": c.http2,
                     "activeRequests": c.active.load(Ordering::Relaxed),
                     "maxRequests": c.max_active,
                     "overflows": c.overflows.load(Ordering::Relaxed),
+                    "outlierDetection": c.outlier.is_some(),
                     "endpoints": c.endpoints.iter().map(|e| json!({
                         "address": e.address,
-                        "health": health_flag(e.health),
+                        "health": health_flags(e, now),
+                        "ejected": e.outlier.is_ejected(now),
+                        "ejectedForMs": e.outlier.ejected_for_ms(now),
+                        "ejections": e.outlier.ejections(),
                         "activeRequests": e.active.load(Ordering::Relaxed),
                         "totalRequests": e.total.load(Ordering::Relaxed),
-                        "workload": e.workload,
-                        "version": e.version,
+                        "connectionsOpened": e.connections_opened(),
+                        "connectionsOpen": e.connections_open(),
+                        "workload": &*e.workload,
+                        "version": &*e.version,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -110,7 +128,7 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
     let mut out = String::new();
     for c in clusters {
         let name = &c.name;
-        out += &format!("{name}::lb_policy::{}\n", c.balancer.as_str());
+        out += &format!("{name}::lb_policy::{}\n", c.lb_policy());
         out += &format!(
             "{name}::circuit_breakers::max_requests::{}\n",
             c.max_active
@@ -122,12 +140,15 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
         );
         for e in &c.endpoints {
             let prefix = format!("{name}::{}", e.address);
-            out += &format!("{prefix}::health_flags::{}\n", health_flag(e.health));
+            out += &format!("{prefix}::health_flags::{}\n", health_flags(e, now));
+            out += &format!("{prefix}::outlier_ejections::{}\n", e.outlier.ejections());
             out += &format!(
                 "{prefix}::rq_active::{}\n",
                 e.active.load(Ordering::Relaxed)
             );
             out += &format!("{prefix}::rq_total::{}\n", e.total.load(Ordering::Relaxed));
+            out += &format!("{prefix}::cx_active::{}\n", e.connections_open());
+            out += &format!("{prefix}::cx_total::{}\n", e.connections_opened());
         }
     }
     text_response(out)

@@ -286,9 +286,7 @@ fn on_response(
     let outcome = next.apply(response).and_then(|()| {
         let changes = next.sync_clusters();
         let config = next.build(&discovery.proxy);
-        let loaded = Loaded::new(config).map_err(|(cluster, index, address)| {
-            format!("clusters.{cluster}.endpoints[{index}].address: {address:?} is not ip:port")
-        })?;
+        let loaded = Loaded::new(config).map_err(|error| error.to_string())?;
         Ok((changes, loaded))
     });
     let mut requests = Vec::new();

@@ -399,7 +399,7 @@ impl Discovery {
         match Loaded::new(config) {
             Ok(loaded) => self.store.replace(loaded),
             // What is left was accepted before; an error here would be a bug, not input.
-            Err((cluster, index, address)) => tracing::warn!(%cluster, index, %address,
+            Err(error) => tracing::warn!(%error,
                 "cannot rebuild the configuration after unsubscribing idle destinations"),
         }
         tracing::info!(destinations = ?names, "unsubscribing idle destinations");

@@ -1,15 +1,34 @@
-//! Upstream clusters at run time: their endpoints with active-request counts, the load
-//! balancer (`LEAST_REQUEST` by power of two choices, `ROUND_ROBIN`, `RANDOM`) and the
-//! connection-pool limits that answer 503 `UO` on overflow.
+//! Upstream clusters at run time: their endpoints with active-request counts and outlier
+//! state, the load balancer (`LEAST_REQUEST` by power of two choices, `ROUND_ROBIN`, `RANDOM`,
+//! `consistentHash` on a ring) over the endpoints not ejected, and the connection-pool limits
+//! that answer 503 `UO` on overflow.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use outrigger_mesh::ProxyConfig as MeshConfig;
 use outrigger_mesh::config::{Cluster, Health};
 use outrigger_mesh::protocol::Protocol;
+
+use crate::l7::hash::{HashError, HashPolicy};
+use crate::l7::outlier::{self, Detector, Observed, Policy};
+use crate::l7::upstream::Pool;
+
+/// A cluster of the configuration the proxy cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("clusters.{cluster}.endpoints[{index}].address: {address:?} is not ip:port")]
+    Endpoint {
+        cluster: String,
+        index: usize,
+        address: String,
+    },
+    #[error("clusters.{cluster}.consistentHash.{}: {}", .error.field, .error.message)]
+    ConsistentHash { cluster: String, error: HashError },
+}
 
 /// Istio's `loadBalancer.simple`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,15 +65,49 @@ pub struct EndpointState {
     /// `ip:port` or `hostname:port`, as the URI authority of upstream requests.
     pub address: String,
     pub health: Health,
-    pub workload: String,
-    pub namespace: String,
-    pub app: String,
-    pub version: String,
+    /// Metric labels, shared by every endpoint with the same value (one workload has many).
+    pub workload: Arc<str>,
+    pub namespace: Arc<str>,
+    pub app: Arc<str>,
+    pub version: Arc<str>,
     /// Requests in flight to this endpoint (shared with the previous configuration's entry
     /// for the same address, so a reload does not forget the load).
     pub active: Arc<AtomicU32>,
     /// Requests sent, for `/clusters`.
     pub total: Arc<AtomicU32>,
+    /// Outlier detection (carried over a reload like the counters); one shared, never
+    /// used detector when the cluster has no `outlierDetection` (no allocation per endpoint).
+    pub outlier: Arc<Detector>,
+    /// The upstream connections, created on first use (carried over a reload when the
+    /// protocol stays the same).
+    pool: OnceLock<Arc<Pool>>,
+}
+
+impl EndpointState {
+    /// The endpoint's connection pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.pool.get_or_init(Pool::new)
+    }
+
+    /// Connections opened so far (Envoy's `cx_total`).
+    pub fn connections_opened(&self) -> u64 {
+        self.pool
+            .get()
+            .map_or(0, |p| p.opened.load(Ordering::Relaxed))
+    }
+
+    /// Connections open now (Envoy's `cx_active`).
+    pub fn connections_open(&self) -> u64 {
+        self.pool
+            .get()
+            .map_or(0, |p| p.open.load(Ordering::Relaxed))
+    }
+}
+
+/// The detector of endpoints whose cluster has no outlier detection.
+fn unused_detector() -> Arc<Detector> {
+    static UNUSED: OnceLock<Arc<Detector>> = OnceLock::new();
+    UNUSED.get_or_init(Arc::default).clone()
 }
 
 /// One cluster at run time.
@@ -68,8 +121,14 @@ pub struct ClusterState {
     /// The upstream speaks HTTP/2 (`http2`, `grpc`): one multiplexed connection per endpoint.
     pub http2: bool,
     pub endpoints: Vec<EndpointState>,
+    /// Indices of the healthy and of the draining endpoints (the configuration does not
+    /// change while it is in force).
+    healthy: Vec<usize>,
+    draining: Vec<usize>,
     pub connect_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// `maxRequestsPerConnection`: an upstream connection closes after this many requests.
+    pub max_requests_per_connection: Option<u32>,
     /// Requests in flight over the whole cluster and the cap (`http2MaxRequests`, and for
     /// HTTP/1 `maxConnections + http1MaxPendingRequests`).
     pub active: Arc<AtomicU32>,
@@ -79,6 +138,10 @@ pub struct ClusterState {
     pub max_retries: Option<u32>,
     /// Requests refused by the limits (`UO`).
     pub overflows: Arc<AtomicU32>,
+    /// `outlierDetection`, when the DestinationRule sets it.
+    pub outlier: Option<Policy>,
+    /// `consistentHash`, when the DestinationRule sets it (it replaces `balancer`).
+    pub hash: Option<HashPolicy>,
     round_robin: AtomicUsize,
 }
 
@@ -102,7 +165,7 @@ fn acquire(counter: &Arc<AtomicU32>, limit: Option<u32>) -> Option<Slot> {
 }
 
 impl ClusterState {
-    fn build(cluster: &Cluster) -> Result<Self, (usize, String)> {
+    fn build(cluster: &Cluster, names: &mut Interner) -> Result<Self, BuildError> {
         let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
         for (index, endpoint) in cluster.endpoints.iter().enumerate() {
             let valid = endpoint
@@ -110,36 +173,61 @@ impl ClusterState {
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                return Err((index, endpoint.address.clone()));
+                return Err(BuildError::Endpoint {
+                    cluster: cluster.name.clone(),
+                    index,
+                    address: endpoint.address.clone(),
+                });
             }
             let label = |keys: &[&str]| {
                 keys.iter()
                     .find_map(|key| endpoint.labels.get(*key))
-                    .cloned()
-                    .unwrap_or_else(|| crate::workload::UNKNOWN.to_owned())
+                    .map_or(crate::workload::UNKNOWN, String::as_str)
             };
+            let app = label(&[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ]);
+            let version = label(&[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ]);
             endpoints.push(EndpointState {
                 address: endpoint.address.clone(),
                 health: endpoint.health,
-                workload: endpoint
-                    .workload
-                    .clone()
-                    .unwrap_or_else(|| crate::workload::UNKNOWN.to_owned()),
-                namespace: endpoint.namespace.clone(),
-                app: label(&[
-                    "service.istio.io/canonical-name",
-                    "app.kubernetes.io/name",
-                    "app",
-                ]),
-                version: label(&[
-                    "service.istio.io/canonical-revision",
-                    "app.kubernetes.io/version",
-                    "version",
-                ]),
+                workload: names.get(
+                    endpoint
+                        .workload
+                        .as_deref()
+                        .unwrap_or(crate::workload::UNKNOWN),
+                ),
+                namespace: names.get(&endpoint.namespace),
+                app: names.get(app),
+                version: names.get(version),
                 active: Arc::default(),
                 total: Arc::default(),
+                outlier: if cluster.outlier_detection.is_some() {
+                    Arc::default()
+                } else {
+                    unused_detector()
+                },
+                pool: OnceLock::new(),
             });
         }
+        let hash = match &cluster.consistent_hash {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => {
+                let addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
+                Some(HashPolicy::parse(value, &addresses).map_err(|error| {
+                    BuildError::ConsistentHash {
+                        cluster: cluster.name.clone(),
+                        error,
+                    }
+                })?)
+            }
+        };
         let pool = &cluster.connection_pool;
         let http2 = matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc);
         let http1_cap = match (pool.max_connections, pool.http1_max_pending_requests) {
@@ -159,16 +247,28 @@ impl ClusterState {
             subset: cluster.subset.clone(),
             balancer: Balancer::parse(&cluster.load_balancer),
             http2,
+            healthy: indices(&endpoints, Health::Healthy),
+            draining: indices(&endpoints, Health::Draining),
             endpoints,
             connect_timeout: pool.connect_timeout_ms.map(Duration::from_millis),
             idle_timeout: pool.idle_timeout_ms.map(Duration::from_millis),
+            max_requests_per_connection: pool.max_requests_per_connection,
             active: Arc::default(),
             max_active,
             retries: Arc::default(),
             max_retries: pool.max_retries,
             overflows: Arc::default(),
+            outlier: cluster.outlier_detection.as_ref().map(Policy::from_model),
+            hash,
             round_robin: AtomicUsize::new(0),
         })
+    }
+
+    /// Envoy's name of the balancer in force (`RING_HASH` or `MAGLEV` with `consistentHash`).
+    pub fn lb_policy(&self) -> &'static str {
+        self.hash
+            .as_ref()
+            .map_or(self.balancer.as_str(), |h| h.lb_policy)
     }
 
     /// A request slot, or `None` when the pool limits are reached (503 `UO`).
@@ -185,31 +285,35 @@ impl ClusterState {
         acquire(&self.retries, self.max_retries)
     }
 
-    /// Chooses an endpoint: healthy ones first (draining ones only when none is healthy),
+    /// Chooses an endpoint: healthy ones not ejected by outlier detection first (all healthy
+    /// ones in panic mode, below `minHealthPercent`), draining ones only when none is left,
     /// avoiding the ones `tried` already when others remain (Istio's previous-hosts retry
-    /// predicate). `None`: no usable endpoint (503 `UH`).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let usable = |health: Health| -> Vec<usize> {
-            self.endpoints
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.health == health)
-                .map(|(i, _)| i)
-                .collect()
+    /// predicate). With `consistentHash`, the ring from `key` decides (random when the request
+    /// has no key). `None`: no usable endpoint (503 `UH`).
+    pub fn pick(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
+        let now = if self.outlier.is_some() {
+            outlier::now_ms()
+        } else {
+            0
         };
-        let mut candidates = usable(Health::Healthy);
-        if candidates.is_empty() {
-            candidates = usable(Health::Draining);
-        }
-        if candidates.is_empty() {
+        let all = self.candidates(now);
+        if all.is_empty() {
             return None;
         }
-        let fresh: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|i| !tried.contains(i))
-            .collect();
-        let candidates = if fresh.is_empty() { candidates } else { fresh };
+        // Indices are in ascending order: membership is a binary search.
+        if let Some(hash) = &self.hash {
+            let allowed = |i: usize| all.binary_search(&i).is_ok();
+            return hash
+                .pick(key, |i| allowed(i) && !tried.contains(&i))
+                .or_else(|| hash.pick(key, allowed));
+        }
+        let fresh: Vec<usize>;
+        let candidates: &[usize] = if tried.is_empty() {
+            &all
+        } else {
+            fresh = all.iter().copied().filter(|i| !tried.contains(i)).collect();
+            if fresh.is_empty() { &all } else { &fresh }
+        };
         let n = candidates.len();
         let chosen = match self.balancer {
             Balancer::RoundRobin => {
@@ -229,6 +333,105 @@ impl ClusterState {
         };
         Some(chosen)
     }
+
+    /// The endpoints the balancer may choose from at `now` (see [`ClusterState::pick`]), in
+    /// ascending order; borrowed (no allocation) unless some endpoint is ejected.
+    fn candidates(&self, now: u64) -> Cow<'_, [usize]> {
+        let Some(policy) = &self.outlier else {
+            return if self.healthy.is_empty() {
+                Cow::Borrowed(&self.draining)
+            } else {
+                Cow::Borrowed(&self.healthy)
+            };
+        };
+        let ejected = |i: &usize| self.endpoints[*i].outlier.is_ejected(now);
+        let out = self.healthy.iter().filter(|i| ejected(i)).count();
+        let usable = self.healthy.len() - out;
+        if usable > 0 && out == 0 {
+            return Cow::Borrowed(&self.healthy);
+        }
+        if policy.panics(usable, self.healthy.len()) {
+            return Cow::Borrowed(&self.healthy);
+        }
+        if usable > 0 {
+            return Cow::Owned(
+                self.healthy
+                    .iter()
+                    .copied()
+                    .filter(|i| !ejected(i))
+                    .collect(),
+            );
+        }
+        Cow::Owned(
+            self.draining
+                .iter()
+                .copied()
+                .filter(|i| !ejected(i))
+                .collect(),
+        )
+    }
+
+    /// Tells outlier detection how a try to endpoint `index` went, and ejects the endpoint
+    /// when a threshold is reached and `maxEjectionPercent` allows it.
+    pub fn observe(&self, index: usize, observed: Observed) {
+        let (Some(policy), Some(endpoint)) = (&self.outlier, self.endpoints.get(index)) else {
+            return;
+        };
+        if !endpoint.outlier.observe(policy, observed) {
+            return;
+        }
+        let now = outlier::now_ms();
+        if endpoint.outlier.is_ejected(now) {
+            return;
+        }
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.outlier.is_ejected(now))
+            .count();
+        if !policy.may_eject(ejected, self.endpoints.len()) {
+            tracing::info!(
+                cluster = %self.name,
+                address = %endpoint.address,
+                ejected,
+                max_ejection_percent = policy.max_ejection_percent,
+                "outlier detection: not ejecting, maxEjectionPercent reached"
+            );
+            return;
+        }
+        let time = endpoint.outlier.eject(policy, now);
+        tracing::info!(
+            cluster = %self.name,
+            address = %endpoint.address,
+            ejection_ms = time.as_millis() as u64,
+            ejections = endpoint.outlier.ejections(),
+            "outlier detection: endpoint ejected"
+        );
+    }
+}
+
+/// One shared copy of each label value while a configuration is built.
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, value: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(value);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+fn indices(endpoints: &[EndpointState], health: Health) -> Vec<usize> {
+    endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.health == health)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Every cluster of a configuration by name.
@@ -236,13 +439,24 @@ impl ClusterState {
 pub struct Clusters(HashMap<String, Arc<ClusterState>>);
 
 impl Clusters {
-    /// Builds the run-time state; an endpoint address that is not `host:port` is refused as
-    /// `(cluster, index, address)`.
-    pub fn build(config: &MeshConfig) -> Result<Self, (String, usize, String)> {
+    /// Builds the run-time state; an endpoint address that is not `host:port` or a bad
+    /// `consistentHash` is refused.
+    pub fn build(config: &MeshConfig) -> Result<Self, BuildError> {
         let mut clusters = HashMap::with_capacity(config.clusters.len());
+        let mut names = Interner::default();
         for (name, cluster) in &config.clusters {
-            let state = ClusterState::build(cluster)
-                .map_err(|(index, address)| (name.clone(), index, address))?;
+            let state = ClusterState::build(cluster, &mut names).map_err(|error| match error {
+                // The configuration's key names the cluster in errors.
+                BuildError::Endpoint { index, address, .. } => BuildError::Endpoint {
+                    cluster: name.clone(),
+                    index,
+                    address,
+                },
+                BuildError::ConsistentHash { error, .. } => BuildError::ConsistentHash {
+                    cluster: name.clone(),
+                    error,
+                },
+            })?;
             clusters.insert(name.clone(), Arc::new(state));
         }
         Ok(Clusters(clusters))
@@ -276,6 +490,14 @@ impl Clusters {
                 if let Some(before) = old.endpoints.iter().find(|e| e.address == endpoint.address) {
                     endpoint.active = before.active.clone();
                     endpoint.total = before.total.clone();
+                    if state.outlier.is_some() && old.outlier.is_some() {
+                        endpoint.outlier = before.outlier.clone();
+                    }
+                    if state.http2 == old.http2
+                        && let Some(pool) = before.pool.get()
+                    {
+                        endpoint.pool = OnceLock::from(pool.clone());
+                    }
                 }
             }
         }
@@ -285,9 +507,18 @@ impl Clusters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outrigger_mesh::config::{ConnectionPool, Endpoint};
+    use outrigger_mesh::config::{ConnectionPool, Endpoint, OutlierDetection};
 
     fn cluster(lb: &str, healths: &[Health], pool: ConnectionPool) -> ClusterState {
+        cluster_with(lb, healths, pool, None)
+    }
+
+    fn cluster_with(
+        lb: &str,
+        healths: &[Health],
+        pool: ConnectionPool,
+        outlier_detection: Option<OutlierDetection>,
+    ) -> ClusterState {
         let endpoints = healths
             .iter()
             .enumerate()
@@ -301,20 +532,23 @@ mod tests {
                 service_account: None,
             })
             .collect();
-        ClusterState::build(&Cluster {
-            name: "outbound|8080||c.shop.svc.cluster.local".into(),
-            host: "c.shop.svc.cluster.local".into(),
-            port: 8080,
-            subset: None,
-            protocol: Protocol::Http,
-            destination_rule: None,
-            load_balancer: lb.into(),
-            consistent_hash: None,
-            connection_pool: pool,
-            outlier_detection: None,
-            tls: None,
-            endpoints,
-        })
+        ClusterState::build(
+            &Cluster {
+                name: "outbound|8080||c.shop.svc.cluster.local".into(),
+                host: "c.shop.svc.cluster.local".into(),
+                port: 8080,
+                subset: None,
+                protocol: Protocol::Http,
+                destination_rule: None,
+                load_balancer: lb.into(),
+                consistent_hash: None,
+                connection_pool: pool,
+                outlier_detection,
+                tls: None,
+                endpoints,
+            },
+            &mut Interner::default(),
+        )
         .unwrap()
     }
 
@@ -325,7 +559,7 @@ mod tests {
             &[Health::Healthy, Health::Unhealthy, Health::Healthy],
             Default::default(),
         );
-        let picks: Vec<_> = (0..4).map(|_| c.pick(&[]).unwrap()).collect();
+        let picks: Vec<_> = (0..4).map(|_| c.pick(&[], None).unwrap()).collect();
         assert_eq!(picks, [0, 2, 0, 2]);
     }
 
@@ -338,7 +572,7 @@ mod tests {
         );
         c.endpoints[0].active.store(10, Ordering::Relaxed);
         for _ in 0..50 {
-            assert_eq!(c.pick(&[]), Some(1));
+            assert_eq!(c.pick(&[], None), Some(1));
         }
     }
 
@@ -349,9 +583,9 @@ mod tests {
             &[Health::Draining, Health::Unhealthy],
             Default::default(),
         );
-        assert_eq!(c.pick(&[]), Some(0));
+        assert_eq!(c.pick(&[], None), Some(0));
         let c = cluster("RANDOM", &[Health::Unhealthy], Default::default());
-        assert_eq!(c.pick(&[]), None);
+        assert_eq!(c.pick(&[], None), None);
     }
 
     #[test]
@@ -362,9 +596,9 @@ mod tests {
             Default::default(),
         );
         for _ in 0..50 {
-            assert_eq!(c.pick(&[0]), Some(1));
+            assert_eq!(c.pick(&[0], None), Some(1));
         }
-        assert!(c.pick(&[0, 1]).is_some(), "all tried: any");
+        assert!(c.pick(&[0, 1], None).is_some(), "all tried: any");
     }
 
     #[test]
@@ -381,5 +615,142 @@ mod tests {
         drop(a);
         assert!(c.request_slot().is_some(), "a slot was freed");
         assert_eq!(c.overflows.load(Ordering::Relaxed), 1);
+    }
+
+    fn detection(max_ejection_percent: u32, min_health_percent: Option<u32>) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_5xx_errors: 2,
+            consecutive_gateway_errors: None,
+            interval_ms: 10_000,
+            base_ejection_time_ms: 30_000,
+            max_ejection_percent,
+            min_health_percent,
+        }
+    }
+
+    const ERROR: Observed = Observed::ServerError { gateway: false };
+
+    #[test]
+    fn an_ejected_endpoint_is_skipped_by_every_balancer() {
+        for lb in ["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] {
+            let c = cluster_with(
+                lb,
+                &[Health::Healthy; 3],
+                Default::default(),
+                Some(detection(100, None)),
+            );
+            c.observe(0, ERROR);
+            assert!(
+                !c.endpoints[0].outlier.is_ejected(outlier::now_ms()),
+                "one error"
+            );
+            c.observe(0, ERROR);
+            assert!(c.endpoints[0].outlier.is_ejected(outlier::now_ms()), "{lb}");
+            for _ in 0..60 {
+                assert_ne!(c.pick(&[], None), Some(0), "{lb}");
+            }
+            assert_eq!(c.endpoints[0].outlier.ejections(), 1);
+        }
+    }
+
+    #[test]
+    fn max_ejection_percent_keeps_the_rest_in_service() {
+        // 10 % of 3: only the first ejection is allowed.
+        let c = cluster_with(
+            "ROUND_ROBIN",
+            &[Health::Healthy; 3],
+            Default::default(),
+            Some(detection(10, None)),
+        );
+        for index in 0..3 {
+            c.observe(index, ERROR);
+            c.observe(index, ERROR);
+        }
+        let now = outlier::now_ms();
+        let ejected: Vec<bool> = c
+            .endpoints
+            .iter()
+            .map(|e| e.outlier.is_ejected(now))
+            .collect();
+        assert_eq!(ejected, [true, false, false]);
+    }
+
+    #[test]
+    fn below_min_health_percent_ejections_are_ignored() {
+        // Two of three ejected: 33 % usable is below 50 %, so all three are balanced over.
+        let c = cluster_with(
+            "ROUND_ROBIN",
+            &[Health::Healthy; 3],
+            Default::default(),
+            Some(detection(100, Some(50))),
+        );
+        for index in 0..2 {
+            c.observe(index, ERROR);
+            c.observe(index, ERROR);
+        }
+        let mut picks: Vec<_> = (0..3).map(|_| c.pick(&[], None).expect("some")).collect();
+        picks.sort();
+        assert_eq!(picks, [0, 1, 2], "panic mode");
+        // Istio's default 0 %: every endpoint ejected means no healthy upstream.
+        let c = cluster_with(
+            "RANDOM",
+            &[Health::Healthy; 2],
+            Default::default(),
+            Some(detection(100, None)),
+        );
+        for index in 0..2 {
+            c.observe(index, ERROR);
+            c.observe(index, ERROR);
+        }
+        assert_eq!(c.pick(&[], None), None);
+    }
+
+    #[test]
+    fn successes_keep_an_endpoint_in_and_no_policy_means_no_ejection() {
+        let c = cluster_with(
+            "RANDOM",
+            &[Health::Healthy; 2],
+            Default::default(),
+            Some(detection(100, None)),
+        );
+        for _ in 0..10 {
+            c.observe(0, ERROR);
+            c.observe(0, Observed::Success);
+        }
+        assert_eq!(c.endpoints[0].outlier.ejections(), 0);
+        let c = cluster("RANDOM", &[Health::Healthy; 2], Default::default());
+        for _ in 0..10 {
+            c.observe(0, ERROR);
+        }
+        assert_eq!(c.endpoints[0].outlier.ejections(), 0);
+    }
+
+    #[test]
+    fn a_reload_keeps_ejections_and_pools_of_the_same_endpoints() {
+        let make = || {
+            cluster_with(
+                "RANDOM",
+                &[Health::Healthy; 3],
+                Default::default(),
+                Some(detection(100, None)),
+            )
+        };
+        let before = make();
+        before.observe(1, ERROR);
+        before.observe(1, ERROR);
+        let pool = before.endpoints[0].pool().clone();
+        let name = before.name.clone();
+        let previous = Clusters(HashMap::from([(name.clone(), Arc::new(before))]));
+        let mut next = Clusters(HashMap::from([(name.clone(), Arc::new(make()))]));
+        next.inherit(&previous);
+        let after = next.get(&name).expect("the cluster");
+        assert!(
+            after.endpoints[1].outlier.is_ejected(outlier::now_ms()),
+            "still ejected"
+        );
+        assert!(Arc::ptr_eq(after.endpoints[0].pool(), &pool), "same pool");
+        for _ in 0..30 {
+            assert_ne!(after.pick(&[], None), Some(1));
+        }
     }
 }

@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::hash::Downstream;
+use crate::l7::outlier::Observed;
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
@@ -104,9 +106,16 @@ impl Outbound {
         if let Err(error) = client.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
+        let downstream = match (client.peer_addr(), client.local_addr()) {
+            (Ok(peer), Ok(local)) => Some(Downstream { peer, local }),
+            _ => None,
+        };
         let this = self.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let this = this.clone();
+            if let Some(downstream) = downstream {
+                req.extensions_mut().insert(downstream);
+            }
             async move { Ok::<_, Infallible>(this.handle(req, orig_dst).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
@@ -290,12 +299,19 @@ impl Outbound {
         let retry_on = loaded.retry_on(&route.retries.retry_on);
         let per_try = route.retries.per_try_timeout_ms.map(Duration::from_millis);
         let client = self.upstream.client(cluster);
+        let (hash_key, set_cookie) = cluster.hash.as_ref().map_or((None, None), |hash| {
+            hash.request_key(
+                &parts.headers,
+                parts.uri.query(),
+                parts.extensions.get::<Downstream>(),
+            )
+        });
         let mut tried = Vec::new();
         let mut _retry_slot = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(index) = cluster.pick(&tried) else {
+            let Some(index) = cluster.pick(&tried, hash_key) else {
                 return local(
                     record,
                     Flag::NoHealthyUpstream,
@@ -335,7 +351,7 @@ impl Outbound {
                 (Some(per_try), None) => Some(Instant::now() + per_try),
                 (None, deadline) => deadline,
             };
-            let sent = client.request(upstream_request);
+            let sent = client.request(endpoint, upstream_request);
             let result = match limit {
                 Some(limit) => tokio::time::timeout_at(limit, sent).await.ok(),
                 None => Some(sent.await),
@@ -357,10 +373,12 @@ impl Outbound {
                     (Outcome::Reset, None)
                 }
                 None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    cluster.observe(index, Observed::timeout());
                     return local(record, Flag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT);
                 }
                 None => (Outcome::PerTryTimeout, None),
             };
+            cluster.observe(index, Observed::of(outcome));
             let retriable = retry_on.retries(outcome);
             if retriable && attempt < attempts {
                 if _retry_slot.is_none() {
@@ -391,6 +409,9 @@ impl Outbound {
                 };
                 return local(record, flag, status);
             };
+            if let Some(cookie) = set_cookie {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 tunnel(client_upgrade, hyper::upgrade::on(&mut response));
             }
@@ -486,11 +507,24 @@ fn build_request(
     upgrade: bool,
     body: Body,
 ) -> Result<Request<Body>, http::Error> {
-    let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(endpoint.address.as_str())
-        .path_and_query(path)
-        .build()?;
+    // HTTP/2: the route's authority is `:authority` (the endpoint only picks the socket);
+    // HTTP/1: origin form, the authority goes in `Host` below.
+    let uri = if cluster.http2 {
+        http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .or_else(|_| {
+                http::Uri::builder()
+                    .scheme("http")
+                    .authority(endpoint.address.as_str())
+                    .path_and_query(path)
+                    .build()
+            })?
+    } else {
+        http::Uri::builder().path_and_query(path).build()?
+    };
     let mut request = Request::builder()
         .method(parts.method.clone())
         .uri(uri)
@@ -707,10 +741,10 @@ impl Record {
     }
 
     fn endpoint(&mut self, endpoint: &EndpointState) {
-        self.labels.destination_workload = endpoint.workload.clone();
-        self.labels.destination_workload_namespace = endpoint.namespace.clone();
-        self.labels.destination_app = endpoint.app.clone();
-        self.labels.destination_version = endpoint.version.clone();
+        self.labels.destination_workload = endpoint.workload.to_string();
+        self.labels.destination_workload_namespace = endpoint.namespace.to_string();
+        self.labels.destination_app = endpoint.app.to_string();
+        self.labels.destination_version = endpoint.version.to_string();
         self.upstream = Some(endpoint.address.clone());
     }
 

@@ -2,7 +2,9 @@
 //! build`) applied to captured connections whose destination speaks HTTP.
 
 pub mod balance;
+pub mod hash;
 pub mod http;
+pub mod outlier;
 pub mod request;
 pub mod source;
 pub mod telemetry;

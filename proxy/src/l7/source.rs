@@ -18,7 +18,7 @@ use outrigger_mesh::ProxyConfig as MeshConfig;
 use outrigger_mesh::names::{PROXY_CONFIG_API_VERSION, PROXY_CONFIG_KIND};
 use tokio_util::sync::CancellationToken;
 
-use crate::l7::balance::Clusters;
+use crate::l7::balance::{BuildError, Clusters};
 use crate::l7::request::RetryOn;
 use crate::l7::telemetry::L7Metrics;
 use outrigger_runtime::error_chain;
@@ -49,13 +49,9 @@ pub enum LoadError {
     Kind { path: PathBuf, found: String },
     #[error("{path}: destinations: {message}")]
     Routes { path: PathBuf, message: String },
-    #[error("{path}: clusters.{cluster}.endpoints[{index}].address: {address:?} is not ip:port")]
-    Endpoint {
-        path: PathBuf,
-        cluster: String,
-        index: usize,
-        address: String,
-    },
+    /// A cluster the proxy cannot run (a bad endpoint address or `consistentHash`).
+    #[error("{path}: {message}")]
+    Cluster { path: PathBuf, message: String },
 }
 
 /// A configuration in force: the model plus the run-time state built from it.
@@ -82,9 +78,9 @@ impl Loaded {
         }
     }
 
-    /// The run-time state of a checked configuration; fails on an endpoint address that is
-    /// not `ip:port` (cluster, index, address).
-    pub fn new(config: MeshConfig) -> Result<Self, (String, usize, String)> {
+    /// The run-time state of a checked configuration; fails on a cluster the proxy cannot run
+    /// (an endpoint address that is not `ip:port`, a bad `consistentHash`).
+    pub fn new(config: MeshConfig) -> Result<Self, BuildError> {
         let clusters = Clusters::build(&config)?;
         Ok(Loaded {
             retry_on: parse_retry_lists(&config),
@@ -123,11 +119,9 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         source,
     })?;
     let config = parse(&text, path)?;
-    Loaded::new(config).map_err(|(cluster, index, address)| LoadError::Endpoint {
+    Loaded::new(config).map_err(|error| LoadError::Cluster {
         path: path.to_owned(),
-        cluster,
-        index,
-        address,
+        message: error.to_string(),
     })
 }
 

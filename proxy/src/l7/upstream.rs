@@ -1,65 +1,443 @@
-//! Upstream HTTP clients: hyper-util's pooling client (HTTP/1.1 keep-alive, or one multiplexed
-//! HTTP/2 connection per endpoint for `http2`/`grpc` clusters), one per distinct connection
-//! setting, shared by every cluster that has it.
+//! Upstream connections: a pool per endpoint (kept in the endpoint's run-time state, so it
+//! carries over a reload and closes with the endpoint), HTTP/1.1 keep-alive or one multiplexed
+//! HTTP/2 connection, closed after `maxRequestsPerConnection` requests and after
+//! `idleTimeout` without requests. HTTP/2 requests carry the route's authority as
+//! `:authority`; the endpoint address only picks the socket.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::l7::balance::ClusterState;
+use crate::l7::balance::{ClusterState, EndpointState};
 
 /// Bodies on both sides of the proxy.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How long an idle pooled connection is kept when the cluster sets no `idleTimeout`.
 const DEFAULT_IDLE: Duration = Duration::from_secs(90);
+/// How many times a request that never reached a reused connection (it closed in between) is
+/// sent again on a new one.
+const STALE_RETRIES: usize = 2;
 
-type Key = (bool, Duration, Duration);
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connect to {address} failed")]
+    Connect {
+        address: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connect to {address} timed out after {timeout:?}")]
+    ConnectTimeout { address: String, timeout: Duration },
+    #[error("HTTP/2 handshake with {address} failed")]
+    Handshake {
+        address: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("connect to {address} failed while this request waited for it")]
+    ConnectWaited { address: String },
+    #[error("the upstream request failed")]
+    Request(#[source] hyper::Error),
+}
 
-/// The clients, created on first use.
+impl Error {
+    /// No connection was made (Envoy's connect failure, `UF`).
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, Error::Request(_))
+    }
+}
+
+/// The connection settings of the proxy (the default connect timeout).
 #[derive(Debug)]
 pub struct Upstream {
     connect_timeout: Duration,
-    clients: Mutex<HashMap<Key, Client<HttpConnector, Body>>>,
 }
 
 impl Upstream {
     /// `connect_timeout` applies when a cluster sets no `connectTimeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Upstream {
-            connect_timeout,
-            clients: Mutex::default(),
-        }
+        Upstream { connect_timeout }
     }
 
     /// The client for a cluster's protocol and pool settings.
-    pub fn client(&self, cluster: &ClusterState) -> Client<HttpConnector, Body> {
-        let key = (
-            cluster.http2,
-            cluster.connect_timeout.unwrap_or(self.connect_timeout),
-            cluster.idle_timeout.unwrap_or(DEFAULT_IDLE),
-        );
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.entry(key).or_insert_with(|| build(key)).clone()
+    pub fn client(&self, cluster: &ClusterState) -> Client {
+        Client {
+            settings: Settings {
+                http2: cluster.http2,
+                connect_timeout: cluster.connect_timeout.unwrap_or(self.connect_timeout),
+                idle_timeout: cluster
+                    .idle_timeout
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(DEFAULT_IDLE),
+                max_requests: cluster.max_requests_per_connection.filter(|n| *n > 0),
+            },
+        }
     }
 }
 
-fn build((http2, connect_timeout, idle): Key) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(idle)
-        .pool_timer(TokioTimer::new());
-    if http2 {
-        builder.http2_only(true).timer(TokioTimer::new());
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    http2: bool,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// `maxRequestsPerConnection` (0 or unset: unlimited).
+    max_requests: Option<u32>,
+}
+
+/// Sends requests of one cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    settings: Settings,
+}
+
+impl Client {
+    /// Sends `request` to `endpoint` on a pooled connection (or a new one). HTTP/1 requests
+    /// must have origin-form URIs and a `Host`; HTTP/2 ones an absolute URI whose authority is
+    /// the `:authority` to send.
+    pub async fn request(
+        &self,
+        endpoint: &EndpointState,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, Error> {
+        if self.settings.http2 {
+            self.request_http2(endpoint, request).await
+        } else {
+            self.request_http1(endpoint, request).await
+        }
     }
-    builder.build(connector)
+
+    async fn request_http1(
+        &self,
+        endpoint: &EndpointState,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, Error> {
+        let pool = endpoint.pool();
+        let mut stale = 0;
+        loop {
+            let (mut conn, reused) = match pool.idle_http1() {
+                Some(conn) => (conn, true),
+                None => (
+                    pool.connect_http1(&endpoint.address, self.settings).await?,
+                    false,
+                ),
+            };
+            conn.served += 1;
+            let sent = conn.send.try_send_request(request);
+            // Dispatched: the connection goes back to the pool at once (it is not ready again
+            // before this exchange is over), unless it has served its share.
+            if self
+                .settings
+                .max_requests
+                .is_none_or(|max| conn.served < max)
+            {
+                conn.idle_since = Instant::now();
+                pool.put_http1(conn);
+            }
+            match sent.await {
+                Ok(response) => return Ok(response),
+                Err(mut error) => match error.take_message() {
+                    // Never written: the reused connection was closed in between.
+                    Some(unsent) if reused && stale < STALE_RETRIES => {
+                        stale += 1;
+                        request = unsent;
+                    }
+                    _ => return Err(Error::Request(error.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn request_http2(
+        &self,
+        endpoint: &EndpointState,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut send = endpoint
+            .pool()
+            .http2_sender(&endpoint.address, self.settings)
+            .await?;
+        send.send_request(request).await.map_err(Error::Request)
+    }
+}
+
+struct Http1Conn {
+    id: u64,
+    send: http1::SendRequest<Body>,
+    served: u32,
+    idle_since: Instant,
+}
+
+struct Http2Conn {
+    id: u64,
+    send: http2::SendRequest<Body>,
+    served: u32,
+    last_used: Instant,
+}
+
+/// The connections to one endpoint.
+pub struct Pool {
+    http1: Mutex<Vec<Http1Conn>>,
+    http2: tokio::sync::Mutex<Option<Http2Conn>>,
+    next_id: AtomicU64,
+    /// HTTP/2 connect attempts that failed: a request that waited for the slot while one
+    /// failed fails with it, instead of trying again after it (one attempt per wait).
+    http2_failures: AtomicU64,
+    /// Connections opened (Envoy's `cx_total`, for `/clusters`).
+    pub opened: AtomicU64,
+    /// Connections open now, in the pool or not (Envoy's `cx_active`).
+    pub open: AtomicU64,
+    /// The pool itself, for the connection tasks' idle checks.
+    this: Weak<Pool>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("opened", &self.opened.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    pub fn new() -> Arc<Pool> {
+        Arc::new_cyclic(|this| Pool {
+            http1: Mutex::default(),
+            http2: tokio::sync::Mutex::default(),
+            next_id: AtomicU64::new(0),
+            http2_failures: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            this: this.clone(),
+        })
+    }
+
+    fn weak(&self) -> Weak<Pool> {
+        self.this.clone()
+    }
+
+    /// Idle HTTP/1 connections open now (for tests and `/clusters`).
+    pub fn idle_connections(&self) -> usize {
+        let idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
+        idle.iter().filter(|c| !c.send.is_closed()).count()
+    }
+
+    /// A keep-alive connection ready for a request; closed ones are dropped on the way.
+    fn idle_http1(&self) -> Option<Http1Conn> {
+        let mut idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| !c.send.is_closed());
+        let ready = idle.iter().rposition(|c| c.send.is_ready())?;
+        Some(idle.swap_remove(ready))
+    }
+
+    fn put_http1(&self, conn: Http1Conn) {
+        let mut idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(conn);
+    }
+
+    async fn connect_http1(&self, address: &str, settings: Settings) -> Result<Http1Conn, Error> {
+        let io = connect(address, settings.connect_timeout).await?;
+        let (send, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| Error::Handshake {
+                address: address.to_owned(),
+                source,
+            })?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        drive(conn.with_upgrades(), self.weak(), id, settings.idle_timeout);
+        Ok(Http1Conn {
+            id,
+            send,
+            served: 0,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// A handle on the endpoint's HTTP/2 connection, opened (one at a time) when there is none,
+    /// it closed, or it has carried `maxRequestsPerConnection` streams.
+    async fn http2_sender(
+        &self,
+        address: &str,
+        settings: Settings,
+    ) -> Result<http2::SendRequest<Body>, Error> {
+        let failures = self.http2_failures.load(Ordering::Acquire);
+        let mut slot = self.http2.lock().await;
+        let usable = |c: &Http2Conn| {
+            !c.send.is_closed() && settings.max_requests.is_none_or(|max| c.served < max)
+        };
+        let conn = match slot.take() {
+            Some(conn) if usable(&conn) => slot.insert(conn),
+            // None, closed, or it has carried its share: the old one (if any) closes once its
+            // streams are done.
+            _ => {
+                if self.http2_failures.load(Ordering::Acquire) != failures {
+                    return Err(Error::ConnectWaited {
+                        address: address.to_owned(),
+                    });
+                }
+                let opened = async {
+                    let io = connect(address, settings.connect_timeout).await?;
+                    http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(io)
+                        .await
+                        .map_err(|source| Error::Handshake {
+                            address: address.to_owned(),
+                            source,
+                        })
+                };
+                let (send, conn) = match opened.await {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        self.http2_failures.fetch_add(1, Ordering::Release);
+                        return Err(error);
+                    }
+                };
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                drive(conn, self.weak(), id, settings.idle_timeout);
+                slot.insert(Http2Conn {
+                    id,
+                    send,
+                    served: 0,
+                    last_used: Instant::now(),
+                })
+            }
+        };
+        conn.served += 1;
+        conn.last_used = Instant::now();
+        let send = conn.send.clone();
+        if settings.max_requests.is_some_and(|max| conn.served >= max) {
+            *slot = None;
+        }
+        Ok(send)
+    }
+
+    /// The idle check of connection `id`: `None` when it was closed for being idle
+    /// `idle` long, else how long to wait before checking again.
+    fn reap(&self, id: u64, idle: Duration) -> Option<Duration> {
+        // A busy connection is checked again soon, so it closes at most idle/8 late.
+        let soon = (idle / 8).max(Duration::from_millis(10));
+        {
+            let mut conns = self.http1.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = conns.iter().position(|c| c.id == id) {
+                let conn = &mut conns[at];
+                if !conn.send.is_ready() {
+                    conn.idle_since = Instant::now();
+                    return Some(soon);
+                }
+                let waited = conn.idle_since.elapsed();
+                if waited >= idle {
+                    conns.swap_remove(at);
+                    return None;
+                }
+                return Some(idle - waited);
+            }
+        }
+        let Ok(mut slot) = self.http2.try_lock() else {
+            return Some(soon);
+        };
+        match slot.as_ref() {
+            Some(conn) if conn.id == id => {
+                let waited = conn.last_used.elapsed();
+                if waited >= idle {
+                    *slot = None;
+                    return None;
+                }
+                Some(idle - waited)
+            }
+            // Not in the pool (in use, or retired after its last request): it closes when
+            // its requests end.
+            _ => Some(idle),
+        }
+    }
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<TokioIo<TcpStream>, Error> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => {
+            return Err(Error::Connect {
+                address: address.to_owned(),
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(Error::ConnectTimeout {
+                address: address.to_owned(),
+                timeout,
+            });
+        }
+    };
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY upstream");
+    }
+    Ok(TokioIo::new(stream))
+}
+
+/// Runs a connection until it ends; every idle period it asks the pool whether the connection
+/// has been idle too long (the pool then drops its handle and the connection closes).
+fn drive<C, E>(conn: C, pool: Weak<Pool>, id: u64, idle: Duration)
+where
+    C: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send,
+{
+    /// Counts the connection open while its task runs.
+    struct Open(Weak<Pool>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            if let Some(pool) = self.0.upgrade() {
+                pool.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(pool) = pool.upgrade() {
+        pool.open.fetch_add(1, Ordering::Relaxed);
+    }
+    let open = Open(pool.clone());
+    tokio::spawn(async move {
+        let _open = open;
+        let mut conn = std::pin::pin!(conn);
+        let mut wait = idle;
+        loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "upstream connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(wait) => {
+                    let next = match pool.upgrade() {
+                        Some(pool) => pool.reap(id, idle),
+                        None => None,
+                    };
+                    match next {
+                        Some(next) => wait = next,
+                        None => {
+                            tracing::debug!(id, "closing an idle upstream connection");
+                            if let Err(error) = conn.await {
+                                tracing::debug!(%error, "upstream connection ended with an error");
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
 }

@@ -6,5 +6,6 @@ mod config_file;
 mod data_path;
 mod discovery;
 mod l7;
+mod l7_upstream;
 mod status_limits;
 mod support;

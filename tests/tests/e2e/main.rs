@@ -4,6 +4,7 @@
 mod discovery;
 mod http_path;
 mod l7_routes;
+mod l7_upstream;
 mod lifecycle;
 mod tcp_echo;
 
