@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::headers::{self, Side};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
@@ -237,6 +238,36 @@ impl Outbound {
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
         record.cluster = Some(cluster.name.clone());
+        let (rule_headers, destination_headers) = (route.headers.as_ref(), choice.headers.as_ref());
+        headers::apply(
+            Side::Request,
+            rule_headers,
+            destination_headers,
+            &mut parts.headers,
+        );
+        let mut response = self
+            .send(loaded, cluster, target, parts, body, record)
+            .await;
+        headers::apply(
+            Side::Response,
+            rule_headers,
+            destination_headers,
+            response.headers_mut(),
+        );
+        response
+    }
+
+    /// Sends the request to the cluster: pool limit, rewrite, body, then the tries.
+    async fn send(
+        &self,
+        loaded: &Loaded,
+        cluster: &ClusterState,
+        target: Target<'_>,
+        mut parts: Parts,
+        body: Incoming,
+        record: &mut Record,
+    ) -> Response<Body> {
+        let route = target.route;
         let Some(_slot) = cluster.request_slot() else {
             return local(
                 record,

@@ -1,0 +1,299 @@
+//! The request side of the HTTP path (issue 12): header operations, trace and request-id
+//! headers, mirroring, the route timeout over the response body, REGISTRY_ONLY, protocol
+//! detection and inbound HTTP. Apps on 127.0.0.51-56 with a configuration written by
+//! `outrigger-routes build`; the proxy's original destination fixed to a ClusterIP.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use outrigger_proxy::cli::RunArgs;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config_file::routes_build;
+use crate::support::*;
+
+pub const FRONT: &str = "10.96.1.10:8080";
+
+/// What the apps saw: `(app, authority, path)` per request.
+pub type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+fn yaml(port: u16, extra: &str) -> String {
+    let pod = |name: &str, app: &str, version: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: req\n  labels: {{app: {app}, version: {version}}}\n\
+             spec:\n  serviceAccountName: {app}\n  containers:\n  - name: app\n    image: req/{app}\n\
+             status:\n  phase: Running\n  podIP: {ip}\n---\n"
+        )
+    };
+    let service = |name: &str, ip: &str, port_name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: req\n\
+             spec:\n  clusterIP: {ip}\n  selector: {{app: {name}}}\n  ports:\n  - name: {port_name}\n    port: 8080\n    targetPort: {port}\n---\n"
+        )
+    };
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: req\n---\n");
+    text += &pod("client", "client", "v1", "127.0.0.2");
+    text += &pod("front-v1", "front", "v1", "127.0.0.51");
+    text += &pod("shadow-v1", "shadow", "v1", "127.0.0.53");
+    text += &pod("auto-v1", "auto", "v1", "127.0.0.54");
+    text += &service("front", "10.96.1.10", "http");
+    text += &service("shadow", "10.96.1.20", "http");
+    text += &service("auto", "10.96.1.30", "web");
+    text += r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: req}
+spec:
+  hosts: [front]
+  http:
+  - name: headers
+    match: [{uri: {prefix: /headers}}]
+    headers:
+      request: {set: {x-env: rule}, add: {x-tag: rule}, remove: [x-debug]}
+      response: {set: {x-served-by: rule}, remove: [x-app-secret]}
+    route:
+    - destination: {host: front}
+      headers:
+        request: {set: {x-env: destination}, add: {x-tag: destination}}
+        response: {add: {x-destination: front}}
+  - name: mirror
+    match: [{uri: {prefix: /mirror}}]
+    route: [{destination: {host: front}}]
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 100}
+  - name: half-mirror
+    match: [{uri: {prefix: /half}}]
+    route: [{destination: {host: front}}]
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 50}
+  - name: body-timeout
+    match: [{uri: {prefix: /slowbody}}]
+    timeout: 1s
+    route: [{destination: {host: front}}]
+  - route: [{destination: {host: front}}]
+"#;
+    text + extra
+}
+
+/// The echo app: answers `app=<name>` and the request headers it received, with the headers
+/// `x-app: <name>` and `x-app-secret: 1`; `/slow?ms=N` waits N ms before answering;
+/// `/slowbody?ms=N` sends the headers at once and the body after N ms.
+pub async fn app(addr: SocketAddr, name: &'static str, seen: Seen) {
+    let listener = TcpListener::bind(addr).await.expect("bind app");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req| answer(req, name, seen.clone()));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(
+    req: Request<Incoming>,
+    name: &'static str,
+    seen: Seen,
+) -> Result<Response<AppBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let authority = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    seen.lock()
+        .expect("lock")
+        .push((name.to_owned(), authority, path.clone()));
+    let ms = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("ms="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(3000);
+    if path.starts_with("/slow") && !path.starts_with("/slowbody") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut text = format!("app={name}\npath={path}\n");
+    for (header, value) in req.headers() {
+        text += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
+    }
+    let _ = req.into_body().collect().await;
+    let body: AppBody = if path.starts_with("/slowbody") {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Frame::data(Bytes::from("first\n")))).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = tx.send(Ok(Frame::data(Bytes::from(text)))).await;
+        });
+        StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+    } else {
+        Full::new(Bytes::from(text)).boxed()
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("x-app", name)
+        .header("x-app-secret", "1")
+        .body(body)
+        .expect("valid response"))
+}
+
+/// Apps front (127.0.0.51), shadow (.53) and auto (.54) on one free port, the configuration
+/// built for the client pod with `extra` documents; returns its path and what the apps saw.
+pub async fn setup(dir: &Path, extra: &str) -> (PathBuf, Seen) {
+    let probe = std::net::TcpListener::bind("127.0.0.51:0").expect("free port");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let seen = Seen::default();
+    for (ip, name) in [
+        ("127.0.0.51", "front"),
+        ("127.0.0.53", "shadow"),
+        ("127.0.0.54", "auto"),
+    ] {
+        app(
+            format!("{ip}:{port}").parse().expect("addr"),
+            name,
+            seen.clone(),
+        )
+        .await;
+    }
+    let input = dir.join("req.yaml");
+    std::fs::write(&input, yaml(port, extra)).expect("write yaml");
+    let output = dir.join("client.json");
+    routes_build(&[input.to_str().expect("utf-8")], "req/client", &output);
+    (output, seen)
+}
+
+pub async fn proxy_to(config: &Path, orig_dst: &str) -> TestProxy {
+    let args = RunArgs {
+        config_file: Some(config.to_owned()),
+        ..RunArgs::default()
+    };
+    start_proxy(fixed(orig_dst.parse().expect("addr")), args).await
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request on a new connection: `GET path` with `Host: front:8080`.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut builder = Request::builder().uri(path).header("host", "front:8080");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = send
+        .send_request(builder.body(Full::new(Bytes::new())).expect("request"))
+        .await
+        .expect("a response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The request headers the app echoed, name → values in order.
+fn echoed(body: &str) -> BTreeMap<String, Vec<String>> {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in body.lines() {
+        if let Some((name, value)) = line.split_once(": ") {
+            headers
+                .entry(name.to_owned())
+                .or_default()
+                .push(value.to_owned());
+        }
+    }
+    headers
+}
+
+#[tokio::test]
+async fn header_operations_apply_destination_then_rule_on_both_sides() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, FRONT).await;
+    let answer = get(
+        proxy.outbound(),
+        "/headers",
+        &[("x-debug", "1"), ("x-tag", "client")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let sent = echoed(&answer.body);
+    assert_eq!(sent["x-env"], ["rule"], "the rule's set is applied last");
+    assert_eq!(sent["x-tag"], ["client", "destination", "rule"]);
+    assert!(!sent.contains_key("x-debug"), "{}", answer.body);
+    assert_eq!(answer.headers["x-served-by"], "rule");
+    assert_eq!(answer.headers["x-destination"], "front");
+    assert_eq!(answer.headers["x-app"], "front");
+    assert!(!answer.headers.contains_key("x-app-secret"));
+
+    // Another rule: nothing changed.
+    let plain = get(proxy.outbound(), "/plain", &[("x-debug", "1")]).await;
+    assert_eq!(echoed(&plain.body)["x-debug"], ["1"]);
+    assert!(plain.headers.contains_key("x-app-secret"));
+}
+
+#[tokio::test]
+async fn request_id_is_kept_and_b3_and_w3c_trace_headers_pass_through() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, FRONT).await;
+    let trace = [
+        ("x-request-id", "7f1c2a9e-0000-4000-8000-000000000001"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+        ("x-b3-sampled", "1"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ];
+    let answer = get(proxy.outbound(), "/trace", &trace).await;
+    assert_eq!(answer.status, 200);
+    let sent = echoed(&answer.body);
+    for (name, value) in trace {
+        assert_eq!(sent.get(name), Some(&vec![value.to_owned()]), "{name}");
+    }
+    // Absent: one is generated, a UUID v4.
+    let generated = echoed(&get(proxy.outbound(), "/trace", &[]).await.body);
+    let id = &generated["x-request-id"][0];
+    assert_eq!((id.len(), &id[14..15]), (36, "4"), "{id}");
+}
