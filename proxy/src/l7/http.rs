@@ -17,7 +17,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use outrigger_mesh::config::{ActionKind, DestinationConfig, FaultAbort, Route};
+use outrigger_mesh::config::{ActionKind, DestinationConfig, FaultAbort, Mirror, Route};
 use outrigger_mesh::protocol::Protocol;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
 use crate::l7::headers::{self, Side};
+use crate::l7::mirror::{self, Mirrors};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
-use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
+use crate::l7::telemetry::{L7Metrics, Measured, MirrorResult, RequestLabels};
 use crate::l7::upstream::{Body, Upstream};
 use crate::workload::{UNKNOWN, Workload};
 
@@ -54,6 +55,7 @@ pub struct Outbound {
     pub metrics: L7Metrics,
     pub workload: Arc<Workload>,
     pub upstream: Upstream,
+    pub mirrors: Mirrors,
 }
 
 impl Outbound {
@@ -65,6 +67,7 @@ impl Outbound {
     ) -> Self {
         Outbound {
             store,
+            mirrors: Mirrors::new(metrics.clone()),
             metrics,
             workload,
             upstream: Upstream::new(connect_timeout),
@@ -318,6 +321,23 @@ impl Outbound {
             }
             Payload::Streaming(_) => 1,
         };
+        if let Some(mirror) = &route.mirror
+            && hit(mirror.percentage)
+        {
+            match &payload {
+                Payload::Buffered(bytes) => {
+                    let copy = Copy {
+                        parts: &parts,
+                        path: &path,
+                        authority: &authority,
+                        body: bytes.clone(),
+                    };
+                    self.mirror(loaded, mirror, copy, timeout);
+                }
+                // Envoy would tee the stream; a copy of an unbounded body is not kept here.
+                Payload::Streaming(_) => self.metrics.mirror(MirrorResult::Dropped),
+            }
+        }
         let retry_on = loaded.retry_on(&route.retries.retry_on);
         let per_try = route.retries.per_try_timeout_ms.map(Duration::from_millis);
         let client = self.upstream.client(cluster);
@@ -426,6 +446,53 @@ impl Outbound {
                 tunnel(client_upgrade, hyper::upgrade::on(&mut response));
             }
             return response.map(|body| body.boxed());
+        }
+    }
+}
+
+/// What a mirrored copy is made of: the request head after rewrite and header operations,
+/// and its buffered body.
+struct Copy<'a> {
+    parts: &'a Parts,
+    path: &'a str,
+    authority: &'a str,
+    body: Bytes,
+}
+
+impl Outbound {
+    /// Sends a copy of the request to the mirror's cluster, in the background.
+    fn mirror(&self, loaded: &Loaded, mirror: &Mirror, copy: Copy<'_>, timeout: Option<Duration>) {
+        let Some(cluster) = loaded.clusters.get(&mirror.cluster) else {
+            tracing::debug!(cluster = %mirror.cluster, "not mirrored: no such cluster");
+            self.metrics.mirror(MirrorResult::Failed);
+            return;
+        };
+        let Some(index) = cluster.pick(&[]) else {
+            self.metrics.mirror(MirrorResult::Failed);
+            return;
+        };
+        let body = Full::new(copy.body)
+            .map_err(|never: Infallible| match never {})
+            .boxed();
+        let endpoint = &cluster.endpoints[index];
+        match build_request(
+            copy.parts,
+            copy.path,
+            copy.authority,
+            endpoint,
+            cluster,
+            false,
+            body,
+        ) {
+            Ok(request) => self.mirrors.send(
+                self.upstream.client(cluster),
+                request,
+                timeout.unwrap_or(mirror::DEFAULT_TIMEOUT),
+            ),
+            Err(error) => {
+                tracing::debug!(%error, "not mirrored: cannot build the request");
+                self.metrics.mirror(MirrorResult::Failed);
+            }
         }
     }
 }

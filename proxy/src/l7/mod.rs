@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod headers;
 pub mod http;
+pub mod mirror;
 pub mod request;
 pub mod source;
 pub mod telemetry;

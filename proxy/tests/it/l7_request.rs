@@ -129,7 +129,8 @@ async fn answer(
         .and_then(|q| q.strip_prefix("ms="))
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(3000);
-    if path.starts_with("/slow") && !path.starts_with("/slowbody") {
+    let slow = path.starts_with("/slow") && !path.starts_with("/slowbody");
+    if slow || (name == "shadow" && path.contains("/shadowslow")) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let mut text = format!("app={name}\npath={path}\n");
@@ -241,6 +242,18 @@ fn echoed(body: &str) -> BTreeMap<String, Vec<String>> {
     headers
 }
 
+async fn metrics(proxy: &TestProxy) -> String {
+    http(proxy.stats(), "GET", "/stats/prometheus").await.1
+}
+
+fn count(seen: &Seen, app: &str) -> usize {
+    seen.lock()
+        .expect("lock")
+        .iter()
+        .filter(|(name, _, _)| name == app)
+        .count()
+}
+
 #[tokio::test]
 async fn header_operations_apply_destination_then_rule_on_both_sides() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -296,4 +309,67 @@ async fn request_id_is_kept_and_b3_and_w3c_trace_headers_pass_through() {
     let generated = echoed(&get(proxy.outbound(), "/trace", &[]).await.body);
     let id = &generated["x-request-id"][0];
     assert_eq!((id.len(), &id[14..15]), (36, "4"), "{id}");
+}
+
+#[tokio::test]
+async fn mirror_copies_to_the_shadow_authority_without_waiting_for_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, seen) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, FRONT).await;
+    // The shadow takes 2 s; the answer must not wait for it.
+    let started = std::time::Instant::now();
+    let answer = get(proxy.outbound(), "/mirror/shadowslow?ms=2000", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (answer.status, &answer.headers["x-app"]),
+        (200, &"front".parse().expect("value"))
+    );
+    assert!(
+        took < Duration::from_millis(1000),
+        "the answer waited for the mirror: {took:?}"
+    );
+    assert!(
+        eventually(async || count(&seen, "shadow") == 1).await,
+        "the shadow never saw the copy"
+    );
+    let copy = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|(name, _, _)| name == "shadow")
+        .cloned()
+        .expect("a copy");
+    assert_eq!(copy.1, "front-shadow:8080");
+    assert_eq!(copy.2, "/mirror/shadowslow");
+    // A fast one is counted as sent.
+    get(proxy.outbound(), "/mirror/fast", &[]).await;
+    assert!(
+        eventually(async || {
+            sample(
+                &metrics(&proxy).await,
+                "outrigger_proxy_mirror_requests_total{",
+                &[r#"result="sent""#],
+            ) == Some(1.0)
+        })
+        .await
+    );
+    // Only the mirror rules copy.
+    get(proxy.outbound(), "/plain", &[]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(&seen, "shadow"), 2);
+}
+
+#[tokio::test]
+async fn mirror_percentage_copies_about_half_of_200_requests() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, seen) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, FRONT).await;
+    for _ in 0..200 {
+        assert_eq!(get(proxy.outbound(), "/half", &[]).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let copies = count(&seen, "shadow");
+    // Binomial(200, 0.5): sd ~7; 60..=140 fails about once in 10^8 runs.
+    assert!((60..=140).contains(&copies), "{copies} copies of 200");
+    assert_eq!(count(&seen, "front"), 200);
 }
