@@ -5,15 +5,18 @@
 //! under Istio's names and logged once with Envoy's response flags.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -125,7 +128,11 @@ impl Outbound {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, orig_dst: OrigDstAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        orig_dst: OrigDstAddr,
+    ) -> Response<Downstream> {
         let loaded = self.store.current();
         let request_id = request::ensure_request_id(req.headers_mut());
         let mut record = Record::new(self, &loaded, &req, request_id);
@@ -444,6 +451,8 @@ impl Outbound {
             };
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+            } else {
+                record.deadline = deadline;
             }
             return response.map(|body| body.boxed());
         }
@@ -507,6 +516,47 @@ struct Target<'a> {
 enum Payload {
     Buffered(Bytes),
     Streaming(Option<Incoming>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of the answers to the client: the upstream's (or a local reply), possibly cut by
+/// the route's deadline, which is why its error is not `hyper::Error`.
+pub type Downstream = BoxBody<Bytes, BoxError>;
+
+/// A response body cut at the route's deadline: the client sees the stream reset (HTTP/2) or
+/// the connection closed (HTTP/1.1) after the headers, and the request is logged with `UT`,
+/// as Envoy does when its route timeout fires after the headers went out.
+struct Deadline {
+    inner: Downstream,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.fired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err("upstream request timeout".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Counts a request in flight on an endpoint (for LEAST_REQUEST and `/clusters`).
@@ -726,6 +776,11 @@ struct Record {
     grpc_status: Option<u32>,
     request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
+    /// The route's deadline, which also bounds the response body (Istio's timeout is the
+    /// whole exchange); set when the request went upstream.
+    deadline: Option<Instant>,
+    /// Set when the deadline cut the response body.
+    body_timed_out: Arc<AtomicBool>,
 }
 
 impl Record {
@@ -791,6 +846,8 @@ impl Record {
             grpc_status: None,
             request_bytes: Arc::default(),
             response_bytes: 0,
+            deadline: None,
+            body_timed_out: Arc::default(),
         }
     }
 
@@ -813,10 +870,12 @@ impl Record {
     }
 
     /// Takes the response: its body now carries this record, counted and written when done.
-    fn respond(mut self, response: Response<Body>) -> Response<Body> {
+    fn respond(mut self, response: Response<Body>) -> Response<Downstream> {
         self.status = Some(response.status().as_u16());
         self.grpc_status = grpc_status(response.headers());
         let (parts, body) = response.into_parts();
+        let deadline = self.deadline.take();
+        let timed_out = self.body_timed_out.clone();
         let mut record = self;
         let body = body
             .map_frame(move |frame| {
@@ -831,7 +890,17 @@ impl Record {
                 }
                 frame
             })
+            .map_err(BoxError::from)
             .boxed();
+        let body = match deadline {
+            Some(deadline) => Deadline {
+                inner: body,
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                fired: timed_out,
+            }
+            .boxed(),
+            None => body,
+        };
         Response::from_parts(parts, body)
     }
 }
@@ -840,6 +909,9 @@ impl Drop for Record {
     fn drop(&mut self) {
         if self.status.is_none() {
             self.flags.add(Flag::DownstreamDisconnect);
+        }
+        if self.body_timed_out.load(Ordering::Relaxed) {
+            self.flags.add(Flag::UpstreamTimeout);
         }
         let code = self.status.unwrap_or(0);
         let mut labels = self.labels.clone();

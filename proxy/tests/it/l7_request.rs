@@ -373,3 +373,44 @@ async fn mirror_percentage_copies_about_half_of_200_requests() {
     assert!((60..=140).contains(&copies), "{copies} copies of 200");
     assert_eq!(count(&seen, "front"), 200);
 }
+
+#[tokio::test]
+async fn route_timeout_also_bounds_the_response_body() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, FRONT).await;
+    // Within the 1 s timeout: the whole body arrives.
+    let quick = get(proxy.outbound(), "/slowbody?ms=200", &[]).await;
+    assert_eq!(quick.status, 200);
+    assert!(quick.body.starts_with("first\napp=front"), "{}", quick.body);
+
+    // Headers at once, the rest after 3 s: cut at 1 s.
+    let stream = TcpStream::connect(proxy.outbound()).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let started = std::time::Instant::now();
+    let request = Request::get("/slowbody?ms=3000")
+        .header("host", "front:8080")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = send.send_request(request).await.expect("headers");
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await;
+    let took = started.elapsed();
+    assert!(body.is_err(), "the body was not cut: {body:?}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2500)).contains(&took),
+        "cut after {took:?}"
+    );
+    let flagged = [r#"response_code="200""#, r#"response_flags="UT""#];
+    assert!(
+        eventually(
+            async || sample(&metrics(&proxy).await, "istio_requests_total{", &flagged) == Some(1.0)
+        )
+        .await,
+        "{}",
+        metrics(&proxy).await
+    );
+}
