@@ -5,6 +5,7 @@ mod cli;
 mod config_file;
 mod data_path;
 mod l7;
+mod l7_grpc;
 mod l7_request;
 mod status_limits;
 mod support;
