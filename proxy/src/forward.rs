@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::addr::{ClientAddr, LocalAddr, OrigDstAddr};
+use crate::l7::http::Plan;
 use crate::metrics::{ConnectError, Direction, Metrics, TcpLabels};
 use crate::orig_dst::OrigDstSource;
 use crate::relay::{self, Flow, RelayMode};
@@ -76,12 +77,22 @@ impl Forwarder {
                 .connect_error(self.direction, ConnectError::Loop);
             return;
         }
-        if let Some(l7) = &self.l7
-            && l7.handles(&orig_dst)
-        {
-            tracing::debug!("serving HTTP");
-            l7.clone().serve(client, orig_dst, self.close.clone()).await;
-            return;
+        if let Some(l7) = &self.l7 {
+            match l7.plan(&client, &orig_dst).await {
+                Plan::Http => {
+                    tracing::debug!("serving HTTP");
+                    l7.clone().serve(client, orig_dst, self.close.clone()).await;
+                    return;
+                }
+                Plan::BlackHoleTcp => {
+                    tracing::debug!("closing: unknown destination under REGISTRY_ONLY");
+                    let labels =
+                        TcpLabels::new(self.direction, &self.workload, &orig_dst).black_hole();
+                    drop(self.metrics.open_connection(self.direction, &labels));
+                    return;
+                }
+                Plan::Tcp => {}
+            }
         }
         let source = match self.direction {
             Direction::Outbound => outbound::upstream_source(&orig_dst),

@@ -169,6 +169,7 @@ impl BoundProxy {
                 metrics.l7.clone(),
                 workload.clone(),
                 config.connect_timeout,
+                config.protocol_detection_timeout,
             ))
         });
         let tracker = TaskTracker::new();

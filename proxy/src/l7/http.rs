@@ -20,7 +20,10 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use outrigger_mesh::config::{ActionKind, DestinationConfig, FaultAbort, Mirror, Route};
+use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
+use outrigger_mesh::config::{
+    ActionKind, DestinationConfig, FaultAbort, Mirror, OutboundTrafficPolicy, Route,
+};
 use outrigger_mesh::protocol::Protocol;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -28,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::detect::{self, Detected};
 use crate::l7::headers::{self, Side};
 use crate::l7::mirror::{self, Mirrors};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
@@ -42,13 +46,24 @@ pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 /// Envoy's retry back-off: 25 ms base, doubled per retry, capped at ten times the base.
 const RETRY_BASE: Duration = Duration::from_millis(25);
 
-/// Whether a destination's requests are handled here (`auto` waits for protocol detection,
-/// which is not built yet: it is relayed as TCP).
+/// Whether a destination's requests are handled here without detection (`auto` is detected
+/// on the first bytes, see [`Outbound::plan`]).
 pub fn is_http(protocol: Protocol) -> bool {
     matches!(
         protocol,
         Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
     )
+}
+
+/// What a captured outbound connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The HTTP server (routing, or the `REGISTRY_ONLY` 502).
+    Http,
+    /// The TCP relay to the original destination.
+    Tcp,
+    /// Closed at once (`REGISTRY_ONLY`, not HTTP): Istio's `BlackHoleCluster`.
+    BlackHoleTcp,
 }
 
 /// The outbound HTTP handler of one proxy.
@@ -59,6 +74,8 @@ pub struct Outbound {
     pub workload: Arc<Workload>,
     pub upstream: Upstream,
     pub mirrors: Mirrors,
+    /// How long `auto` detection waits for the client's first bytes (`None`: no limit).
+    pub detection_timeout: Option<Duration>,
 }
 
 impl Outbound {
@@ -67,8 +84,10 @@ impl Outbound {
         metrics: L7Metrics,
         workload: Arc<Workload>,
         connect_timeout: Duration,
+        detection_timeout: Option<Duration>,
     ) -> Self {
         Outbound {
+            detection_timeout,
             store,
             mirrors: Mirrors::new(metrics.clone()),
             metrics,
@@ -77,13 +96,50 @@ impl Outbound {
         }
     }
 
-    /// Whether the original destination is an HTTP destination of the configuration in force.
-    pub fn handles(&self, orig_dst: &OrigDstAddr) -> bool {
+    /// What to do with a captured connection: by the destination's protocol, detection on
+    /// the first bytes for `auto`, and for an unknown destination the
+    /// `outboundTrafficPolicy` (`ALLOW_ANY`: relay; `REGISTRY_ONLY`: HTTP on a port where the
+    /// mesh has HTTP, whose requests get 502 `NR` as Istio's `block_all` route answers, else
+    /// closed as Istio's `BlackHoleCluster`).
+    pub async fn plan(&self, client: &TcpStream, orig_dst: &OrigDstAddr) -> Plan {
         let loaded = self.store.current();
-        loaded
-            .config
-            .destination(&orig_dst.0.to_string(), orig_dst.0.port())
-            .is_some_and(|(_, d)| is_http(d.protocol))
+        let config = &loaded.config;
+        let port = orig_dst.0.port();
+        match config.destination(&orig_dst.0.to_string(), port) {
+            Some((_, d)) if is_http(d.protocol) => Plan::Http,
+            Some((_, d)) if d.protocol == Protocol::Auto => {
+                self.detect(client, port, &d.host, Plan::Tcp).await
+            }
+            Some(_) => Plan::Tcp,
+            None if config.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly => {
+                let mut on_port = config.destinations.values().filter(|d| d.port == port);
+                if on_port.clone().any(|d| is_http(d.protocol)) {
+                    Plan::Http
+                } else if on_port.any(|d| d.protocol == Protocol::Auto) {
+                    self.detect(client, port, BLACK_HOLE_CLUSTER, Plan::BlackHoleTcp)
+                        .await
+                } else {
+                    Plan::BlackHoleTcp
+                }
+            }
+            None => Plan::Tcp,
+        }
+    }
+
+    async fn detect(&self, client: &TcpStream, port: u16, service: &str, otherwise: Plan) -> Plan {
+        match detect::detect(client, self.detection_timeout).await {
+            Detected::Http => Plan::Http,
+            Detected::Tcp => otherwise,
+            Detected::TimedOut => {
+                tracing::info!(
+                    port,
+                    service,
+                    timeout_ms = self.detection_timeout.map_or(0, |t| t.as_millis() as u64),
+                    "protocol detection timed out (the client sent nothing yet; a server-first protocol?): relaying as TCP"
+                );
+                otherwise
+            }
+        }
     }
 
     /// The FQDN, Service name and port of a destination the configuration knows (for the TCP
@@ -151,6 +207,10 @@ impl Outbound {
             .config
             .destination(&orig_dst.0.to_string(), orig_dst.0.port())
         else {
+            if loaded.config.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly {
+                record.black_hole();
+                return local(record, Flag::NoRoute, StatusCode::BAD_GATEWAY);
+            }
             // The destination left the configuration while the connection was open.
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
@@ -859,6 +919,14 @@ impl Record {
             .unwrap_or((UNKNOWN, destination.service.as_str()));
         self.labels.destination_service_name = name.to_owned();
         self.labels.destination_service_namespace = namespace.to_owned();
+    }
+
+    /// A request refused under `REGISTRY_ONLY`, labelled as Istio labels it.
+    fn black_hole(&mut self) {
+        self.labels.destination_service = BLACK_HOLE_CLUSTER.to_owned();
+        self.labels.destination_service_name = BLACK_HOLE_CLUSTER.to_owned();
+        self.route = Some(BLOCK_ALL_ROUTE.to_owned());
+        self.cluster = Some(BLACK_HOLE_CLUSTER.to_owned());
     }
 
     fn endpoint(&mut self, endpoint: &EndpointState) {

@@ -2,6 +2,7 @@
 //! build`) applied to captured connections whose destination speaks HTTP.
 
 pub mod balance;
+pub mod detect;
 pub mod headers;
 pub mod http;
 pub mod mirror;

@@ -16,12 +16,19 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use outrigger_proxy::cli::RunArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config_file::routes_build;
 use crate::support::*;
 
 pub const FRONT: &str = "10.96.1.10:8080";
+pub const AUTO: &str = "10.96.1.30:8080";
+/// No Service has this address; port 8080 is an HTTP port of the mesh.
+pub const UNKNOWN_HTTP_PORT: &str = "10.96.9.9:8080";
+/// No Service has this address or port.
+pub const UNKNOWN_PORT: &str = "10.96.9.9:5555";
+const REGISTRY_ONLY: &str = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: req}\nspec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n";
 
 /// What the apps saw: `(app, authority, path)` per request.
 pub type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
@@ -34,20 +41,27 @@ fn yaml(port: u16, extra: &str) -> String {
              status:\n  phase: Running\n  podIP: {ip}\n---\n"
         )
     };
-    let service = |name: &str, ip: &str, port_name: &str| {
+    let service_on = |name: &str, app: &str, ip: &str, port_name: &str, number: u16| {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: req\n\
-             spec:\n  clusterIP: {ip}\n  selector: {{app: {name}}}\n  ports:\n  - name: {port_name}\n    port: 8080\n    targetPort: {port}\n---\n"
+             spec:\n  clusterIP: {ip}\n  selector: {{app: {app}}}\n  ports:\n  - name: {port_name}\n    port: {number}\n    targetPort: {port}\n---\n"
         )
     };
+    let service =
+        |name: &str, ip: &str, port_name: &str| service_on(name, name, ip, port_name, 8080);
     let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: req\n---\n");
     text += &pod("client", "client", "v1", "127.0.0.2");
     text += &pod("front-v1", "front", "v1", "127.0.0.51");
     text += &pod("shadow-v1", "shadow", "v1", "127.0.0.53");
     text += &pod("auto-v1", "auto", "v1", "127.0.0.54");
+    text += &pod("banner-v1", "banner", "v1", "127.0.0.57");
     text += &service("front", "10.96.1.10", "http");
     text += &service("shadow", "10.96.1.20", "http");
     text += &service("auto", "10.96.1.30", "web");
+    // ClusterIPs that are the pods' own addresses, on the apps' port: the TCP relay (which
+    // connects to the original destination) reaches the app itself.
+    text += &service_on("banner", "banner", "127.0.0.57", "db", port);
+    text += &service_on("autoraw", "auto", "127.0.0.54", "web", port);
     text += r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: front, namespace: req}
@@ -157,6 +171,26 @@ async fn answer(
         .expect("valid response"))
 }
 
+/// A server-first app (as SMTP or MySQL): a greeting on accept, then an echo.
+async fn banner(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.expect("bind banner");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if stream.write_all(b"220 banner ready\r\n").await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// Apps front (127.0.0.51), shadow (.53) and auto (.54) on one free port, the configuration
 /// built for the client pod with `extra` documents; returns its path and what the apps saw.
 pub async fn setup(dir: &Path, extra: &str) -> (PathBuf, Seen) {
@@ -176,6 +210,7 @@ pub async fn setup(dir: &Path, extra: &str) -> (PathBuf, Seen) {
         )
         .await;
     }
+    banner(format!("127.0.0.57:{port}").parse().expect("addr")).await;
     let input = dir.join("req.yaml");
     std::fs::write(&input, yaml(port, extra)).expect("write yaml");
     let output = dir.join("client.json");
@@ -184,9 +219,13 @@ pub async fn setup(dir: &Path, extra: &str) -> (PathBuf, Seen) {
 }
 
 pub async fn proxy_to(config: &Path, orig_dst: &str) -> TestProxy {
+    proxy_with(config, orig_dst, RunArgs::default()).await
+}
+
+pub async fn proxy_with(config: &Path, orig_dst: &str, args: RunArgs) -> TestProxy {
     let args = RunArgs {
         config_file: Some(config.to_owned()),
-        ..RunArgs::default()
+        ..args
     };
     start_proxy(fixed(orig_dst.parse().expect("addr")), args).await
 }
@@ -413,4 +452,197 @@ async fn route_timeout_also_bounds_the_response_body() {
         "{}",
         metrics(&proxy).await
     );
+}
+
+#[tokio::test]
+async fn registry_only_answers_502_nr_on_http_ports_and_closes_other_connections() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, seen) = setup(dir.path(), REGISTRY_ONLY).await;
+    let proxy = proxy_to(&config, UNKNOWN_HTTP_PORT).await;
+    let refused = get(proxy.outbound(), "/anything", &[]).await;
+    assert_eq!(refused.status, 502, "{refused:?}");
+    let labels = [
+        r#"destination_service="BlackHoleCluster""#,
+        r#"destination_service_name="BlackHoleCluster""#,
+        r#"response_code="502""#,
+        r#"response_flags="NR""#,
+    ];
+    assert!(
+        eventually(
+            async || sample(&metrics(&proxy).await, "istio_requests_total{", &labels) == Some(1.0)
+        )
+        .await,
+        "{}",
+        metrics(&proxy).await
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        0,
+        "nothing reached an app"
+    );
+
+    // A port the mesh has no HTTP on: the connection is closed, counted as BlackHoleCluster.
+    let proxy = proxy_to(&config, UNKNOWN_PORT).await;
+    let mut stream = TcpStream::connect(proxy.outbound()).await.expect("connect");
+    let _ = stream.write_all(b"hello").await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+        .await
+        .expect("closed, not hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let tcp = [r#"destination_service_name="BlackHoleCluster""#];
+    assert!(
+        eventually(async || {
+            sample(
+                &metrics(&proxy).await,
+                "istio_tcp_connections_opened_total{",
+                &tcp,
+            ) == Some(1.0)
+        })
+        .await,
+        "{}",
+        metrics(&proxy).await
+    );
+}
+
+#[tokio::test]
+async fn allow_any_relays_an_unknown_destination_and_registry_only_does_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = setup(dir.path(), "").await;
+    let port = front_port(&config);
+    // The shadow pod's own address is no Service's: ALLOW_ANY passes it through.
+    let pod = format!("127.0.0.53:{port}");
+    let proxy = proxy_to(&config, &pod).await;
+    let answer = get(proxy.outbound(), "/direct", &[]).await;
+    assert_eq!(
+        (answer.status, &answer.headers["x-app"]),
+        (200, &"shadow".parse().expect("value"))
+    );
+    let passthrough = [r#"destination_service_name="PassthroughCluster""#];
+    assert!(
+        eventually(async || {
+            sample(
+                &metrics(&proxy).await,
+                "istio_tcp_connections_opened_total{",
+                &passthrough,
+            ) == Some(1.0)
+        })
+        .await
+    );
+
+    let other = dir.path().join("registry-only");
+    std::fs::create_dir(&other).expect("dir");
+    let (registry_only, _) = setup(&other, REGISTRY_ONLY).await;
+    let port = front_port(&registry_only);
+    let proxy = proxy_to(&registry_only, &format!("127.0.0.53:{port}")).await;
+    // The mesh has `auto` Services on this port: detected as HTTP, refused with 502.
+    let refused = get(proxy.outbound(), "/direct", &[]).await;
+    assert_eq!(refused.status, 502, "{refused:?}");
+    assert!(!refused.headers.contains_key("x-app"), "{refused:?}");
+}
+
+/// The apps' port, from the built configuration (front's endpoint).
+fn front_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).expect("config");
+    let start = text.find("127.0.0.51:").expect("front endpoint") + "127.0.0.51:".len();
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("port")
+}
+
+#[tokio::test]
+async fn auto_detects_http1_and_http2_and_relays_other_bytes_as_tcp() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, AUTO).await;
+    let answer = get(proxy.outbound(), "/detected", &[]).await;
+    assert_eq!(
+        (answer.status, &answer.headers["x-app"]),
+        (200, &"auto".parse().expect("value"))
+    );
+    // HTTP/2 with prior knowledge: the preface.
+    let stream = TcpStream::connect(proxy.outbound()).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = Request::get("http://auto:8080/h2")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = send.send_request(request).await.expect("h2 answer");
+    assert_eq!(response.status(), 200);
+    let http = [
+        r#"destination_service_name="auto""#,
+        r#"response_code="200""#,
+    ];
+    assert!(
+        eventually(
+            async || sample(&metrics(&proxy).await, "istio_requests_total{", &http) == Some(2.0)
+        )
+        .await,
+        "both requests went through the HTTP path: {}",
+        metrics(&proxy).await
+    );
+    // Not HTTP: relayed untouched, so the app itself answers the garbage.
+    let raw = format!("127.0.0.54:{}", front_port(&config));
+    let proxy = proxy_to(&config, &raw).await;
+    let mut stream = TcpStream::connect(proxy.outbound()).await.expect("connect");
+    stream
+        .write_all(b"HELLO THERE\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let tcp = [r#"destination_service_name="autoraw""#];
+    assert!(
+        eventually(async || {
+            sample(
+                &metrics(&proxy).await,
+                "istio_tcp_connections_opened_total{",
+                &tcp,
+            ) == Some(1.0)
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_server_first_protocol_on_an_auto_port_waits_only_the_detection_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = setup(dir.path(), "").await;
+    let args = RunArgs {
+        protocol_detection_timeout: Some(Duration::from_millis(300)),
+        ..RunArgs::default()
+    };
+    let banner = format!("127.0.0.57:{}", front_port(&config));
+    let proxy = proxy_with(&config, &banner, args).await;
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(proxy.outbound()).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf))
+        .await
+        .expect("the greeting came: the connection did not hang")
+        .expect("read");
+    let took = started.elapsed();
+    assert_eq!(&buf[..n], b"220 banner ready\r\n");
+    assert!(
+        (Duration::from_millis(250)..Duration::from_millis(2000)).contains(&took),
+        "greeting after {took:?}"
+    );
+    // Relayed as TCP from then on.
+    stream.write_all(b"PING\r\n").await.expect("write");
+    let n = stream.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"PING\r\n");
 }
