@@ -13,6 +13,7 @@ use tracing::{Instrument, field};
 
 use crate::addr::{ClientAddr, LocalAddr, OrigDstAddr};
 use crate::l7::http::Plan;
+use crate::l7::inbound::InboundPlan;
 use crate::metrics::{ConnectError, Direction, Metrics, TcpLabels};
 use crate::orig_dst::OrigDstSource;
 use crate::relay::{self, Flow, RelayMode};
@@ -36,6 +37,9 @@ pub struct Forwarder {
     /// HTTP handling of the destinations the configuration marks HTTP (outbound, with
     /// `--config-file`); `None`: every connection is relayed.
     pub l7: Option<Arc<crate::l7::http::Outbound>>,
+    /// HTTP handling of the pod's own ports the configuration marks HTTP (inbound, with
+    /// `--config-file`); `None`: relayed.
+    pub l7_inbound: Option<Arc<crate::l7::inbound::Inbound>>,
 }
 
 impl Forwarder {
@@ -93,6 +97,15 @@ impl Forwarder {
                 }
                 Plan::Tcp => {}
             }
+        }
+        if let Some(l7) = &self.l7_inbound
+            && let InboundPlan::Http(port) = l7.plan(&client, &orig_dst).await
+        {
+            tracing::debug!("serving inbound HTTP");
+            l7.clone()
+                .serve(client, orig_dst, port, self.close.clone())
+                .await;
+            return;
         }
         let source = match self.direction {
             Direction::Outbound => outbound::upstream_source(&orig_dst),

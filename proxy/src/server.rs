@@ -172,6 +172,15 @@ impl BoundProxy {
                 config.protocol_detection_timeout,
             ))
         });
+        let l7_inbound = mesh.as_ref().map(|store| {
+            Arc::new(crate::l7::inbound::Inbound::new(
+                store.clone(),
+                metrics.l7.clone(),
+                workload.clone(),
+                config.connect_timeout,
+                config.protocol_detection_timeout,
+            ))
+        });
         let tracker = TaskTracker::new();
         let mut accept_loops = JoinSet::new();
         for (direction, listeners) in [
@@ -188,6 +197,9 @@ impl BoundProxy {
                 capture_ports: capture_ports.clone(),
                 close: lifecycle.connections_token(),
                 l7: l7.clone().filter(|_| direction == Direction::Outbound),
+                l7_inbound: l7_inbound
+                    .clone()
+                    .filter(|_| direction == Direction::Inbound),
             });
             for listener in listeners {
                 accept_loops.spawn(listener::accept_loop(

@@ -191,9 +191,35 @@ impl Outbound {
     ) -> Response<Downstream> {
         let loaded = self.store.current();
         let request_id = request::ensure_request_id(req.headers_mut());
-        let mut record = Record::new(self, &loaded, &req, request_id);
+        let labels = self.labels(&loaded);
+        let mut record = Record::new(&self.metrics, labels, &req, request_id);
         let response = self.route(&loaded, req, orig_dst, &mut record).await;
         record.respond(response)
+    }
+
+    /// Istio's labels of an outbound request: this workload is the source.
+    fn labels(&self, loaded: &Loaded) -> RequestLabels {
+        let (app, version) = app_and_version(&loaded.config.proxy.labels);
+        let unknown = || UNKNOWN.to_owned();
+        RequestLabels {
+            reporter: "source",
+            source_workload: self.workload.name.clone(),
+            source_workload_namespace: self.workload.namespace.clone(),
+            source_app: app,
+            source_version: version,
+            destination_workload: unknown(),
+            destination_workload_namespace: unknown(),
+            destination_app: unknown(),
+            destination_version: unknown(),
+            destination_service: unknown(),
+            destination_service_name: unknown(),
+            destination_service_namespace: unknown(),
+            request_protocol: "http",
+            response_code: String::new(),
+            response_flags: String::new(),
+            grpc_response_status: String::new(),
+            connection_security_policy: "unknown",
+        }
     }
 
     async fn route(
@@ -636,6 +662,31 @@ impl Drop for EndpointLoad<'_> {
     }
 }
 
+/// Istio's `app` and `version` of a workload from its labels: the canonical name/revision,
+/// else `app.kubernetes.io/*`, else `app`/`version`.
+pub(crate) fn app_and_version(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> (String, String) {
+    let label = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| labels.get(*k))
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.to_owned())
+    };
+    (
+        label(&[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ]),
+        label(&[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ]),
+    )
+}
+
 fn hit(percentage: f64) -> bool {
     percentage >= 100.0 || fastrand::f64() * 100.0 < percentage
 }
@@ -660,11 +711,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -676,7 +727,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `connection` and `upgrade`).
-const HOP_BY_HOP: [&str; 6] = [
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -729,7 +780,10 @@ fn build_request(
 }
 
 /// Joins the two upgraded connections (WebSocket and other `Upgrade`s) and copies both ways.
-fn tunnel(client: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upgrade::OnUpgrade) {
+pub(crate) fn tunnel(
+    client: Option<hyper::upgrade::OnUpgrade>,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
     let Some(client) = client else {
         tracing::debug!("101 from upstream but the client connection cannot be upgraded");
         return;
@@ -760,7 +814,7 @@ fn full(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// A reply of the proxy itself, with Envoy's body for the flag.
-fn local(record: &mut Record, flag: Flag, status: StatusCode) -> Response<Body> {
+pub(crate) fn local(record: &mut Record, flag: Flag, status: StatusCode) -> Response<Body> {
     record.flags.add(flag);
     let (_, text) = request::local_reply(flag);
     let mut response = full(status, Bytes::from_static(text.as_bytes()));
@@ -806,7 +860,7 @@ fn abort_response(abort: &FaultAbort, grpc: bool) -> Response<Body> {
 }
 
 /// Counts the bytes of a streamed body into `bytes`.
-fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
+pub(crate) fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
     body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
             bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -819,7 +873,7 @@ fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
 /// What one request did, recorded (metrics and one access-log line) when its response body is
 /// done or dropped, or, when the client went away first, with `DC` and code 0.
 #[derive(Debug)]
-struct Record {
+pub(crate) struct Record {
     metrics: L7Metrics,
     started: Instant,
     labels: RequestLabels,
@@ -829,12 +883,12 @@ struct Record {
     path: String,
     authority: String,
     request_id: String,
-    route: Option<String>,
-    cluster: Option<String>,
-    upstream: Option<String>,
+    pub(crate) route: Option<String>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) upstream: Option<String>,
     status: Option<u16>,
     grpc_status: Option<u32>,
-    request_bytes: Arc<AtomicU64>,
+    pub(crate) request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
     /// The route's deadline, which also bounds the response body (Istio's timeout is the
     /// whole exchange); set when the request went upstream.
@@ -844,51 +898,20 @@ struct Record {
 }
 
 impl Record {
-    fn new(
-        outbound: &Outbound,
-        loaded: &Loaded,
+    /// `labels` are the request's side of Istio's labels (the destination's are filled in as
+    /// routing learns them); the protocol is set here from the request.
+    pub(crate) fn new(
+        metrics: &L7Metrics,
+        mut labels: RequestLabels,
         req: &Request<Incoming>,
         request_id: String,
     ) -> Self {
-        let proxy = &loaded.config.proxy;
-        let label = |keys: &[&str]| {
-            keys.iter()
-                .find_map(|k| proxy.labels.get(*k))
-                .cloned()
-                .unwrap_or_else(|| UNKNOWN.to_owned())
-        };
         let grpc = is_grpc(req.headers());
-        let unknown = || UNKNOWN.to_owned();
+        labels.request_protocol = if grpc { "grpc" } else { "http" };
         Record {
-            metrics: outbound.metrics.clone(),
+            metrics: metrics.clone(),
             started: Instant::now(),
-            labels: RequestLabels {
-                reporter: "source",
-                source_workload: outbound.workload.name.clone(),
-                source_workload_namespace: outbound.workload.namespace.clone(),
-                source_app: label(&[
-                    "service.istio.io/canonical-name",
-                    "app.kubernetes.io/name",
-                    "app",
-                ]),
-                source_version: label(&[
-                    "service.istio.io/canonical-revision",
-                    "app.kubernetes.io/version",
-                    "version",
-                ]),
-                destination_workload: unknown(),
-                destination_workload_namespace: unknown(),
-                destination_app: unknown(),
-                destination_version: unknown(),
-                destination_service: unknown(),
-                destination_service_name: unknown(),
-                destination_service_namespace: unknown(),
-                request_protocol: if grpc { "grpc" } else { "http" },
-                response_code: String::new(),
-                response_flags: String::new(),
-                grpc_response_status: String::new(),
-                connection_security_policy: "unknown",
-            },
+            labels,
             flags: Flags::default(),
             grpc,
             method: req.method().as_str().to_owned(),
@@ -938,7 +961,7 @@ impl Record {
     }
 
     /// Takes the response: its body now carries this record, counted and written when done.
-    fn respond(mut self, response: Response<Body>) -> Response<Downstream> {
+    pub(crate) fn respond(mut self, response: Response<Body>) -> Response<Downstream> {
         self.status = Some(response.status().as_u16());
         self.grpc_status = grpc_status(response.headers());
         let (parts, body) = response.into_parts();

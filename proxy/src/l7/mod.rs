@@ -5,6 +5,7 @@ pub mod balance;
 pub mod detect;
 pub mod headers;
 pub mod http;
+pub mod inbound;
 pub mod mirror;
 pub mod request;
 pub mod source;

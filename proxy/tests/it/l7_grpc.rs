@@ -150,7 +150,13 @@ async fn grpc_is_routed_by_header_and_counted_with_its_status() {
         ("5", &[r#"destination_version="v1""#]),
         ("14", &[r#"response_flags="FI""#]),
     ];
-    let text = http(proxy.stats(), "GET", "/stats/prometheus").await.1;
+    let scrape = async || http(proxy.stats(), "GET", "/stats/prometheus").await.1;
+    // Each request is counted when its response has gone out: wait for the last one.
+    let fi = [r#"grpc_response_status="14""#, r#"response_flags="FI""#];
+    assert!(
+        eventually(async || sample(&scrape().await, "istio_requests_total{", &fi).is_some()).await
+    );
+    let text = scrape().await;
     for (status, extra) in expected {
         let status = format!(r#"grpc_response_status="{status}""#);
         let mut labels = vec![

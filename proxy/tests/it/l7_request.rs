@@ -646,3 +646,93 @@ async fn a_server_first_protocol_on_an_auto_port_waits_only_the_detection_timeou
     let n = stream.read(&mut buf).await.expect("read");
     assert_eq!(&buf[..n], b"PING\r\n");
 }
+
+#[tokio::test]
+async fn inbound_http_is_counted_by_the_server_side_and_other_ports_stay_tcp() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client_config, _) = setup(dir.path(), "").await;
+    let port = front_port(&client_config);
+    // The configuration of the server pod, front-v1 (127.0.0.51).
+    let config = dir.path().join("front.json");
+    routes_build(
+        &[dir.path().join("req.yaml").to_str().expect("utf-8")],
+        "req/front-v1",
+        &config,
+    );
+    let own = format!("127.0.0.51:{port}");
+    let proxy = proxy_to(&config, &own).await;
+    let stream = TcpStream::connect(proxy.inbound()).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let request = Request::get("/inbound")
+            .header("host", "front.req.svc.cluster.local:8080")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = send.send_request(request).await.expect("answer");
+        assert_eq!(response.status(), 200);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert!(body.starts_with("app=front"), "{body}");
+        assert!(
+            body.contains("host: front.req.svc.cluster.local:8080"),
+            "{body}"
+        );
+        assert!(body.contains("x-request-id: "), "{body}");
+    }
+    let labels = [
+        r#"reporter="destination""#,
+        r#"source_workload="unknown""#,
+        r#"destination_workload="web""#,
+        r#"destination_app="front""#,
+        r#"destination_version="v1""#,
+        r#"destination_service="front.req.svc.cluster.local""#,
+        r#"destination_service_name="front""#,
+        r#"destination_service_namespace="req""#,
+        r#"response_code="200""#,
+        r#"response_flags="-""#,
+        r#"request_protocol="http""#,
+    ];
+    assert!(
+        eventually(
+            async || sample(&metrics(&proxy).await, "istio_requests_total{", &labels) == Some(2.0)
+        )
+        .await,
+        "{}",
+        metrics(&proxy).await
+    );
+
+    // A port of the pod no Service names: relayed as TCP, no request metrics.
+    let listener = TcpListener::bind("127.0.0.51:0").await.expect("bind");
+    let other = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = proxy_to(&config, &other.to_string()).await;
+    let mut stream = TcpStream::connect(proxy.inbound()).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n", "echoed as bytes");
+    let text = metrics(&proxy).await;
+    assert!(!text.contains("istio_requests_total{"), "{text}");
+}
