@@ -87,12 +87,13 @@ pub async fn detect(stream: &TcpStream, timeout: Option<Duration>) -> Detected {
             Sniff::Http1 | Sniff::Http2 => return Detected::Http,
             Sniff::NotHttp => return Detected::Tcp,
             Sniff::NeedMore => {
-                let wake = Instant::now() + REPEEK;
-                if deadline.is_some_and(|d| wake >= d) {
-                    tokio::time::sleep_until(deadline.unwrap_or(wake)).await;
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
                     return Detected::TimedOut;
                 }
-                tokio::time::sleep_until(wake).await;
+                // Peeking again at once would return the same bytes: wait a little.
+                let wake = now + REPEEK;
+                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
             }
         }
     }
@@ -171,5 +172,14 @@ mod tests {
         let mut buf = [0u8; 3];
         let n = server.peek(&mut buf).await.expect("peek");
         assert_eq!(&buf[..n], b"GET");
+
+        // A prefix that never completes: timed out at the deadline, not spinning past it.
+        let mut stalled = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        stalled.write_all(b"PO").await.expect("write");
+        let started = Instant::now();
+        let outcome = detect(&server, Some(Duration::from_millis(100))).await;
+        assert_eq!(outcome, Detected::TimedOut);
+        assert!(started.elapsed() < Duration::from_millis(600));
     }
 }
