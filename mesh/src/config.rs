@@ -213,12 +213,13 @@ pub struct Route {
     pub retries: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
-    /// The rule's header operations (Istio applies the destination's after these).
+    /// The rule's header operations (the proxy applies the destination's, then these).
+    /// Boxed, as `mirror`: most routes have none, and a large configuration holds thousands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<HeaderRules>,
+    pub headers: Option<Box<HeaderRules>>,
     /// Copy of each request sent to another cluster (fire and forget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Mirror>,
+    pub mirror: Option<Box<Mirror>>,
 }
 
 /// Header operations of a rule or a destination, on the request and on the response.
@@ -343,9 +344,9 @@ pub struct WeightedCluster {
     pub port: u16,
     /// Percentage, after Istio's normalisation (all weights of a route sum to 100).
     pub weight: u32,
-    /// This destination's header operations (applied after the rule's).
+    /// This destination's header operations (applied before the rule's; boxed: rare).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<HeaderRules>,
+    pub headers: Option<Box<HeaderRules>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

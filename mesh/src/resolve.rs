@@ -706,7 +706,11 @@ impl DestinationResolver<'_> {
                 rule.route.iter().map(|r| (&r.destination, r.weight)),
             );
             for (destination, written) in destinations.iter_mut().zip(&rule.route) {
-                destination.headers = written.headers.as_ref().and_then(header_rules);
+                destination.headers = written
+                    .headers
+                    .as_ref()
+                    .and_then(header_rules)
+                    .map(Box::new);
             }
             Action {
                 kind: ActionKind::Route,
@@ -755,12 +759,12 @@ impl DestinationResolver<'_> {
                 let target = self
                     .weighted(&vs.namespace, std::iter::once((mirror, Some(100))))
                     .pop()?;
-                Some(Mirror {
+                Some(Box::new(Mirror {
                     cluster: target.cluster,
                     host: target.host,
                     port: target.port,
                     percentage: rule.mirror_percentage.as_ref().map_or(100.0, |p| p.value),
-                })
+                }))
             });
         Ok(Route {
             virtual_service: Some(vs.id.clone()),
@@ -771,7 +775,7 @@ impl DestinationResolver<'_> {
             timeout_ms: millis(rule.timeout.as_ref()).filter(|ms| *ms > 0),
             retries,
             fault,
-            headers: rule.headers.as_ref().and_then(header_rules),
+            headers: rule.headers.as_ref().and_then(header_rules).map(Box::new),
             mirror,
         })
     }

@@ -334,7 +334,8 @@ impl Outbound {
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
         record.cluster = Some(cluster.name.clone());
-        let (rule_headers, destination_headers) = (route.headers.as_ref(), choice.headers.as_ref());
+        let (rule_headers, destination_headers) =
+            (route.headers.as_deref(), choice.headers.as_deref());
         headers::apply(
             Side::Request,
             rule_headers,
@@ -419,7 +420,7 @@ impl Outbound {
         {
             match &payload {
                 Payload::Buffered(bytes) => {
-                    let copy = Copy {
+                    let copy = MirrorCopy {
                         parts: &parts,
                         path: &path,
                         authority: &authority,
@@ -547,7 +548,7 @@ impl Outbound {
 
 /// What a mirrored copy is made of: the request head after rewrite and header operations,
 /// and its buffered body.
-struct Copy<'a> {
+struct MirrorCopy<'a> {
     parts: &'a Parts,
     path: &'a str,
     authority: &'a str,
@@ -556,7 +557,13 @@ struct Copy<'a> {
 
 impl Outbound {
     /// Sends a copy of the request to the mirror's cluster, in the background.
-    fn mirror(&self, loaded: &Loaded, mirror: &Mirror, copy: Copy<'_>, timeout: Option<Duration>) {
+    fn mirror(
+        &self,
+        loaded: &Loaded,
+        mirror: &Mirror,
+        copy: MirrorCopy<'_>,
+        timeout: Option<Duration>,
+    ) {
         let Some(cluster) = loaded.clusters.get(&mirror.cluster) else {
             tracing::debug!(cluster = %mirror.cluster, "not mirrored: no such cluster");
             self.metrics.mirror(MirrorResult::Failed);
