@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -612,15 +611,51 @@ enum Payload {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body of the answers to the client: the upstream's (or a local reply), possibly cut by
-/// the route's deadline, which is why its error is not `hyper::Error`.
-pub type Downstream = BoxBody<Bytes, BoxError>;
+
+/// The body of the answers to the client: the upstream's (or a local reply), or the same cut
+/// at the route's deadline, which is why its error is not `hyper::Error`. An enum, not one
+/// more box: most answers have no deadline.
+pub enum Downstream {
+    Plain(Body),
+    Cut(Deadline),
+}
+
+impl hyper::body::Body for Downstream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Downstream::Plain(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            Downstream::Cut(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Downstream::Plain(body) => body.is_end_stream(),
+            Downstream::Cut(body) => body.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Downstream::Plain(body) => body.size_hint(),
+            Downstream::Cut(body) => body.inner.size_hint(),
+        }
+    }
+}
 
 /// A response body cut at the route's deadline: the client sees the stream reset (HTTP/2) or
 /// the connection closed (HTTP/1.1) after the headers, and the request is logged with `UT`,
 /// as Envoy does when its route timeout fires after the headers went out.
-struct Deadline {
-    inner: Downstream,
+pub struct Deadline {
+    inner: Body,
     sleep: Pin<Box<tokio::time::Sleep>>,
     fired: Arc<AtomicBool>,
 }
@@ -634,7 +669,7 @@ impl hyper::body::Body for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }
         if self.sleep.as_mut().poll(cx).is_ready() {
             self.fired.store(true, Ordering::Relaxed);
@@ -988,16 +1023,14 @@ impl Record {
                 }
                 frame
             })
-            .map_err(BoxError::from)
             .boxed();
         let body = match deadline {
-            Some(deadline) => Deadline {
+            Some(deadline) => Downstream::Cut(Deadline {
                 inner: body,
                 sleep: Box::pin(tokio::time::sleep_until(deadline)),
                 fired: timed_out,
-            }
-            .boxed(),
-            None => body,
+            }),
+            None => Downstream::Plain(body),
         };
         Response::from_parts(parts, body)
     }
