@@ -156,6 +156,13 @@ pub mod networking {
     pub const ROOT_NAMESPACE: &str = "istio-system";
     /// The cluster domain appended to short host names.
     pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+    /// The cluster (and `destination_service_name`) of traffic to a destination the mesh does
+    /// not know under `outboundTrafficPolicy: ALLOW_ANY`.
+    pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+    /// The same under `REGISTRY_ONLY`: refused (HTTP 502 `NR`, TCP closed).
+    pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
+    /// Istio's route name of the 502 answered under `REGISTRY_ONLY`.
+    pub const BLOCK_ALL_ROUTE: &str = "block_all";
 }
 
 /// Env variables of `istio-proxy`: written by the injector's template, read by the proxy and

@@ -31,6 +31,36 @@ pub struct ProxyConfig {
     pub host_aliases: BTreeMap<String, String>,
     /// Cluster name (`outbound|8080|v2|catalog.shop.svc.cluster.local`) → cluster.
     pub clusters: BTreeMap<String, Cluster>,
+    /// What happens to a destination the configuration does not know (Istio's
+    /// `outboundTrafficPolicy.mode`); `ALLOW_ANY` when absent.
+    #[serde(default, skip_serializing_if = "OutboundTrafficPolicy::is_allow_any")]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+}
+
+/// Istio's `outboundTrafficPolicy.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficPolicy {
+    /// Unknown destinations are passed through (`PassthroughCluster`), Istio's default.
+    #[default]
+    AllowAny,
+    /// Unknown destinations are refused (`BlackHoleCluster`: HTTP 502 `NR`, TCP closed).
+    RegistryOnly,
+}
+
+impl OutboundTrafficPolicy {
+    pub fn is_allow_any(&self) -> bool {
+        *self == OutboundTrafficPolicy::AllowAny
+    }
+
+    /// Istio's spelling (`ALLOW_ANY`, `REGISTRY_ONLY`); anything else is `None`.
+    pub fn parse(mode: &str) -> Option<Self> {
+        match mode {
+            "ALLOW_ANY" => Some(OutboundTrafficPolicy::AllowAny),
+            "REGISTRY_ONLY" => Some(OutboundTrafficPolicy::RegistryOnly),
+            _ => None,
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -84,6 +114,7 @@ impl ProxyConfig {
             addresses: BTreeMap::new(),
             host_aliases: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
         }
     }
 }
@@ -182,6 +213,51 @@ pub struct Route {
     pub retries: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// The rule's header operations (the proxy applies the destination's, then these).
+    /// Boxed, as `mirror`: most routes have none, and a large configuration holds thousands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Box<HeaderRules>>,
+    /// Copy of each request sent to another cluster (fire and forget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Box<Mirror>>,
+}
+
+/// Header operations of a rule or a destination, on the request and on the response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRules {
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub request: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub response: HeaderOps,
+}
+
+/// `set` (overwrite), `add` (append), `remove`; header names lowercase.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Istio's `mirror` with `mirrorPercentage` (100 when unset, as Istio).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    pub cluster: String,
+    pub host: String,
+    pub port: u16,
+    pub percentage: f64,
 }
 
 /// One match block: every condition must hold. Only request-time conditions remain.
@@ -268,6 +344,9 @@ pub struct WeightedCluster {
     pub port: u16,
     /// Percentage, after Istio's normalisation (all weights of a route sum to 100).
     pub weight: u32,
+    /// This destination's header operations (applied before the rule's; boxed: rare).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Box<HeaderRules>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -86,8 +86,37 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<HttpFault>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Destination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Option<Percent>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Istio's `Headers`: operations on the request (before it is sent upstream) and on the
+/// response (before it is returned).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOperations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+/// `set` overwrites, `add` appends, `remove` deletes (names as written).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOperations {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// Istio's `StringMatch` oneof: at most one of the three is set. None set means "present".
@@ -160,6 +189,8 @@ pub struct HttpRouteDestination {
     pub destination: Destination,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -522,6 +553,19 @@ pub struct SidecarSpec {
     pub workload_selector: Option<serde_json::Value>,
     #[serde(default)]
     pub egress: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicySpec>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `outboundTrafficPolicy` of a Sidecar (and of the mesh config): `ALLOW_ANY` or
+/// `REGISTRY_ONLY`, kept as written (resolution reads it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundTrafficPolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -303,6 +303,8 @@ mod tests {
                 per_try_timeout_ms: None,
             },
             fault: None,
+            headers: None,
+            mirror: None,
         }
     }
 

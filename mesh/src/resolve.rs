@@ -12,14 +12,14 @@ use outrigger_api::duration::parse_duration;
 
 use crate::config::{
     Action, ActionKind, Cluster, ConnectionPool, DestinationConfig, DirectResponse, Endpoint,
-    ExcludedRule, Fault, FaultAbort, FaultDelay, Health, L4Route, MatchKind, OutlierDetection,
-    ProxyConfig, ProxyInfo, Redirect, RequestMatch, RetryPolicy, Rewrite, Route, RouteTable,
-    StringMatcher, WeightedCluster,
+    ExcludedRule, Fault, FaultAbort, FaultDelay, HeaderOps, HeaderRules, Health, L4Route,
+    MatchKind, Mirror, OutboundTrafficPolicy, OutlierDetection, ProxyConfig, ProxyInfo, Redirect,
+    RequestMatch, RetryPolicy, Rewrite, Route, RouteTable, StringMatcher, WeightedCluster,
 };
 use crate::error::ProxyError;
 use crate::istio::{
     self, ConnectionPoolSettings, DestinationRule, HttpRoute, L4Match, LoadBalancerSettings,
-    StringMatch, TrafficPolicy, VirtualService,
+    Sidecar, StringMatch, TrafficPolicy, VirtualService,
 };
 use crate::names::{
     CLUSTER_DOMAIN, DEFAULT_BASE_EJECTION_MS, DEFAULT_CONSECUTIVE_5XX, DEFAULT_LOAD_BALANCER,
@@ -208,6 +208,7 @@ pub struct Resolver<'a> {
     services: Vec<ServiceInfo>,
     virtual_services: Vec<VsInfo<'a>>,
     destination_rules: Vec<DrInfo<'a>>,
+    sidecars: &'a [Sidecar],
 }
 
 fn creation_key<S>(resource: &istio::Resource<S>) -> (String, String) {
@@ -306,6 +307,7 @@ impl<'a> Resolver<'a> {
             services,
             virtual_services: virtual_services.into_iter().map(|(_, v)| v).collect(),
             destination_rules: destination_rules.into_iter().map(|(_, d)| d).collect(),
+            sidecars: &snapshot.sidecars,
         }
     }
 
@@ -318,6 +320,7 @@ impl<'a> Resolver<'a> {
             service_account: proxy.service_account.clone(),
             ip: proxy.ip.clone(),
         });
+        config.outbound_traffic_policy = outbound_traffic_policy(self.sidecars, proxy);
         let virtual_services: Vec<&VsInfo<'a>> = self
             .virtual_services
             .iter()
@@ -451,6 +454,7 @@ impl<'a> Resolver<'a> {
                         subset: None,
                         port: port.number,
                         weight: 100,
+                        headers: None,
                     }],
                 });
             }
@@ -526,6 +530,7 @@ fn default_route(host: &str, port: u16) -> Route {
                 subset: None,
                 port,
                 weight: 100,
+                headers: None,
             }],
             redirect: None,
             direct_response: None,
@@ -534,6 +539,8 @@ fn default_route(host: &str, port: u16) -> Route {
         timeout_ms: None,
         retries: default_retries(),
         fault: None,
+        headers: None,
+        mirror: None,
     }
 }
 
@@ -616,6 +623,7 @@ impl DestinationResolver<'_> {
                     subset,
                     port,
                     weight,
+                    headers: None,
                 }
             })
             .collect()
@@ -693,12 +701,20 @@ impl DestinationResolver<'_> {
                 rewrite: None,
             }
         } else {
+            let mut destinations = self.weighted(
+                &vs.namespace,
+                rule.route.iter().map(|r| (&r.destination, r.weight)),
+            );
+            for (destination, written) in destinations.iter_mut().zip(&rule.route) {
+                destination.headers = written
+                    .headers
+                    .as_ref()
+                    .and_then(header_rules)
+                    .map(Box::new);
+            }
             Action {
                 kind: ActionKind::Route,
-                destinations: self.weighted(
-                    &vs.namespace,
-                    rule.route.iter().map(|r| (&r.destination, r.weight)),
-                ),
+                destinations,
                 redirect: None,
                 direct_response: None,
                 rewrite: rule.rewrite.as_ref().map(|r| Rewrite {
@@ -735,6 +751,21 @@ impl DestinationResolver<'_> {
                 percentage: abort.percentage.as_ref().map_or(0.0, |p| p.value),
             }),
         });
+        let mirror = rule
+            .mirror
+            .as_ref()
+            .filter(|_| action.kind == ActionKind::Route)
+            .and_then(|mirror| {
+                let target = self
+                    .weighted(&vs.namespace, std::iter::once((mirror, Some(100))))
+                    .pop()?;
+                Some(Box::new(Mirror {
+                    cluster: target.cluster,
+                    host: target.host,
+                    port: target.port,
+                    percentage: rule.mirror_percentage.as_ref().map_or(100.0, |p| p.value),
+                }))
+            });
         Ok(Route {
             virtual_service: Some(vs.id.clone()),
             rule: Some(index),
@@ -744,6 +775,8 @@ impl DestinationResolver<'_> {
             timeout_ms: millis(rule.timeout.as_ref()).filter(|ms| *ms > 0),
             retries,
             fault,
+            headers: rule.headers.as_ref().and_then(header_rules).map(Box::new),
+            mirror,
         })
     }
 
@@ -1304,6 +1337,58 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
             }
         })
         .collect()
+}
+
+/// `outboundTrafficPolicy.mode` of the Sidecar that applies to the proxy, as Istio picks
+/// it: one in the proxy's namespace whose `workloadSelector` selects it, else one there
+/// without selector, else one without selector in the root namespace; else `ALLOW_ANY`
+/// (the mesh default). A mode Istio does not know is `ALLOW_ANY` (validation's job).
+fn outbound_traffic_policy(sidecars: &[Sidecar], proxy: &ProxyId) -> OutboundTrafficPolicy {
+    let selects = |sidecar: &Sidecar| match &sidecar.spec.workload_selector {
+        None => Some(false),
+        Some(selector) => {
+            let labels = selector.get("labels")?.as_object()?;
+            labels
+                .iter()
+                .all(|(k, v)| v.as_str() == proxy.labels.get(k).map(String::as_str))
+                .then_some(true)
+        }
+    };
+    let in_namespace = |namespace: &str, selected: bool| {
+        sidecars
+            .iter()
+            .filter(|s| s.namespace() == namespace)
+            .find(|s| selects(s) == Some(selected))
+    };
+    let sidecar = in_namespace(&proxy.namespace, true)
+        .or_else(|| in_namespace(&proxy.namespace, false))
+        .or_else(|| in_namespace(ROOT_NAMESPACE, false));
+    sidecar
+        .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+        .and_then(|p| p.mode.as_deref())
+        .and_then(OutboundTrafficPolicy::parse)
+        .unwrap_or_default()
+}
+
+/// Istio's `headers` as the proxy applies them (names lowercase); `None` when empty.
+fn header_rules(headers: &istio::Headers) -> Option<HeaderRules> {
+    let ops = |ops: Option<&istio::HeaderOperations>| {
+        let lower = |map: &BTreeMap<String, String>| {
+            map.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        };
+        ops.map_or_else(HeaderOps::default, |ops| HeaderOps {
+            set: lower(&ops.set),
+            add: lower(&ops.add),
+            remove: ops.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        })
+    };
+    let rules = HeaderRules {
+        request: ops(headers.request.as_ref()),
+        response: ops(headers.response.as_ref()),
+    };
+    (!rules.request.is_empty() || !rules.response.is_empty()).then_some(rules)
 }
 
 #[cfg(test)]

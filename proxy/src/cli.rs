@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Upstream connect timeout [env: OUTRIGGER_PROXY_CONNECT_TIMEOUT] [default: 10s]
     #[arg(long, value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
+    /// How long protocol detection (`auto` ports) waits for the client's first bytes before
+    /// relaying as TCP; 0s waits without limit (Istio's protocolDetectionTimeout)
+    /// [env: OUTRIGGER_PROXY_PROTOCOL_DETECTION_TIMEOUT] [default: 1s]
+    #[arg(long, value_parser = parse_duration)]
+    pub protocol_detection_timeout: Option<Duration>,
     /// Outbound capture port [env: OUTRIGGER_PROXY_OUTBOUND_PORT] [default: 15001]
     #[arg(long)]
     pub outbound_port: Option<u16>,

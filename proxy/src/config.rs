@@ -93,6 +93,8 @@ pub struct ProxyConfig {
     /// `MINIMUM_DRAIN_DURATION` (default 5s, Istio's).
     pub minimum_drain_duration: Duration,
     pub connect_timeout: Duration,
+    /// `auto` detection's wait for the first bytes; `None` (from `0s`): no limit.
+    pub protocol_detection_timeout: Option<Duration>,
     pub ports: Ports,
     pub ipv6: Ipv6Mode,
     pub relay: RelayMode,
@@ -213,6 +215,13 @@ impl ProxyConfig {
                 flag_env::CONNECT_TIMEOUT,
                 names::DEFAULT_CONNECT_TIMEOUT,
             )?,
+            protocol_detection_timeout: Some(pick_duration(
+                args.protocol_detection_timeout,
+                vars,
+                flag_env::PROTOCOL_DETECTION_TIMEOUT,
+                names::DEFAULT_PROTOCOL_DETECTION_TIMEOUT,
+            )?)
+            .filter(|t| !t.is_zero()),
             ports,
             ipv6: pick_enum(args.ipv6, vars, flag_env::IPV6, Ipv6Mode::Auto)?,
             relay: pick_enum(args.relay, vars, flag_env::RELAY, names::DEFAULT_RELAY)?,
@@ -428,6 +437,39 @@ mod tests {
         assert_eq!(config.ports.outbound, 15001);
         assert_eq!(config.ports.inbound, 15006);
         assert_eq!(config.ipv6, Ipv6Mode::Auto);
+    }
+
+    #[test]
+    fn protocol_detection_timeout_defaults_to_one_second_and_zero_means_no_limit() {
+        let default = ProxyConfig::resolve(&RunArgs::default(), &EnvSource::default()).unwrap();
+        assert_eq!(
+            default.protocol_detection_timeout,
+            Some(Duration::from_secs(1))
+        );
+        let vars = EnvSource::from_map([(flag_env::PROTOCOL_DETECTION_TIMEOUT, "250ms")]);
+        let env = ProxyConfig::resolve(&RunArgs::default(), &vars).unwrap();
+        assert_eq!(
+            env.protocol_detection_timeout,
+            Some(Duration::from_millis(250))
+        );
+        let args = RunArgs {
+            protocol_detection_timeout: Some(Duration::ZERO),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            ProxyConfig::resolve(&args, &vars)
+                .unwrap()
+                .protocol_detection_timeout,
+            None
+        );
+        let bad = EnvSource::from_map([(flag_env::PROTOCOL_DETECTION_TIMEOUT, "soon")]);
+        let error = ProxyConfig::resolve(&RunArgs::default(), &bad).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("OUTRIGGER_PROXY_PROTOCOL_DETECTION_TIMEOUT"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::addr::{ClientAddr, LocalAddr, OrigDstAddr};
+use crate::l7::http::Plan;
+use crate::l7::inbound::InboundPlan;
 use crate::metrics::{ConnectError, Direction, Metrics, TcpLabels};
 use crate::orig_dst::OrigDstSource;
 use crate::relay::{self, Flow, RelayMode};
@@ -38,6 +40,9 @@ pub struct Forwarder {
     /// The discovery client (outbound only): an original destination not yet known is asked
     /// of pilot before the connection is served.
     pub discovery: Option<Arc<crate::discovery::Discovery>>,
+    /// HTTP handling of the pod's own ports the configuration marks HTTP (inbound, with
+    /// `--config-file`); `None`: relayed.
+    pub l7_inbound: Option<Arc<crate::l7::inbound::Inbound>>,
 }
 
 impl Forwarder {
@@ -84,11 +89,30 @@ impl Forwarder {
             Some(discovery) => Some(discovery.ensure(orig_dst.0).await),
             None => None,
         };
-        if let Some(l7) = &self.l7
-            && l7.handles(&orig_dst)
+        if let Some(l7) = &self.l7 {
+            match l7.plan(&client, &orig_dst).await {
+                Plan::Http => {
+                    tracing::debug!("serving HTTP");
+                    l7.clone().serve(client, orig_dst, self.close.clone()).await;
+                    return;
+                }
+                Plan::BlackHoleTcp => {
+                    tracing::debug!("closing: unknown destination under REGISTRY_ONLY");
+                    let labels =
+                        TcpLabels::new(self.direction, &self.workload, &orig_dst).black_hole();
+                    drop(self.metrics.open_connection(self.direction, &labels));
+                    return;
+                }
+                Plan::Tcp => {}
+            }
+        }
+        if let Some(l7) = &self.l7_inbound
+            && let InboundPlan::Http(port) = l7.plan(&client, &orig_dst).await
         {
-            tracing::debug!("serving HTTP");
-            l7.clone().serve(client, orig_dst, self.close.clone()).await;
+            tracing::debug!("serving inbound HTTP");
+            l7.clone()
+                .serve(client, orig_dst, port, self.close.clone())
+                .await;
             return;
         }
         let source = match self.direction {

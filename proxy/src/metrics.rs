@@ -52,7 +52,7 @@ pub struct TcpLabels {
 
 /// Istio's `destination_service_name` of traffic to a destination it does not know
 /// (`ALLOW_ANY`): the passthrough cluster.
-pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const PASSTHROUGH_CLUSTER: &str = outrigger_api::names::networking::PASSTHROUGH_CLUSTER;
 
 impl TcpLabels {
     /// Labels for one connection: our own workload on our side and, outbound, the destination
@@ -92,6 +92,14 @@ impl TcpLabels {
             request_protocol: "tcp",
             connection_security_policy: "none",
         }
+    }
+
+    /// A destination refused under `REGISTRY_ONLY` (Istio's `BlackHoleCluster`).
+    pub fn black_hole(mut self) -> Self {
+        let name = outrigger_api::names::networking::BLACK_HOLE_CLUSTER;
+        self.destination_service = name.to_owned();
+        self.destination_service_name = name.to_owned();
+        self
     }
 
     /// A destination of the configuration in force: its FQDN, Service name and port.

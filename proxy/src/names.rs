@@ -23,6 +23,9 @@ pub const DEFAULT_MINIMUM_DRAIN_DURATION: Duration = Duration::from_secs(5);
 /// Buffered copying: `splice(2)` was not measurably faster in bench/proxy-load (see README).
 pub const DEFAULT_RELAY: crate::relay::RelayMode = crate::relay::RelayMode::Copy;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Protocol detection's wait for the client's first bytes. Istio's default is now 0 (no
+/// limit), with which a server-first protocol on an `auto` port hangs; ours is bounded (README).
+pub const DEFAULT_PROTOCOL_DETECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// Kubernetes' default probe timeout (`timeoutSeconds: 1`).
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one scrape of the application's metrics may take.
@@ -46,6 +49,7 @@ pub mod flag_env {
     pub const DRAIN_DURATION: &str = "OUTRIGGER_PROXY_DRAIN_DURATION";
     pub const TERMINATION_GRACE: &str = "OUTRIGGER_PROXY_TERMINATION_GRACE";
     pub const CONNECT_TIMEOUT: &str = "OUTRIGGER_PROXY_CONNECT_TIMEOUT";
+    pub const PROTOCOL_DETECTION_TIMEOUT: &str = "OUTRIGGER_PROXY_PROTOCOL_DETECTION_TIMEOUT";
     pub const OUTBOUND_PORT: &str = "OUTRIGGER_PROXY_OUTBOUND_PORT";
     pub const INBOUND_PORT: &str = "OUTRIGGER_PROXY_INBOUND_PORT";
     pub const STATUS_PORT: &str = "OUTRIGGER_PROXY_STATUS_PORT";

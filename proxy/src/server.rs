@@ -185,6 +185,16 @@ impl BoundProxy {
                 metrics.l7.clone(),
                 workload.clone(),
                 config.connect_timeout,
+                config.protocol_detection_timeout,
+            ))
+        });
+        let l7_inbound = mesh.as_ref().map(|store| {
+            Arc::new(crate::l7::inbound::Inbound::new(
+                store.clone(),
+                metrics.l7.clone(),
+                workload.clone(),
+                config.connect_timeout,
+                config.protocol_detection_timeout,
             ))
         });
         let tracker = TaskTracker::new();
@@ -206,6 +216,9 @@ impl BoundProxy {
                 discovery: discovery
                     .clone()
                     .filter(|_| direction == Direction::Outbound),
+                l7_inbound: l7_inbound
+                    .clone()
+                    .filter(|_| direction == Direction::Inbound),
             });
             for listener in listeners {
                 accept_loops.spawn(listener::accept_loop(

@@ -4,6 +4,7 @@
 mod cli;
 mod golden;
 mod props;
+mod request_model;
 mod roundtrip;
 mod semantics;
 mod support;

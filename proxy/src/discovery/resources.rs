@@ -220,6 +220,9 @@ impl Resources {
             addresses: BTreeMap::new(),
             host_aliases: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            // Pilot does not send the Sidecar's outboundTrafficPolicy yet: a destination pilot
+            // does not know is relayed (ALLOW_ANY), as Istio's default.
+            outbound_traffic_policy: outrigger_mesh::config::OutboundTrafficPolicy::AllowAny,
         };
         let mut hash = Fnv::default();
         for (name, held) in &self.destinations {

@@ -5,19 +5,24 @@
 //! under Istio's names and logged once with Envoy's response flags.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use outrigger_mesh::config::{ActionKind, DestinationConfig, FaultAbort, Route};
+use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
+use outrigger_mesh::config::{
+    ActionKind, DestinationConfig, FaultAbort, Mirror, OutboundTrafficPolicy, Route,
+};
 use outrigger_mesh::protocol::Protocol;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -25,11 +30,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::OrigDstAddr;
 use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::detect::{self, Detected};
 use crate::l7::hash::Downstream;
+use crate::l7::headers::{self, Side};
+use crate::l7::mirror::{self, Mirrors};
 use crate::l7::outlier::Observed;
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
-use crate::l7::telemetry::{L7Metrics, Measured, RequestLabels};
+use crate::l7::telemetry::{L7Metrics, Measured, MirrorResult, RequestLabels};
 use crate::l7::upstream::{Body, Upstream};
 use crate::workload::{UNKNOWN, Workload};
 
@@ -39,13 +47,24 @@ pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 /// Envoy's retry back-off: 25 ms base, doubled per retry, capped at ten times the base.
 const RETRY_BASE: Duration = Duration::from_millis(25);
 
-/// Whether a destination's requests are handled here (`auto` waits for protocol detection,
-/// which is not built yet: it is relayed as TCP).
+/// Whether a destination's requests are handled here without detection (`auto` is detected
+/// on the first bytes, see [`Outbound::plan`]).
 pub fn is_http(protocol: Protocol) -> bool {
     matches!(
         protocol,
         Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
     )
+}
+
+/// What a captured outbound connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The HTTP server (routing, or the `REGISTRY_ONLY` 502).
+    Http,
+    /// The TCP relay to the original destination.
+    Tcp,
+    /// Closed at once (`REGISTRY_ONLY`, not HTTP): Istio's `BlackHoleCluster`.
+    BlackHoleTcp,
 }
 
 /// The outbound HTTP handler of one proxy.
@@ -55,6 +74,9 @@ pub struct Outbound {
     pub metrics: L7Metrics,
     pub workload: Arc<Workload>,
     pub upstream: Upstream,
+    pub mirrors: Mirrors,
+    /// How long `auto` detection waits for the client's first bytes (`None`: no limit).
+    pub detection_timeout: Option<Duration>,
 }
 
 impl Outbound {
@@ -63,22 +85,62 @@ impl Outbound {
         metrics: L7Metrics,
         workload: Arc<Workload>,
         connect_timeout: Duration,
+        detection_timeout: Option<Duration>,
     ) -> Self {
         Outbound {
+            detection_timeout,
             store,
+            mirrors: Mirrors::new(metrics.clone()),
             metrics,
             workload,
             upstream: Upstream::new(connect_timeout),
         }
     }
 
-    /// Whether the original destination is an HTTP destination of the configuration in force.
-    pub fn handles(&self, orig_dst: &OrigDstAddr) -> bool {
+    /// What to do with a captured connection: by the destination's protocol, detection on
+    /// the first bytes for `auto`, and for an unknown destination the
+    /// `outboundTrafficPolicy` (`ALLOW_ANY`: relay; `REGISTRY_ONLY`: HTTP on a port where the
+    /// mesh has HTTP, whose requests get 502 `NR` as Istio's `block_all` route answers, else
+    /// closed as Istio's `BlackHoleCluster`).
+    pub async fn plan(&self, client: &TcpStream, orig_dst: &OrigDstAddr) -> Plan {
         let loaded = self.store.current();
-        loaded
-            .config
-            .destination(&orig_dst.0.to_string(), orig_dst.0.port())
-            .is_some_and(|(_, d)| is_http(d.protocol))
+        let config = &loaded.config;
+        let port = orig_dst.0.port();
+        match config.destination(&orig_dst.0.to_string(), port) {
+            Some((_, d)) if is_http(d.protocol) => Plan::Http,
+            Some((_, d)) if d.protocol == Protocol::Auto => {
+                self.detect(client, port, &d.host, Plan::Tcp).await
+            }
+            Some(_) => Plan::Tcp,
+            None if config.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly => {
+                let mut on_port = config.destinations.values().filter(|d| d.port == port);
+                if on_port.clone().any(|d| is_http(d.protocol)) {
+                    Plan::Http
+                } else if on_port.any(|d| d.protocol == Protocol::Auto) {
+                    self.detect(client, port, BLACK_HOLE_CLUSTER, Plan::BlackHoleTcp)
+                        .await
+                } else {
+                    Plan::BlackHoleTcp
+                }
+            }
+            None => Plan::Tcp,
+        }
+    }
+
+    async fn detect(&self, client: &TcpStream, port: u16, service: &str, otherwise: Plan) -> Plan {
+        match detect::detect(client, self.detection_timeout).await {
+            Detected::Http => Plan::Http,
+            Detected::Tcp => otherwise,
+            Detected::TimedOut => {
+                tracing::info!(
+                    port,
+                    service,
+                    timeout_ms = self.detection_timeout.map_or(0, |t| t.as_millis() as u64),
+                    "protocol detection timed out (the client sent nothing yet; a server-first protocol?): relaying as TCP"
+                );
+                otherwise
+            }
+        }
     }
 
     /// The FQDN, Service name and port of a destination the configuration knows (for the TCP
@@ -130,12 +192,42 @@ impl Outbound {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, orig_dst: OrigDstAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        orig_dst: OrigDstAddr,
+    ) -> Response<DownstreamBody> {
         let loaded = self.store.current();
         let request_id = request::ensure_request_id(req.headers_mut());
-        let mut record = Record::new(self, &loaded, &req, request_id);
+        let labels = self.labels(&loaded);
+        let mut record = Record::new(&self.metrics, labels, &req, request_id);
         let response = self.route(&loaded, req, orig_dst, &mut record).await;
         record.respond(response)
+    }
+
+    /// Istio's labels of an outbound request: this workload is the source.
+    fn labels(&self, loaded: &Loaded) -> RequestLabels {
+        let (app, version) = app_and_version(&loaded.config.proxy.labels);
+        let unknown = || UNKNOWN.to_owned();
+        RequestLabels {
+            reporter: "source",
+            source_workload: self.workload.name.clone(),
+            source_workload_namespace: self.workload.namespace.clone(),
+            source_app: app,
+            source_version: version,
+            destination_workload: unknown(),
+            destination_workload_namespace: unknown(),
+            destination_app: unknown(),
+            destination_version: unknown(),
+            destination_service: unknown(),
+            destination_service_name: unknown(),
+            destination_service_namespace: unknown(),
+            request_protocol: "http",
+            response_code: String::new(),
+            response_flags: String::new(),
+            grpc_response_status: String::new(),
+            connection_security_policy: "unknown",
+        }
     }
 
     async fn route(
@@ -149,6 +241,10 @@ impl Outbound {
             .config
             .destination(&orig_dst.0.to_string(), orig_dst.0.port())
         else {
+            if loaded.config.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly {
+                record.black_hole();
+                return local(record, Flag::NoRoute, StatusCode::BAD_GATEWAY);
+            }
             // The destination left the configuration while the connection was open.
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
@@ -246,6 +342,37 @@ impl Outbound {
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
         record.cluster = Some(cluster.name.clone());
+        let (rule_headers, destination_headers) =
+            (route.headers.as_deref(), choice.headers.as_deref());
+        headers::apply(
+            Side::Request,
+            rule_headers,
+            destination_headers,
+            &mut parts.headers,
+        );
+        let mut response = self
+            .send(loaded, cluster, target, parts, body, record)
+            .await;
+        headers::apply(
+            Side::Response,
+            rule_headers,
+            destination_headers,
+            response.headers_mut(),
+        );
+        response
+    }
+
+    /// Sends the request to the cluster: pool limit, rewrite, body, then the tries.
+    async fn send(
+        &self,
+        loaded: &Loaded,
+        cluster: &ClusterState,
+        target: Target<'_>,
+        mut parts: Parts,
+        body: Incoming,
+        record: &mut Record,
+    ) -> Response<Body> {
+        let route = target.route;
         let Some(_slot) = cluster.request_slot() else {
             return local(
                 record,
@@ -296,6 +423,23 @@ impl Outbound {
             }
             Payload::Streaming(_) => 1,
         };
+        if let Some(mirror) = &route.mirror
+            && hit(mirror.percentage)
+        {
+            match &payload {
+                Payload::Buffered(bytes) => {
+                    let copy = MirrorCopy {
+                        parts: &parts,
+                        path: &path,
+                        authority: &authority,
+                        body: bytes.clone(),
+                    };
+                    self.mirror(loaded, mirror, copy, timeout);
+                }
+                // Envoy would tee the stream; a copy of an unbounded body is not kept here.
+                Payload::Streaming(_) => self.metrics.mirror(MirrorResult::Dropped),
+            }
+        }
         let retry_on = loaded.retry_on(&route.retries.retry_on);
         let per_try = route.retries.per_try_timeout_ms.map(Duration::from_millis);
         let client = self.upstream.client(cluster);
@@ -414,8 +558,67 @@ impl Outbound {
             }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+            } else {
+                record.deadline = deadline;
             }
             return response.map(|body| body.boxed());
+        }
+    }
+}
+
+/// What a mirrored copy is made of: the request head after rewrite and header operations,
+/// and its buffered body.
+struct MirrorCopy<'a> {
+    parts: &'a Parts,
+    path: &'a str,
+    authority: &'a str,
+    body: Bytes,
+}
+
+impl Outbound {
+    /// Sends a copy of the request to the mirror's cluster, in the background.
+    fn mirror(
+        &self,
+        loaded: &Loaded,
+        mirror: &Mirror,
+        copy: MirrorCopy<'_>,
+        timeout: Option<Duration>,
+    ) {
+        let Some(cluster) = loaded.clusters.get(&mirror.cluster) else {
+            tracing::debug!(cluster = %mirror.cluster, "not mirrored: no such cluster");
+            self.metrics.mirror(MirrorResult::Failed);
+            return;
+        };
+        let Some(index) = cluster.pick(&[], None) else {
+            self.metrics.mirror(MirrorResult::Failed);
+            return;
+        };
+        let body = Full::new(copy.body)
+            .map_err(|never: Infallible| match never {})
+            .boxed();
+        let endpoint = &cluster.endpoints[index];
+        match build_request(
+            copy.parts,
+            copy.path,
+            copy.authority,
+            endpoint,
+            cluster,
+            false,
+            body,
+        ) {
+            Ok(request) => {
+                let client = self.upstream.client(cluster);
+                let (address, pool) = (endpoint.address.clone(), endpoint.pool().clone());
+                self.mirrors.send(
+                    request,
+                    timeout.unwrap_or(mirror::DEFAULT_TIMEOUT),
+                    move |request| async move { client.request_to(&address, &pool, request).await },
+                );
+            }
+            Err(error) => {
+                tracing::debug!(%error, "not mirrored: cannot build the request");
+                self.metrics.mirror(MirrorResult::Failed);
+            }
         }
     }
 }
@@ -430,6 +633,83 @@ struct Target<'a> {
 enum Payload {
     Buffered(Bytes),
     Streaming(Option<Incoming>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of the answers to the client: the upstream's (or a local reply), or the same cut
+/// at the route's deadline, which is why its error is not `hyper::Error`. An enum, not one
+/// more box: most answers have no deadline.
+pub enum DownstreamBody {
+    Plain(Body),
+    Cut(Deadline),
+}
+
+impl hyper::body::Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            DownstreamBody::Plain(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            DownstreamBody::Cut(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::Plain(body) => body.is_end_stream(),
+            DownstreamBody::Cut(body) => body.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownstreamBody::Plain(body) => body.size_hint(),
+            DownstreamBody::Cut(body) => body.inner.size_hint(),
+        }
+    }
+}
+
+/// A response body cut at the route's deadline: the client sees the stream reset (HTTP/2) or
+/// the connection closed (HTTP/1.1) after the headers, and the request is logged with `UT`,
+/// as Envoy does when its route timeout fires after the headers went out.
+pub struct Deadline {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.fired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err("upstream request timeout".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Counts a request in flight on an endpoint (for LEAST_REQUEST and `/clusters`).
@@ -447,6 +727,31 @@ impl Drop for EndpointLoad<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Istio's `app` and `version` of a workload from its labels: the canonical name/revision,
+/// else `app.kubernetes.io/*`, else `app`/`version`.
+pub(crate) fn app_and_version(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> (String, String) {
+    let label = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| labels.get(*k))
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.to_owned())
+    };
+    (
+        label(&[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ]),
+        label(&[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ]),
+    )
 }
 
 fn hit(percentage: f64) -> bool {
@@ -473,11 +778,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -489,7 +794,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `connection` and `upgrade`).
-const HOP_BY_HOP: [&str; 6] = [
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -555,7 +860,10 @@ fn build_request(
 }
 
 /// Joins the two upgraded connections (WebSocket and other `Upgrade`s) and copies both ways.
-fn tunnel(client: Option<hyper::upgrade::OnUpgrade>, upstream: hyper::upgrade::OnUpgrade) {
+pub(crate) fn tunnel(
+    client: Option<hyper::upgrade::OnUpgrade>,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
     let Some(client) = client else {
         tracing::debug!("101 from upstream but the client connection cannot be upgraded");
         return;
@@ -586,7 +894,7 @@ fn full(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// A reply of the proxy itself, with Envoy's body for the flag.
-fn local(record: &mut Record, flag: Flag, status: StatusCode) -> Response<Body> {
+pub(crate) fn local(record: &mut Record, flag: Flag, status: StatusCode) -> Response<Body> {
     record.flags.add(flag);
     let (_, text) = request::local_reply(flag);
     let mut response = full(status, Bytes::from_static(text.as_bytes()));
@@ -632,7 +940,7 @@ fn abort_response(abort: &FaultAbort, grpc: bool) -> Response<Body> {
 }
 
 /// Counts the bytes of a streamed body into `bytes`.
-fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
+pub(crate) fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
     body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
             bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -645,7 +953,7 @@ fn counted(body: Incoming, bytes: Arc<AtomicU64>) -> Body {
 /// What one request did, recorded (metrics and one access-log line) when its response body is
 /// done or dropped, or, when the client went away first, with `DC` and code 0.
 #[derive(Debug)]
-struct Record {
+pub(crate) struct Record {
     metrics: L7Metrics,
     started: Instant,
     labels: RequestLabels,
@@ -655,61 +963,35 @@ struct Record {
     path: String,
     authority: String,
     request_id: String,
-    route: Option<String>,
-    cluster: Option<String>,
-    upstream: Option<String>,
+    pub(crate) route: Option<String>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) upstream: Option<String>,
     status: Option<u16>,
     grpc_status: Option<u32>,
-    request_bytes: Arc<AtomicU64>,
+    pub(crate) request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
+    /// The route's deadline, which also bounds the response body (Istio's timeout is the
+    /// whole exchange); set when the request went upstream.
+    deadline: Option<Instant>,
+    /// Set when the deadline cut the response body.
+    body_timed_out: Arc<AtomicBool>,
 }
 
 impl Record {
-    fn new(
-        outbound: &Outbound,
-        loaded: &Loaded,
+    /// `labels` are the request's side of Istio's labels (the destination's are filled in as
+    /// routing learns them); the protocol is set here from the request.
+    pub(crate) fn new(
+        metrics: &L7Metrics,
+        mut labels: RequestLabels,
         req: &Request<Incoming>,
         request_id: String,
     ) -> Self {
-        let proxy = &loaded.config.proxy;
-        let label = |keys: &[&str]| {
-            keys.iter()
-                .find_map(|k| proxy.labels.get(*k))
-                .cloned()
-                .unwrap_or_else(|| UNKNOWN.to_owned())
-        };
         let grpc = is_grpc(req.headers());
-        let unknown = || UNKNOWN.to_owned();
+        labels.request_protocol = if grpc { "grpc" } else { "http" };
         Record {
-            metrics: outbound.metrics.clone(),
+            metrics: metrics.clone(),
             started: Instant::now(),
-            labels: RequestLabels {
-                reporter: "source",
-                source_workload: outbound.workload.name.clone(),
-                source_workload_namespace: outbound.workload.namespace.clone(),
-                source_app: label(&[
-                    "service.istio.io/canonical-name",
-                    "app.kubernetes.io/name",
-                    "app",
-                ]),
-                source_version: label(&[
-                    "service.istio.io/canonical-revision",
-                    "app.kubernetes.io/version",
-                    "version",
-                ]),
-                destination_workload: unknown(),
-                destination_workload_namespace: unknown(),
-                destination_app: unknown(),
-                destination_version: unknown(),
-                destination_service: unknown(),
-                destination_service_name: unknown(),
-                destination_service_namespace: unknown(),
-                request_protocol: if grpc { "grpc" } else { "http" },
-                response_code: String::new(),
-                response_flags: String::new(),
-                grpc_response_status: String::new(),
-                connection_security_policy: "unknown",
-            },
+            labels,
             flags: Flags::default(),
             grpc,
             method: req.method().as_str().to_owned(),
@@ -727,6 +1009,8 @@ impl Record {
             grpc_status: None,
             request_bytes: Arc::default(),
             response_bytes: 0,
+            deadline: None,
+            body_timed_out: Arc::default(),
         }
     }
 
@@ -740,6 +1024,14 @@ impl Record {
         self.labels.destination_service_namespace = namespace.to_owned();
     }
 
+    /// A request refused under `REGISTRY_ONLY`, labelled as Istio labels it.
+    fn black_hole(&mut self) {
+        self.labels.destination_service = BLACK_HOLE_CLUSTER.to_owned();
+        self.labels.destination_service_name = BLACK_HOLE_CLUSTER.to_owned();
+        self.route = Some(BLOCK_ALL_ROUTE.to_owned());
+        self.cluster = Some(BLACK_HOLE_CLUSTER.to_owned());
+    }
+
     fn endpoint(&mut self, endpoint: &EndpointState) {
         self.labels.destination_workload = endpoint.workload.to_string();
         self.labels.destination_workload_namespace = endpoint.namespace.to_string();
@@ -749,10 +1041,12 @@ impl Record {
     }
 
     /// Takes the response: its body now carries this record, counted and written when done.
-    fn respond(mut self, response: Response<Body>) -> Response<Body> {
+    pub(crate) fn respond(mut self, response: Response<Body>) -> Response<DownstreamBody> {
         self.status = Some(response.status().as_u16());
         self.grpc_status = grpc_status(response.headers());
         let (parts, body) = response.into_parts();
+        let deadline = self.deadline.take();
+        let timed_out = self.body_timed_out.clone();
         let mut record = self;
         let body = body
             .map_frame(move |frame| {
@@ -768,6 +1062,14 @@ impl Record {
                 frame
             })
             .boxed();
+        let body = match deadline {
+            Some(deadline) => DownstreamBody::Cut(Deadline {
+                inner: body,
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                fired: timed_out,
+            }),
+            None => DownstreamBody::Plain(body),
+        };
         Response::from_parts(parts, body)
     }
 }
@@ -776,6 +1078,9 @@ impl Drop for Record {
     fn drop(&mut self) {
         if self.status.is_none() {
             self.flags.add(Flag::DownstreamDisconnect);
+        }
+        if self.body_timed_out.load(Ordering::Relaxed) {
+            self.flags.add(Flag::UpstreamTimeout);
         }
         let code = self.status.unwrap_or(0);
         let mut labels = self.labels.clone();

@@ -2,8 +2,12 @@
 //! build`) applied to captured connections whose destination speaks HTTP.
 
 pub mod balance;
+pub mod detect;
 pub mod hash;
+pub mod headers;
 pub mod http;
+pub mod inbound;
+pub mod mirror;
 pub mod outlier;
 pub mod request;
 pub mod source;

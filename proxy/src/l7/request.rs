@@ -354,6 +354,8 @@ mod tests {
                 per_try_timeout_ms: None,
             },
             fault: None,
+            headers: None,
+            mirror: None,
         }
     }
 
@@ -391,6 +393,7 @@ mod tests {
             subset: None,
             port: 80,
             weight,
+            headers: None,
         };
         let split = [cluster("v1", 90), cluster("v3", 10)];
         assert_eq!(choose(&split, 0).unwrap().cluster, "v1");

@@ -45,6 +45,27 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// How a mirrored request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorResult {
+    /// Answered (any status) and its body read.
+    Sent,
+    /// Connect error, reset or time limit.
+    Failed,
+    /// Not sent: too many mirrored requests in flight.
+    Dropped,
+}
+
+impl MirrorResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            MirrorResult::Sent => "sent",
+            MirrorResult::Failed => "failed",
+            MirrorResult::Dropped => "dropped",
+        }
+    }
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
 }
@@ -62,6 +83,7 @@ pub struct L7Metrics {
     response_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
     config_loads: Family<ResultLabels, Counter>,
     config_timestamp: Gauge,
+    mirrors: Family<ResultLabels, Counter>,
 }
 
 /// What one finished request measured.
@@ -81,6 +103,7 @@ impl L7Metrics {
             response_bytes: Family::new_with_constructor(size_histogram),
             config_loads: Family::default(),
             config_timestamp: Gauge::default(),
+            mirrors: Family::default(),
         };
         registry.register(
             "istio_requests",
@@ -112,7 +135,20 @@ impl L7Metrics {
             "When the configuration in force was loaded (Unix time)",
             metrics.config_timestamp.clone(),
         );
+        registry.register(
+            "outrigger_proxy_mirror_requests",
+            "Mirrored requests (VirtualService mirror), by result: sent, failed, dropped (too many in flight)",
+            metrics.mirrors.clone(),
+        );
         metrics
+    }
+
+    pub fn mirror(&self, result: MirrorResult) {
+        self.mirrors
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
     }
 
     pub fn record(&self, labels: &RequestLabels, measured: Measured) {

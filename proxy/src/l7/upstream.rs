@@ -112,27 +112,36 @@ impl Client {
         endpoint: &EndpointState,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
+        self.request_to(&endpoint.address, endpoint.pool(), request)
+            .await
+    }
+
+    /// [`Client::request`] to an endpoint's address and pool, for a request that outlives the
+    /// borrow of its endpoint (a mirrored copy sent in the background).
+    pub async fn request_to(
+        &self,
+        address: &str,
+        pool: &Arc<Pool>,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, Error> {
         if self.settings.http2 {
-            self.request_http2(endpoint, request).await
+            self.request_http2(address, pool, request).await
         } else {
-            self.request_http1(endpoint, request).await
+            self.request_http1(address, pool, request).await
         }
     }
 
     async fn request_http1(
         &self,
-        endpoint: &EndpointState,
+        address: &str,
+        pool: &Arc<Pool>,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
-        let pool = endpoint.pool();
         let mut stale = 0;
         loop {
             let (mut conn, reused) = match pool.idle_http1() {
                 Some(conn) => (conn, true),
-                None => (
-                    pool.connect_http1(&endpoint.address, self.settings).await?,
-                    false,
-                ),
+                None => (pool.connect_http1(address, self.settings).await?, false),
             };
             conn.served += 1;
             let sent = conn.send.try_send_request(request);
@@ -162,13 +171,11 @@ impl Client {
 
     async fn request_http2(
         &self,
-        endpoint: &EndpointState,
+        address: &str,
+        pool: &Arc<Pool>,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
-        let mut send = endpoint
-            .pool()
-            .http2_sender(&endpoint.address, self.settings)
-            .await?;
+        let mut send = pool.http2_sender(address, self.settings).await?;
         send.send_request(request).await.map_err(Error::Request)
     }
 }

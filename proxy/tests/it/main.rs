@@ -6,6 +6,8 @@ mod config_file;
 mod data_path;
 mod discovery;
 mod l7;
+mod l7_grpc;
+mod l7_request;
 mod l7_upstream;
 mod status_limits;
 mod support;

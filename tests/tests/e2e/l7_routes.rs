@@ -2,7 +2,7 @@
 //! outrigger-iptables with its proxy as UID 1337; a Service ClusterIP no interface owns; the
 //! client proxy's configuration written by the real `outrigger-routes build`. Default route to
 //! v1, a header rule to v2, a 90/10 split over 200 calls, an abort 500, a 1 s timeout against a
-//! 3 s answer (504 UT), HTTP/2 with prior knowledge (curl), and the metrics of both sides.
+//! 3 s answer (504 UT), HTTP/2 with prior knowledge (curl), and the request metrics of both sides (the servers' proxies serve inbound HTTP).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -66,17 +66,17 @@ spec:
     text
 }
 
-/// Runs the real `outrigger-routes build` for the client pod; the file is readable by 1337.
-fn build_config(topology: &Topology) -> PathBuf {
+/// Runs the real `outrigger-routes build` for one pod; the file is readable by 1337.
+fn build_config(topology: &Topology, pod: &str) -> PathBuf {
     let dir = topology.dir.path();
     let input = dir.join("mesh.yaml");
     std::fs::write(&input, inputs(topology)).expect("write inputs");
-    let output = dir.join("client-proxy.json");
+    let output = dir.join(format!("{pod}-proxy.json"));
     let routes = workspace_bin("outrigger-routes");
     let out = std::process::Command::new(routes)
         .args(["build", "-f"])
         .arg(&input)
-        .args(["--for", "e2e/client", "-o"])
+        .args(["--for", &format!("e2e/{pod}"), "-o"])
         .arg(&output)
         .output()
         .expect("run outrigger-routes");
@@ -129,14 +129,21 @@ fn requests_are_routed_by_the_istio_model_across_pods() {
     for name in names {
         topology.capture(name, INIT_ARGS).expect("capture rules");
     }
-    let config = build_config(&topology);
+    let config = build_config(&topology, "client");
     let config_arg = config.to_str().expect("utf-8 path");
     let client_proxy = topology
         .start_proxy("client", &[], &["--config-file", config_arg])
         .expect("client proxy");
     let mut server_proxies = Vec::new();
     for name in &names[1..] {
-        server_proxies.push(topology.start_proxy(name, &[], &[]).expect("server proxy"));
+        // Each server proxy has its own pod's configuration: inbound HTTP on the `http` port.
+        let server_config = build_config(&topology, name);
+        let server_arg = server_config.to_str().expect("utf-8 path");
+        server_proxies.push(
+            topology
+                .start_proxy(name, &[], &["--config-file", server_arg])
+                .expect("server proxy"),
+        );
         let addr = topology.pod(name).addr(PORT);
         servers.push(
             topology
@@ -238,14 +245,22 @@ fn requests_are_routed_by_the_istio_model_across_pods() {
         ),
         1.0
     );
-    // The server side saw the connections the client proxy opened to it.
+    // The server side counted the same requests (inbound HTTP, reporter="destination"): the
+    // ten of the header rule and the HTTP/2 one reached v2.
     let v2 = topology.metrics("reviews-v2").expect("v2 metrics");
-    assert!(
+    assert_eq!(
         metric_sum(
             &v2,
-            "istio_tcp_connections_opened_total",
-            &[r#"reporter="destination""#]
-        ) >= 1.0,
+            "istio_requests_total",
+            &[
+                r#"reporter="destination""#,
+                service,
+                r#"destination_workload="reviews-v2""#,
+                r#"destination_version="v2""#,
+                r#"response_code="200""#,
+            ]
+        ),
+        11.0,
         "{v2}"
     );
     drop(servers);
