@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::faults::{self, Fault};
 use super::list::list;
 use super::store::{Inner, Write};
 use super::watch::watch;
@@ -160,7 +161,24 @@ pub(super) async fn handle(
         method: method.to_string(),
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or("").to_owned(),
+        body: body.to_vec(),
     });
+    let fault = lock(&inner.faults).pop_front();
+    match fault {
+        Some(Fault::Status(code)) => {
+            return status_response(code, faults::reason(code), "scripted failure");
+        }
+        Some(Fault::Body(bytes)) => {
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+                .into_response();
+        }
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
     let Some(target) = parse_path(uri.path()) else {
         return status_response(
             404,
@@ -190,9 +208,13 @@ pub(super) async fn handle(
             },
             Err(e) => status_response(400, "BadRequest", &format!("request body: {e}")),
         },
+        (Method::PATCH, true) => patch_one(&inner, &target, &body),
         (Method::DELETE, true) => {
             let namespace = target.namespace.clone().unwrap_or_default();
             let name = target.name.clone().unwrap_or_default();
+            if let Some(conflict) = uid_conflict(&inner, &target, &body) {
+                return conflict;
+            }
             match inner.delete(&target.group, &target.plural, &namespace, &name) {
                 Ok(o) => json_response(StatusCode::OK, &served(&o, &target.group, &target.version)),
                 Err(s) => status_json(&s),
@@ -204,6 +226,84 @@ pub(super) async fn handle(
             &format!("{method} is not served here"),
         ),
     }
+}
+
+/// PATCH as a JSON merge patch (RFC 7386), whatever the content type: a strategic merge patch
+/// of maps is the same; lists are replaced, not merged by key.
+fn patch_one(inner: &Inner, target: &Target, body: &[u8]) -> Response {
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return status_response(400, "BadRequest", &format!("request body: {e}")),
+    };
+    let name = target.name.clone().unwrap_or_default();
+    let key = (
+        target.group.clone(),
+        target.plural.clone(),
+        target.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    );
+    let Some(mut object) = lock(&inner.store).objects.get(&key).cloned() else {
+        return status_response(
+            404,
+            "NotFound",
+            &format!("{} \"{name}\" not found", target.plural),
+        );
+    };
+    let identity = (object["apiVersion"].clone(), object["kind"].clone());
+    merge_patch(&mut object, &patch);
+    (object["apiVersion"], object["kind"]) = identity;
+    object["metadata"]["name"] = json!(name);
+    match inner.write(object, Write::Update) {
+        Ok(o) => json_response(StatusCode::OK, &served(&o, &target.group, &target.version)),
+        Err(s) => status_json(&s),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Value::Object(object) = target else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// A DELETE whose `DeleteOptions` carry a `preconditions.uid` other than the object's: 409.
+fn uid_conflict(inner: &Inner, target: &Target, body: &[u8]) -> Option<Response> {
+    let options: Value = serde_json::from_slice(body).ok()?;
+    let wanted = options["preconditions"]["uid"].as_str()?;
+    let key = (
+        target.group.clone(),
+        target.plural.clone(),
+        target.namespace.clone().unwrap_or_default(),
+        target.name.clone().unwrap_or_default(),
+    );
+    let store = lock(&inner.store);
+    let uid = store
+        .objects
+        .get(&key)
+        .map(|o| meta_str(o, "uid").to_owned())?;
+    (uid != wanted).then(|| {
+        status_response(
+            409,
+            "Conflict",
+            &format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"
+            ),
+        )
+    })
 }
 
 fn status_json(status: &Value) -> Response {
@@ -286,6 +386,19 @@ mod tests {
             ("namespaces", Some("shop"))
         );
         assert!(parse_path("/healthz").is_none());
+    }
+
+    #[test]
+    fn merge_patch_as_rfc_7386() {
+        let mut object = json!({"a": {"b": 1, "c": 2}, "l": [1, 2], "x": "y"});
+        merge_patch(
+            &mut object,
+            &json!({"a": {"b": null, "d": 3}, "l": [3], "n": {"m": 1}}),
+        );
+        assert_eq!(
+            object,
+            json!({"a": {"c": 2, "d": 3}, "l": [3], "x": "y", "n": {"m": 1}})
+        );
     }
 
     #[test]

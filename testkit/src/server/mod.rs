@@ -1,14 +1,17 @@
 //! The fake API server: [`FakeApiServer`] and what tests do with it. The parts: `kinds`
 //! (plural and scope of a kind), `store` (objects, `resourceVersion`, event log, writes),
-//! `http` (routing and `Status` answers), `list` (LIST and paging), `watch` (WATCH fan-out).
+//! `http` (routing and `Status` answers), `list` (LIST and paging), `watch` (WATCH fan-out),
+//! `faults` (scripted failures), `tls` (HTTPS with a throwaway CA).
 
+mod faults;
 mod http;
 mod kinds;
 mod list;
 mod store;
+mod tls;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,6 +20,7 @@ use axum::Router;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use faults::Fault;
 pub use kinds::KindInfo;
 use kinds::split_api_version;
 use store::{Broadcast, Inner, Store, Write};
@@ -30,15 +34,21 @@ pub type CreateHandler = Arc<dyn Fn(&Value) -> Result<Value, (u16, String)> + Se
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// As sent (percent-encoded).
     pub query: String,
+    pub body: Vec<u8>,
 }
 
-/// A kube-apiserver stand-in on `127.0.0.1`, plain HTTP (kube's client accepts an `http://`
-/// cluster URL). It runs on the runtime that called [`FakeApiServer::start`].
+/// A kube-apiserver stand-in on `127.0.0.1`: plain HTTP (kube's client accepts an `http://`
+/// cluster URL) or HTTPS with a throwaway CA. It runs on the runtime that called
+/// [`FakeApiServer::start`] / [`FakeApiServer::start_tls`], or on its own thread
+/// ([`FakeApiServer::start_in_background`], for synchronous tests and child processes).
 #[derive(Clone)]
 pub struct FakeApiServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
+    /// The CA (PEM, DER) when serving HTTPS.
+    ca: Option<Arc<(String, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for FakeApiServer {
@@ -59,8 +69,49 @@ pub(super) fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
 }
 
 impl FakeApiServer {
-    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    /// Binds `127.0.0.1:0` and serves plain HTTP on the current tokio runtime.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Binds `127.0.0.1:0` and serves HTTPS (a throwaway CA: [`Self::ca_pem`]) on the current
+    /// tokio runtime.
+    pub async fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    /// Starts on a thread of its own (a 2-worker runtime living as long as the process), so a
+    /// synchronous test, a child process or a test's own short-lived runtime can use it.
+    pub fn start_in_background(tls: bool) -> anyhow::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("fake-api-server".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = tx.send(Err(anyhow::Error::from(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let started = Self::start_with(tls).await;
+                    let failed = started.is_err();
+                    let _ = tx.send(started);
+                    if !failed {
+                        std::future::pending::<()>().await;
+                    }
+                });
+            })?;
+        rx.recv()
+            .map_err(|_| anyhow::anyhow!("the fake API server thread ended before starting"))?
+    }
+
+    async fn start_with(tls: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
@@ -72,16 +123,29 @@ impl FakeApiServer {
             handlers: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
+            faults: Mutex::new(VecDeque::new()),
         });
         let app = Router::new()
             .fallback(http::handle)
             .with_state(inner.clone());
-        tokio::spawn(async move {
-            // The server ends with the test's runtime; an accept error ends it early and the
-            // test then fails on its requests.
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Self { addr, inner })
+        let ca = if tls {
+            let tls = tls::self_signed()?;
+            tokio::spawn(tls::serve(listener, tls.acceptor, app));
+            Some(Arc::new((tls.ca_pem, tls.ca_der)))
+        } else {
+            tokio::spawn(async move {
+                // The server ends with the test's runtime; an accept error ends it early and
+                // the test then fails on its requests.
+                let _ = axum::serve(listener, app).await;
+            });
+            None
+        };
+        Ok(Self { addr, inner, ca })
+    }
+
+    /// The CA certificate (PEM) a client must trust, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_deref().map(|(pem, _)| pem.as_str())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -89,13 +153,32 @@ impl FakeApiServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// A kube client for this server (namespace `default`).
+    /// A kube client for this server (namespace `default`; trusting its CA over HTTPS).
     pub fn client(&self) -> anyhow::Result<kube::Client> {
-        let config = kube::Config::new(self.url().parse()?);
+        let mut config = kube::Config::new(self.url().parse()?);
+        if let Some(ca) = &self.ca {
+            config.root_cert = Some(vec![ca.1.clone()]);
+        }
         Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The next requests are answered with these faults, in order, before normal service.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.inner.faults).extend(faults);
+    }
+
+    /// The next requests get these `Status` codes, in order.
+    pub fn fail_next(&self, codes: &[u16]) {
+        self.inject(codes.iter().copied().map(Fault::Status));
+    }
+
+    /// The next requests get `200 OK` with these bodies (whatever they are), in order.
+    pub fn answer_next_raw(&self, bodies: Vec<Vec<u8>>) {
+        self.inject(bodies.into_iter().map(Fault::Body));
     }
 
     /// Serves `kind` of `api_version` under `plural` (for kinds whose plural or scope the

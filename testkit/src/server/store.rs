@@ -2,7 +2,7 @@
 //! `resourceVersion` counter, the event log since the last compaction, and the writes (create,
 //! replace, delete) that bump the version, log the event and broadcast it to the watches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::http::status;
 use super::kinds::{CLUSTER_SCOPED, KindInfo, plural_of, split_api_version};
-use super::{CreateHandler, Recorded, lock, meta_str};
+use super::{CreateHandler, Fault, Recorded, lock, meta_str};
 
 pub(super) type GroupPlural = (String, String);
 pub(super) type Key = (String, String, String, String);
@@ -58,6 +58,7 @@ pub(super) struct Inner {
     pub(super) handlers: Mutex<HashMap<GroupPlural, CreateHandler>>,
     pub(super) requests: Mutex<Vec<Recorded>>,
     pub(super) bookmark_interval: Mutex<Duration>,
+    pub(super) faults: Mutex<VecDeque<Fault>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,12 @@ impl Store {
 
 impl Inner {
     pub(super) fn write(&self, mut object: Value, mode: Write) -> Result<Value, Value> {
+        // `generateName` on a create: the prefix and a suffix, as the API server does.
+        let prefix = meta_str(&object, "generateName").to_owned();
+        if mode == Write::Create && meta_str(&object, "name").is_empty() && !prefix.is_empty() {
+            let suffix = lock(&self.store).rv + 1;
+            object["metadata"]["name"] = json!(format!("{prefix}{suffix:05x}"));
+        }
         let api_version = object["apiVersion"].as_str().unwrap_or("").to_owned();
         let kind = object["kind"].as_str().unwrap_or("").to_owned();
         let name = meta_str(&object, "name").to_owned();
