@@ -108,7 +108,7 @@ impl Pilot {
                     let generation = match patch {
                         Some((base, patch)) => base
                             .patched(number, changed_at, snapshot, &patch)
-                            .unwrap_or_else(|full| full),
+                            .unwrap_or_else(|full| *full),
                         None => Generation::new(number, changed_at, snapshot, pool.clone()),
                     };
                     generation.precompute(&active.keys());

@@ -384,7 +384,7 @@ impl Generation {
             ..Patch::default()
         };
         self.patched(number, changed_at, snapshot, &patch)
-            .unwrap_or_else(|next| next)
+            .unwrap_or_else(|next| *next)
     }
 
     /// The next generation after the changes of `patch`, `snapshot` being the cluster now:
@@ -400,10 +400,10 @@ impl Generation {
         changed_at: Instant,
         snapshot: Snapshot,
         patch: &Patch,
-    ) -> Result<Self, Self> {
+    ) -> Result<Self, Box<Self>> {
         let next = Self::new(number, changed_at, snapshot, self.pool.clone());
         if next.source_label_keys != self.source_label_keys {
-            return Err(next);
+            return Err(Box::new(next));
         }
         let endpoints_part = next.part_of(&patch.endpoints_of);
         let endpoints = Resolver::new(&endpoints_part);
@@ -866,7 +866,7 @@ spec:
         assert!(view.destination("nothing:80").is_none());
         assert!(view.destination("catalog").is_none(), "a name needs a port");
         let payload: serde_json::Value =
-            serde_json::from_slice(&view.destination(canonical).expect("dest").json())
+            serde_json::from_slice(view.destination(canonical).expect("dest").json())
                 .expect("json");
         assert_eq!(payload["addresses"], serde_json::json!(["10.96.0.10:8080"]));
         assert!(
