@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::auth::Authenticator;
 use crate::cluster::{self, Change, Stores};
-use crate::index::Generation;
+use crate::index::{Generation, WirePool};
 use crate::metrics::Metrics;
 use crate::xds::{ActiveViews, XdsServer};
 
@@ -83,6 +83,9 @@ impl Pilot {
         };
         tokio::spawn(async move {
             let mut number = 0;
+            // One pool for pilot's lifetime: generations share the resources that did not change.
+            let pool = Arc::new(WirePool::default());
+            let mut previous: Option<Arc<Generation>> = None;
             // Changes before the first full sync wait with their time, so the first
             // generation's convergence counts from the first event.
             let mut pending: Option<Instant> = None;
@@ -93,17 +96,27 @@ impl Pilot {
                 }
                 pending = None;
                 number += 1;
-                let endpoints_only = batch.iter().all(|c| *c == Change::Endpoints);
-                let (stores, active) = (stores.clone(), active.clone());
+                let batch_len = batch.len();
+                let patch = previous
+                    .clone()
+                    .and_then(|base| Some((base, cluster::patch_of(&stores, &batch)?)));
+                let incremental = patch.is_some();
+                let (stores, active, pool) = (stores.clone(), active.clone(), pool.clone());
                 let started = Instant::now();
                 let built = tokio::task::spawn_blocking(move || {
                     let (snapshot, errors) = stores.snapshot();
-                    let generation = Generation::new(number, changed_at, snapshot);
+                    let generation = match patch {
+                        Some((base, patch)) => base
+                            .patched(number, changed_at, snapshot, &patch)
+                            .unwrap_or_else(|full| *full),
+                        None => Generation::new(number, changed_at, snapshot, pool.clone()),
+                    };
                     generation.precompute(&active.keys());
-                    (generation, errors)
+                    let pooled = pool.prune();
+                    (generation, errors, pooled)
                 })
                 .await;
-                let Ok((generation, errors)) = built else {
+                let Ok((generation, errors, pooled)) = built else {
                     tracing::error!("rebuild panicked; keeping the previous generation");
                     continue;
                 };
@@ -116,12 +129,15 @@ impl Pilot {
                     .observe(started.elapsed().as_secs_f64());
                 tracing::info!(
                     generation = number,
-                    changes = batch.len(),
-                    endpoints_only,
+                    changes = batch_len,
+                    incremental,
+                    pooled,
                     build_ms = started.elapsed().as_millis() as u64,
                     "rebuilt"
                 );
-                if publish.send(Some(Arc::new(generation))).is_err() {
+                let generation = Arc::new(generation);
+                previous = Some(generation.clone());
+                if publish.send(Some(generation)).is_err() {
                     return;
                 }
             }
@@ -215,7 +231,7 @@ mod tests {
         let sender = tx.clone();
         let flood = tokio::spawn(async move {
             loop {
-                let _ = sender.send(Change::Endpoints);
+                let _ = sender.send(Change::Config);
                 tokio::time::sleep(Duration::from_millis(60)).await;
             }
         });

@@ -14,12 +14,90 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use outrigger_mesh::Snapshot;
 use tokio::sync::mpsc;
 
-/// What changed: endpoints (EndpointSlices, Pods) or configuration (everything else). Both
-/// trigger a debounced rebuild; the kind is for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What changed. Every change triggers a debounced rebuild; a batch of only `Slice`, `Pod` and
+/// `VirtualService` changes patches the previous generation (the endpoints of the Services
+/// they name, the destinations of the hosts the VirtualServices name), anything else (and every
+/// reflector's first list or re-list) is a full rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Change {
-    Endpoints,
+    /// An EndpointSlice of Service `namespace/service` (`None`: a slice without the
+    /// `kubernetes.io/service-name` label, which no Service reads).
+    Slice {
+        namespace: String,
+        service: Option<String>,
+    },
+    /// Pod `namespace/name` (its labels and readiness reach the endpoints that name it).
+    Pod {
+        namespace: String,
+        name: String,
+    },
+    /// VirtualService `namespace/name` (created, edited or deleted).
+    VirtualService {
+        namespace: String,
+        name: String,
+    },
     Config,
+}
+
+impl Change {
+    fn of_slice(slice: &EndpointSlice) -> Self {
+        Self::Slice {
+            namespace: namespace_of(&slice.metadata),
+            service: slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(outrigger_api::names::label::SERVICE_NAME))
+                .cloned(),
+        }
+    }
+
+    fn of_pod(pod: &Pod) -> Self {
+        Self::Pod {
+            namespace: namespace_of(&pod.metadata),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    fn of_virtual_service(vs: &DynamicObject) -> Self {
+        Self::VirtualService {
+            namespace: namespace_of(&vs.metadata),
+            name: vs.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    fn of_config<K>(_: &K) -> Self {
+        Self::Config
+    }
+
+    pub fn is_config(&self) -> bool {
+        *self == Self::Config
+    }
+}
+
+/// What a batch without a `Config` change patches; `None` when it needs a full rebuild.
+pub fn patch_of(stores: &Stores, batch: &[Change]) -> Option<crate::index::Patch> {
+    if batch.iter().any(Change::is_config) {
+        return None;
+    }
+    let virtual_services = batch
+        .iter()
+        .filter_map(|c| match c {
+            Change::VirtualService { namespace, name } => Some((namespace.clone(), name.clone())),
+            _ => None,
+        })
+        .collect();
+    Some(crate::index::Patch {
+        endpoints_of: stores.services_of(batch),
+        virtual_services,
+    })
+}
+
+/// The namespace of an object as the model reads it (`default` when absent).
+fn namespace_of(meta: &kube::api::ObjectMeta) -> String {
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// The Istio networking kinds pilot reads, watched at `networking.istio.io/v1` (Istio 1.22+;
@@ -104,6 +182,51 @@ impl Stores {
         }
         (snapshot, errors)
     }
+
+    /// The Services whose endpoints a batch of `Slice` and `Pod` changes touches: a slice's
+    /// Service, and the Services of every slice in the store that names a changed pod.
+    pub fn services_of(&self, changes: &[Change]) -> crate::index::ServiceRefs {
+        let mut services = crate::index::ServiceRefs::new();
+        let mut pods = std::collections::BTreeSet::new();
+        for change in changes {
+            match change {
+                Change::Slice {
+                    namespace,
+                    service: Some(service),
+                } => {
+                    services.insert((namespace.clone(), service.clone()));
+                }
+                Change::Pod { namespace, name } => {
+                    pods.insert((namespace.as_str(), name.as_str()));
+                }
+                Change::Slice { service: None, .. }
+                | Change::VirtualService { .. }
+                | Change::Config => {}
+            }
+        }
+        if pods.is_empty() {
+            return services;
+        }
+        for slice in self.endpoint_slices.state() {
+            let namespace = namespace_of(&slice.metadata);
+            let names_a_pod = slice
+                .endpoints
+                .iter()
+                .flatten()
+                .filter_map(|e| e.target_ref.as_ref())
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .any(|r| pods.contains(&(namespace.as_str(), r.name.as_deref().unwrap_or(""))));
+            if names_a_pod
+                && let Change::Slice {
+                    namespace,
+                    service: Some(service),
+                } = Change::of_slice(&slice)
+            {
+                services.insert((namespace, service));
+            }
+        }
+        services
+    }
 }
 
 fn clone_all<K>(store: &Store<K>) -> Vec<K>
@@ -158,28 +281,22 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
 
     let (services, writer) = reflector::store::<Service>();
     let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
-    spawn_reflector("Service", Change::Config, stream, &synced, &changes);
+    spawn_reflector("Service", Change::of_config, stream, &synced, &changes);
 
     let (endpoint_slices, writer) = reflector::store::<EndpointSlice>();
     let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
-    spawn_reflector(
-        "EndpointSlice",
-        Change::Endpoints,
-        stream,
-        &synced,
-        &changes,
-    );
+    spawn_reflector("EndpointSlice", Change::of_slice, stream, &synced, &changes);
 
     let (pods, writer) = reflector::store::<Pod>();
     let stream = reflector::reflector(
         writer,
         watcher(Api::<Pod>::all(client.clone()), config.clone()).modify(strip_pod),
     );
-    spawn_reflector("Pod", Change::Endpoints, stream, &synced, &changes);
+    spawn_reflector("Pod", Change::of_pod, stream, &synced, &changes);
 
     let (namespaces, writer) = reflector::store::<Namespace>();
     let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
-    spawn_reflector("Namespace", Change::Config, stream, &synced, &changes);
+    spawn_reflector("Namespace", Change::of_config, stream, &synced, &changes);
 
     let mut istio = Vec::new();
     for (kind, plural) in ISTIO_KINDS {
@@ -191,7 +308,12 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
         let store = writer.as_reader();
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
         let stream = reflector::reflector(writer, watcher(api, config.clone()));
-        spawn_reflector(kind, Change::Config, stream, &synced, &changes);
+        let change = if kind == "VirtualService" {
+            Change::of_virtual_service
+        } else {
+            Change::of_config
+        };
+        spawn_reflector(kind, change, stream, &synced, &changes);
         istio.push((kind, store));
     }
     Stores {
@@ -206,7 +328,7 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
 
 fn spawn_reflector<K, S>(
     name: &'static str,
-    change: Change,
+    change: fn(&K) -> Change,
     stream: S,
     synced: &Arc<Vec<(&'static str, AtomicBool)>>,
     changes: &mpsc::UnboundedSender<Change>,
@@ -228,10 +350,11 @@ fn spawn_reflector<K, S>(
                     {
                         tracing::info!(reflector = name, "synced");
                     }
-                    let _ = changes.send(change);
+                    // A (re-)list may have changed anything: a full rebuild.
+                    let _ = changes.send(Change::Config);
                 }
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                    let _ = changes.send(change);
+                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                    let _ = changes.send(change(&object));
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Err(error) => {

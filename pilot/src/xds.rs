@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::Stream;
-use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,7 +24,6 @@ use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_servi
 use outrigger_xds_api::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use outrigger_xds_api::outrigger::v1alpha1;
 
 /// The latest generation; `None` until every reflector has synced.
 pub type Generations = watch::Receiver<Option<Arc<Generation>>>;
@@ -150,6 +148,10 @@ impl AggregatedDiscoveryService for XdsServer {
             }
         };
         let (tx, rx) = mpsc::channel(16);
+        // Responses wait in the queue as `Planned` (names and shared resources) and become
+        // protobuf only when tonic takes the next one to send.
+        let responses = ReceiverStream::new(rx)
+            .map(|planned: Result<Planned, Status>| planned.map(Planned::into_response));
         let connection = Connection {
             peer,
             identity,
@@ -163,7 +165,7 @@ impl AggregatedDiscoveryService for XdsServer {
             acked_generation: 0,
         };
         tokio::spawn(connection.run(request.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 
@@ -177,11 +179,73 @@ enum Sent {
     Removed,
 }
 
+/// At most this many bytes of resources per response (a larger resource goes alone). tonic
+/// keeps each stream's encode buffer at the size of its largest message, so this bounds what
+/// every connected proxy costs after its first, largest push; more responses is only more nonces.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+
+/// A response as queued: the resources are the shared wire resources, not copies.
+#[derive(Debug)]
+struct Planned {
+    system_version_info: String,
+    type_url: String,
+    /// (name asked, resource).
+    resources: Vec<(String, Arc<WireResource>)>,
+    removed: Vec<String>,
+    nonce: String,
+}
+
+impl Planned {
+    fn into_response(self) -> DeltaDiscoveryResponse {
+        let resources = self
+            .resources
+            .into_iter()
+            .map(|(name, resource)| Resource {
+                aliases: if resource.name == name {
+                    Vec::new()
+                } else {
+                    vec![resource.name.clone()]
+                },
+                version: resource.version.clone(),
+                resource: Some(encode(&self.type_url, &resource)),
+                name,
+            })
+            .collect();
+        DeltaDiscoveryResponse {
+            system_version_info: self.system_version_info,
+            resources,
+            type_url: self.type_url,
+            removed_resources: self.removed,
+            nonce: self.nonce,
+        }
+    }
+}
+
+/// `resources` cut into groups of at most `MAX_RESPONSE_BYTES` encoded bytes (at least one each).
+fn chunks(resources: Vec<(String, Arc<WireResource>)>) -> Vec<Vec<(String, Arc<WireResource>)>> {
+    let mut out: Vec<Vec<(String, Arc<WireResource>)>> = Vec::new();
+    let mut size = 0;
+    for (name, resource) in resources {
+        let bytes = resource.encoded().len() + name.len();
+        match out.last_mut() {
+            Some(last) if size + bytes <= MAX_RESPONSE_BYTES => {
+                size += bytes;
+                last.push((name, resource));
+            }
+            _ => {
+                size = bytes;
+                out.push(vec![(name, resource)]);
+            }
+        }
+    }
+    out
+}
+
 struct Connection {
     peer: String,
     identity: Option<Identity>,
     server: XdsServer,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Planned, Status>>,
     node: Option<NodeId>,
     key: Option<ViewKey>,
     /// type URL → resource name → what was sent.
@@ -201,19 +265,10 @@ fn type_label(type_url: &str) -> &'static str {
 }
 
 fn encode(type_url: &str, resource: &WireResource) -> prost_types::Any {
-    let value = match type_url {
-        DESTINATION_TYPE => v1alpha1::Destination {
-            json: resource.json.clone(),
-        }
-        .encode_to_vec(),
-        _ => v1alpha1::Endpoints {
-            json: resource.json.clone(),
-        }
-        .encode_to_vec(),
-    };
+    // `Destination` and `Endpoints` encode alike (`bytes json = 1`): the bytes encoded once.
     prost_types::Any {
         type_url: type_url.to_owned(),
-        value,
+        value: resource.encoded().to_vec(),
     }
 }
 
@@ -348,7 +403,11 @@ impl Connection {
                     self.server.metrics.reject(type_label(&sent_type));
                     tracing::warn!(peer = %self.peer, nonce = %request.response_nonce, r#type = type_label(&sent_type), error = %error.message, "proxy rejected a response (NACK)");
                 }
-                None if number > self.acked_generation && number == generation.number => {
+                // Converged once every response of the generation is ACKed.
+                None if number > self.acked_generation
+                    && number == generation.number
+                    && !self.pending.values().any(|(_, n, _)| *n == number) =>
+                {
                     self.acked_generation = number;
                     self.server
                         .metrics
@@ -410,16 +469,7 @@ impl Connection {
                 Some(resource) => {
                     if *sent != Sent::Version(resource.version.clone()) {
                         *sent = Sent::Version(resource.version.clone());
-                        resources.push(Resource {
-                            name: name.clone(),
-                            aliases: if resource.name == name {
-                                Vec::new()
-                            } else {
-                                vec![resource.name.clone()]
-                            },
-                            version: resource.version.clone(),
-                            resource: Some(encode(type_url, resource)),
-                        });
+                        resources.push((name, resource.clone()));
                     }
                 }
                 None => {
@@ -433,34 +483,76 @@ impl Connection {
         if resources.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        self.pending.insert(
-            nonce.clone(),
-            (
-                type_url.to_owned(),
-                generation.number,
-                generation.changed_at,
-            ),
-        );
-        let response = DeltaDiscoveryResponse {
-            system_version_info: generation.number.to_string(),
-            resources,
-            type_url: type_url.to_owned(),
-            removed_resources: removed,
-            nonce,
-        };
-        self.server.metrics.push(type_label(type_url));
-        self.tx
-            .send(Ok(response))
-            .await
-            .map_err(|_| Status::cancelled("proxy went away"))
+        let mut groups = chunks(resources);
+        if groups.is_empty() {
+            groups.push(Vec::new());
+        }
+        for (index, resources) in groups.into_iter().enumerate() {
+            self.nonce += 1;
+            let nonce = self.nonce.to_string();
+            self.pending.insert(
+                nonce.clone(),
+                (
+                    type_url.to_owned(),
+                    generation.number,
+                    generation.changed_at,
+                ),
+            );
+            let planned = Planned {
+                system_version_info: generation.number.to_string(),
+                type_url: type_url.to_owned(),
+                resources,
+                removed: if index == 0 {
+                    std::mem::take(&mut removed)
+                } else {
+                    Vec::new()
+                },
+                nonce,
+            };
+            self.server.metrics.push(type_label(type_url));
+            self.tx
+                .send(Ok(planned))
+                .await
+                .map_err(|_| Status::cancelled("proxy went away"))?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resource(name: &str, bytes: usize) -> (String, Arc<WireResource>) {
+        let pool = crate::index::WirePool::default();
+        (name.to_owned(), pool.intern(name, vec![b'x'; bytes]))
+    }
+
+    #[test]
+    fn responses_are_cut_at_the_size_bound() {
+        let small: Vec<_> = (0..40).map(|i| resource(&format!("r{i}"), 1000)).collect();
+        let groups = chunks(small);
+        assert!(
+            groups.len() > 1,
+            "40 kB of resources is more than one response"
+        );
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 40, "none lost");
+        for group in &groups {
+            let bytes: usize = group.iter().map(|(n, r)| n.len() + r.encoded().len()).sum();
+            assert!(bytes <= MAX_RESPONSE_BYTES, "{bytes}");
+        }
+        let names: Vec<&str> = groups.iter().flatten().map(|(n, _)| n.as_str()).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+        assert_eq!(names, expected, "in order");
+        // A resource larger than the bound goes alone, never dropped.
+        let big = chunks(vec![
+            resource("a", 10),
+            resource("huge", 100_000),
+            resource("b", 10),
+        ]);
+        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1]);
+        assert!(chunks(Vec::new()).is_empty());
+    }
 
     #[test]
     fn node_ids_as_istio_writes_them() {

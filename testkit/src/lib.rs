@@ -10,4 +10,4 @@ mod selector;
 mod server;
 
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
-pub use server::{CreateHandler, FakeApiServer, KindInfo, Recorded};
+pub use server::{CreateHandler, FakeApiServer, Fault, KindInfo, Recorded};

@@ -43,6 +43,10 @@ struct Args {
     changes: usize,
     #[arg(long)]
     pilot_bin: Option<PathBuf>,
+    /// Instead of the load run: build the same cluster in-process and time one rebuild
+    /// (snapshot, every namespace's view, wire resources), count its bytes and the RSS it adds.
+    #[arg(long)]
+    rebuild_profile: bool,
 }
 
 fn service_name(ns: usize, s: usize) -> (String, String) {
@@ -246,6 +250,9 @@ async fn latencies(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.rebuild_profile {
+        return rebuild_profile(&args);
+    }
     let api = FakeApiServer::start().await?;
     api.on_create(
         "authentication.k8s.io/v1",
@@ -468,6 +475,74 @@ async fn main() -> anyhow::Result<()> {
     }
     DONE.store(true, std::sync::atomic::Ordering::Relaxed);
     pilot.kill().await.ok();
+    Ok(())
+}
+
+/// One rebuild of the bench's cluster in-process: where the time and the memory go.
+fn rebuild_profile(args: &Args) -> anyhow::Result<()> {
+    use outrigger_pilot::index::Generation;
+    let self_pid = std::process::id();
+    let mut snapshot = outrigger_mesh::Snapshot::default();
+    for object in fixtures(args) {
+        snapshot.add_value("bench", 1, object)?;
+    }
+    let rss_start = rss_now(self_pid);
+    let started = Instant::now();
+    let copy = snapshot.clone();
+    let clone_time = started.elapsed();
+    let rss_snapshot = rss_now(self_pid);
+    let keys: Vec<_> = (0..args.namespaces)
+        .map(|ns| outrigger_pilot::index::ViewKey {
+            namespace: format!("ns-{ns}"),
+            labels: Default::default(),
+        })
+        .collect();
+    let pool = Arc::new(outrigger_pilot::index::WirePool::default());
+    let mut generations = Vec::new();
+    for round in 0..2 {
+        let started = Instant::now();
+        let generation = Generation::new(round, Instant::now(), copy.clone(), pool.clone());
+        let new_time = started.elapsed();
+        let started = Instant::now();
+        generation.precompute(&keys);
+        let views_time = started.elapsed();
+        let (mut count, mut bytes) = (0usize, 0usize);
+        let mut unique = std::collections::HashSet::new();
+        let mut unique_bytes = 0usize;
+        for key in &keys {
+            for resource in generation.view(key).resources() {
+                count += 1;
+                bytes += resource.json().len();
+                if unique.insert(Arc::as_ptr(resource) as usize) {
+                    unique_bytes += resource.json().len();
+                }
+            }
+        }
+        println!(
+            "rebuild {round}: snapshot clone {clone_time:?} (+{} MiB), Generation::new {new_time:?}, {} views {views_time:?}; \
+             {count} wire resources, {} MiB JSON, {} distinct allocations {} MiB; RSS {} MiB (start {} MiB)",
+            (rss_snapshot.saturating_sub(rss_start)) / 1024,
+            keys.len(),
+            bytes >> 20,
+            unique.len(),
+            unique_bytes >> 20,
+            rss_now(self_pid) / 1024,
+            rss_start / 1024,
+        );
+        // Both generations alive, as while proxies move from one to the next.
+        generations.push(generation);
+    }
+    let started = Instant::now();
+    let services: outrigger_pilot::index::ServiceRefs =
+        [("ns-0".to_owned(), "svc-0".to_owned())].into();
+    let last = generations.last().context("a generation")?;
+    let patched = last.with_endpoints_of(9, Instant::now(), copy.clone(), &services);
+    println!(
+        "endpoint-only rebuild of 1 service in {} views: {:?}; RSS {} MiB",
+        keys.iter().filter(|k| patched.is_resolved(k)).count(),
+        started.elapsed(),
+        rss_now(self_pid) / 1024
+    );
     Ok(())
 }
 

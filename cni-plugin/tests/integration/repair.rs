@@ -48,9 +48,14 @@ struct Repairing {
 
 async fn start(mode: RepairMode) -> Repairing {
     let api = FakeApiServer::start();
-    let broken = broken_pod();
+    let mut broken = broken_pod();
     let mut healthy = injected_pod();
     healthy["metadata"]["name"] = json!(unique("ok-"));
+    // The loop lists this node's pods (`spec.nodeName=node-a`), and the API server applies
+    // the selector.
+    for pod in [&mut broken, &mut healthy] {
+        pod["spec"]["nodeName"] = json!("node-a");
+    }
     api.add_pod(broken.clone());
     api.add_pod(healthy.clone());
     let dir = tempfile::tempdir().expect("temp dir");

@@ -41,6 +41,24 @@ async fn reflectors_sync_and_follow_changes() {
     assert_eq!(status.pod_ip.as_deref(), Some("10.244.1.11"));
     assert!(status.host_ip.is_none());
 
+    // A pod's change reaches the Services of the slices that name it; a slice's its own.
+    let catalog = [("shop".to_owned(), "catalog".to_owned())].into();
+    let pod = Change::Pod {
+        namespace: "shop".into(),
+        name: "catalog-v1-6d8f7c9b5-abcde".into(),
+    };
+    assert_eq!(stores.services_of(std::slice::from_ref(&pod)), catalog);
+    let stranger = Change::Pod {
+        namespace: "shop".into(),
+        name: "not-in-any-slice".into(),
+    };
+    assert!(stores.services_of(&[stranger]).is_empty());
+    let unlabelled = Change::Slice {
+        namespace: "shop".into(),
+        service: None,
+    };
+    assert!(stores.services_of(&[unlabelled, Change::Config]).is_empty());
+
     while changes.try_recv().is_ok() {}
     server
         .modify(
@@ -54,7 +72,14 @@ async fn reflectors_sync_and_follow_changes() {
     let change = tokio::time::timeout(std::time::Duration::from_secs(5), changes.recv())
         .await
         .expect("a change in time");
-    assert_eq!(change, Some(Change::Config));
+    assert_eq!(
+        change,
+        Some(Change::VirtualService {
+            namespace: "shop".into(),
+            name: "catalog".into()
+        }),
+        "a VirtualService's change names it"
+    );
     eventually("the edit in the store", || {
         stores.snapshot().0.virtual_services[0].spec.http[1].route[0]
             .destination
@@ -75,7 +100,14 @@ async fn reflectors_sync_and_follow_changes() {
     let change = tokio::time::timeout(std::time::Duration::from_secs(5), changes.recv())
         .await
         .expect("a change in time");
-    assert_eq!(change, Some(Change::Endpoints));
+    assert_eq!(
+        change,
+        Some(Change::Slice {
+            namespace: "shop".into(),
+            service: Some("catalog".into())
+        }),
+        "a slice's change names its Service"
+    );
     eventually("the slice gone", || {
         stores.snapshot().0.endpoint_slices.is_empty()
     })

@@ -1,4 +1,5 @@
-//! Test support: a fake API server over TLS, network namespaces with cleanup, a CNI runtime.
+//! Test support: the workspace's fake API server (outrigger-testkit) over TLS, network
+//! namespaces with cleanup, a CNI runtime.
 
 pub mod api;
 pub mod netns;
