@@ -29,8 +29,10 @@ struct FakeApi {
     secrets: Arc<Mutex<HashMap<(String, String), Value>>>,
     /// Outcome of every Secret create: 201 or 409.
     creates: Arc<Mutex<Vec<u16>>>,
-    /// Secret GETs wait here for each other (up to 2 s), so two replicas race to create.
+    /// The first two Secret GETs wait here for each other (up to 30 s, a loaded machine's TLS
+    /// handshakes included), so two replicas starting at once race to create; later GETs pass.
     get_gate: Arc<tokio::sync::Barrier>,
+    gets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeApi {
@@ -63,6 +65,7 @@ impl FakeApi {
             secrets: Arc::new(Mutex::new(HashMap::new())),
             creates: Arc::new(Mutex::new(Vec::new())),
             get_gate: Arc::new(tokio::sync::Barrier::new(2)),
+            gets: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -225,7 +228,9 @@ async fn get_secret(
     State(api): State<FakeApi>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    let _ = tokio::time::timeout(Duration::from_secs(2), api.get_gate.wait()).await;
+    if api.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+        let _ = tokio::time::timeout(Duration::from_secs(30), api.get_gate.wait()).await;
+    }
     match api
         .secrets
         .lock()
