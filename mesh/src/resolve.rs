@@ -231,7 +231,7 @@ impl<'a> Resolver<'a> {
         let pods: HashMap<(&str, &str), &Pod> = snapshot
             .pods
             .iter()
-            .filter_map(|pod| Some(((pod_namespace(pod), pod.metadata.name.as_deref()?), pod)))
+            .filter_map(|pod| Some(((pod_namespace(pod), pod.metadata.name.as_deref()?), &**pod)))
             .collect();
         let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for slice in &snapshot.endpoint_slices {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,13 +16,16 @@ use crate::names::ISTIO_NETWORKING_VERSIONS;
 use outrigger_api::names::networking;
 
 /// Everything `resolve` and `analyze` read. Order of the vectors does not matter: consumers sort.
+/// The Kubernetes objects are shared (`Arc`): pilot builds a snapshot per rebuild from its
+/// reflector stores, which hold `Arc`s, so a snapshot and the patches cut from it copy pointers,
+/// not 10,000 pods (bench/pilot-load).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub endpoints: Vec<Endpoints>,
-    pub pods: Vec<Pod>,
-    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Arc<Pod>>,
+    pub namespaces: Vec<Arc<Namespace>>,
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
     pub service_entries: Vec<ServiceEntry>,
@@ -147,18 +151,20 @@ impl Snapshot {
         }
         let where_ = format!("{source_name} document {document}");
         match (group, kind.as_str()) {
-            ("", "Service") => push(self, &where_, source_name, document, value, |s| {
+            ("", "Service") => push_shared(self, &where_, source_name, document, value, |s| {
                 &mut s.services
             }),
-            ("", "Pod") => push(self, &where_, source_name, document, value, |s| &mut s.pods),
-            ("", "Namespace") => push(self, &where_, source_name, document, value, |s| {
+            ("", "Pod") => {
+                push_shared(self, &where_, source_name, document, value, |s| &mut s.pods)
+            }
+            ("", "Namespace") => push_shared(self, &where_, source_name, document, value, |s| {
                 &mut s.namespaces
             }),
             ("", "Endpoints") => push(self, &where_, source_name, document, value, |s| {
                 &mut s.endpoints
             }),
             ("discovery.k8s.io", "EndpointSlice") => {
-                push(self, &where_, source_name, document, value, |s| {
+                push_shared(self, &where_, source_name, document, value, |s| {
                     &mut s.endpoint_slices
                 })
             }
@@ -239,6 +245,46 @@ fn push<T: DeserializeOwned>(
     value: serde_json::Value,
     target: impl FnOnce(&mut Snapshot) -> &mut Vec<T>,
 ) -> Result<(), LoadError> {
+    push_as(
+        snapshot,
+        where_,
+        source_name,
+        document,
+        value,
+        |t| t,
+        target,
+    )
+}
+
+/// [`push`] for the shared Kubernetes kinds.
+fn push_shared<T: DeserializeOwned>(
+    snapshot: &mut Snapshot,
+    where_: &str,
+    source_name: &str,
+    document: usize,
+    value: serde_json::Value,
+    target: impl FnOnce(&mut Snapshot) -> &mut Vec<Arc<T>>,
+) -> Result<(), LoadError> {
+    push_as(
+        snapshot,
+        where_,
+        source_name,
+        document,
+        value,
+        Arc::new,
+        target,
+    )
+}
+
+fn push_as<T: DeserializeOwned, C>(
+    snapshot: &mut Snapshot,
+    where_: &str,
+    source_name: &str,
+    document: usize,
+    value: serde_json::Value,
+    wrap: impl FnOnce(T) -> C,
+    target: impl FnOnce(&mut Snapshot) -> &mut Vec<C>,
+) -> Result<(), LoadError> {
     let kind = value
         .get("kind")
         .and_then(|v| v.as_str())
@@ -261,7 +307,7 @@ fn push<T: DeserializeOwned>(
         });
     }
     snapshot.seen.insert(resource, where_.to_owned());
-    target(snapshot).push(typed);
+    target(snapshot).push(wrap(typed));
     Ok(())
 }
 

@@ -162,10 +162,11 @@ impl Stores {
     /// read (left out, as Istio's webhook would have refused it).
     pub fn snapshot(&self) -> (Snapshot, Vec<String>) {
         let mut snapshot = Snapshot::default();
-        snapshot.services = clone_all(&self.services);
-        snapshot.endpoint_slices = clone_all(&self.endpoint_slices);
-        snapshot.pods = clone_all(&self.pods);
-        snapshot.namespaces = clone_all(&self.namespaces);
+        // The stores' own `Arc`s: a snapshot shares the objects instead of copying them.
+        snapshot.services = self.services.state();
+        snapshot.endpoint_slices = self.endpoint_slices.state();
+        snapshot.pods = self.pods.state();
+        snapshot.namespaces = self.namespaces.state();
         let mut errors = Vec::new();
         for (kind, store) in &self.istio {
             for object in store.state() {
@@ -227,14 +228,6 @@ impl Stores {
         }
         services
     }
-}
-
-fn clone_all<K>(store: &Store<K>) -> Vec<K>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    store.state().iter().map(|o| (**o).clone()).collect()
 }
 
 /// Keeps only what resolution reads of a Pod: labels, owner, service account, container ports,

@@ -468,7 +468,7 @@ impl Generation {
         let mut wanted: BTreeSet<String> = snapshot
             .services
             .iter()
-            .map(host_of)
+            .map(|s| host_of(s))
             .filter(|h| affected(h))
             .collect();
         let targets: Vec<String> = wanted.iter().cloned().collect();
@@ -578,7 +578,11 @@ impl Generation {
     }
 
     /// The pod `namespace/name`, if the reflector has it.
-    pub fn pod(&self, namespace: &str, name: &str) -> Option<&k8s_openapi::api::core::v1::Pod> {
+    pub fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<k8s_openapi::api::core::v1::Pod>> {
         self.pods
             .get(&(namespace.to_owned(), name.to_owned()))
             .and_then(|index| self.snapshot.pods.get(*index))

@@ -51,20 +51,32 @@ struct Cli {
     /// Longest wait before a rebuild (Istio's PILOT_DEBOUNCE_MAX).
     #[arg(long, default_value = "10s", env = "PILOT_DEBOUNCE_MAX", value_parser = duration)]
     debounce_max: Duration,
+    /// After SIGTERM: how long open xDS streams may stay before pilot exits anyway (they never
+    /// end by themselves; the proxies reconnect to another replica and resubscribe).
+    #[arg(long, default_value = "5s", env = "PILOT_SHUTDOWN_DRAIN", value_parser = duration)]
+    shutdown_drain: Duration,
     #[arg(long, default_value = "json", env = "PILOT_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
 /// Views and wire resources are many short-lived allocations per rebuild; mimalloc returns
 /// them to the system better than glibc malloc (peak RSS in bench/pilot-load).
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--features dhat-heap`: every allocation counted by site, the profile written at exit.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static GLOBAL: dhat::Alloc = dhat::Alloc;
 
 fn duration(text: &str) -> Result<Duration, String> {
     outrigger_api::duration::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     let directives = std::env::var(outrigger_runtime::logging::FILTER_ENV).ok();
     outrigger_runtime::logging::init(Logging {
@@ -116,6 +128,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::error!(error = %error, "monitoring server ended");
         }
     });
+    let drain = cli.shutdown_drain;
+    let drained = async move {
+        outrigger_runtime::shutdown_signal().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = serve(&cli, &pilot) => result,
+        () = drained => {
+            tracing::info!(drain = ?drain, "xDS streams still open after the drain period: exiting");
+            Ok(())
+        }
+    }
+}
+
+/// The plaintext xDS port, and the TLS one when a certificate is given, until SIGTERM and
+/// their streams end.
+async fn serve(cli: &Cli, pilot: &Pilot) -> anyhow::Result<()> {
     let plain = tonic::transport::Server::builder()
         .add_service(pilot.xds().into_service())
         .serve_with_shutdown(cli.xds_address, outrigger_runtime::shutdown_signal());

@@ -53,6 +53,11 @@ impl Guarded {
 impl Drop for Guarded {
     fn drop(&mut self) {
         if !self.has_exited() {
+            // A child started as the leader of its own process group (nginx, whose workers
+            // outlive a killed master) takes its whole group with it.
+            if nix::unistd::getpgid(Some(self.pid())) == Ok(self.pid()) {
+                let _ = nix::sys::signal::killpg(self.pid(), Signal::SIGKILL);
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

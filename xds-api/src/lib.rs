@@ -8,6 +8,8 @@ pub const DESTINATION_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Destin
 /// Type URL of one cluster's endpoints.
 pub const ENDPOINTS_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Endpoints";
 
+pub mod codec;
+
 pub mod envoy {
     pub mod config {
         pub mod core {

@@ -343,7 +343,9 @@ fn spawn_as_proxy_uid(
         .gid(PROXY_UID)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log);
+        .stderr(log)
+        // Its own process group: dropping the guard kills nginx's workers too, not only the master.
+        .process_group(0);
     let mut process = Guarded::new(topology.pod("a").ns.spawn(command)?, what);
     std::thread::sleep(Duration::from_millis(300));
     if process.has_exited() {

@@ -474,7 +474,19 @@ async fn main() -> anyhow::Result<()> {
         println!("  {line}");
     }
     DONE.store(true, std::sync::atomic::Ordering::Relaxed);
-    pilot.kill().await.ok();
+    // SIGTERM and a bounded wait, so a pilot built with `--features dhat-heap` writes its
+    // heap profile; then SIGKILL whatever is left.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    match tokio::time::timeout(Duration::from_secs(60), pilot.wait()).await {
+        Ok(status) => println!("pilot exited: {}", status?),
+        Err(_) => {
+            println!("pilot did not exit within 60 s of SIGTERM: killed");
+            pilot.kill().await.ok();
+        }
+    }
     Ok(())
 }
 

@@ -2,5 +2,6 @@
 //! testkit's fake API server.
 
 mod cluster;
+mod shutdown;
 mod support;
 mod xds;
