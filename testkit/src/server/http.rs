@@ -248,31 +248,23 @@ async fn answer(
 
 /// The body's `metadata.namespace` and `metadata.name` against the URL's, as the API server
 /// checks them: a namespace that is set, and the name, must be the ones in the path.
-fn check_identity(target: &Target, object: &Value) -> Result<(), Response> {
+fn check_identity(target: &Target, object: &Value) -> Result<(), String> {
     let namespace = meta_str(object, "namespace");
     if let Some(url_namespace) = &target.namespace
         && !namespace.is_empty()
         && namespace != url_namespace
     {
-        return Err(status_response(
-            400,
-            "BadRequest",
-            &format!(
-                "the namespace of the provided object ({namespace}) does not match the \
-                 namespace sent on the request ({url_namespace})"
-            ),
+        return Err(format!(
+            "the namespace of the provided object ({namespace}) does not match the namespace \
+             sent on the request ({url_namespace})"
         ));
     }
     let name = meta_str(object, "name");
     if let Some(url_name) = &target.name
         && name != url_name
     {
-        return Err(status_response(
-            400,
-            "BadRequest",
-            &format!(
-                "the name of the object ({name}) does not match the name on the URL ({url_name})"
-            ),
+        return Err(format!(
+            "the name of the object ({name}) does not match the name on the URL ({url_name})"
         ));
     }
     Ok(())
@@ -284,8 +276,8 @@ fn replace_over_http(inner: &Inner, target: &Target, body: &[u8]) -> Response {
         Ok(object) => object,
         Err(e) => return status_response(400, "BadRequest", &format!("request body: {e}")),
     };
-    if let Err(refused) = check_identity(target, &object) {
-        return refused;
+    if let Err(message) = check_identity(target, &object) {
+        return status_response(400, "BadRequest", &message);
     }
     let mut object = object;
     if let Some(ns) = &target.namespace {
@@ -407,8 +399,8 @@ fn create_over_http(inner: &Inner, target: &Target, body: &[u8]) -> Response {
         name: None,
         ..target.clone()
     };
-    if let Err(refused) = check_identity(&namespace_only, &object) {
-        return refused;
+    if let Err(message) = check_identity(&namespace_only, &object) {
+        return status_response(400, "BadRequest", &message);
     }
     let mut object = object;
     if let Some(ns) = &target.namespace {
