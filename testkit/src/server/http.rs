@@ -1,27 +1,24 @@
-//! Routing: a request's path and query turned into a target (group, version, plural,
-//! namespace, name) and a selector filter, dispatched to GET, LIST, WATCH, POST, PUT or DELETE;
-//! the API server's `Status` answers.
+//! Routing: a request recorded in the log, held by the gates, answered by a scripted fault or
+//! turned into a target (group, version, plural, namespace, name) and a selector filter and
+//! dispatched to GET, LIST, WATCH, POST, PUT, PATCH or DELETE.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::faults::{self, Fault};
 use super::list::list;
+use super::patch;
+use super::status::{self, status};
 use super::store::{Inner, Write};
 use super::watch::watch;
 use super::{Recorded, lock, meta_str};
 use crate::selector::{FieldSelector, LabelSelector};
-
-pub(super) fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": message, "reason": reason, "code": code})
-}
 
 pub(super) fn status_response(code: u16, reason: &str, message: &str) -> Response {
     let status_code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -43,7 +40,7 @@ pub(super) fn json_response(code: StatusCode, body: &Value) -> Response {
 }
 
 /// What a request path names.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Target {
     pub(super) group: String,
     pub(super) version: String,
@@ -155,14 +152,41 @@ pub(super) async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    lock(&inner.requests).push(Recorded {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().unwrap_or("").to_owned(),
-        body: body.to_vec(),
-    });
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let index = {
+        let mut requests = lock(&inner.requests);
+        requests.push(Recorded {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or("").to_owned(),
+            content_type: content_type.clone(),
+            body: body.to_vec(),
+            status: None,
+        });
+        requests.len() - 1
+    };
+    let gates = lock(&inner.gates).clone();
+    for gate in gates {
+        gate.pass(method.as_str(), uri.path()).await;
+    }
+    let response = answer(&inner, method, &uri, content_type.as_deref(), &body).await;
+    lock(&inner.requests)[index].status = Some(response.status().as_u16());
+    response
+}
+
+async fn answer(
+    inner: &Arc<Inner>,
+    method: Method,
+    uri: &Uri,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response {
     let fault = lock(&inner.faults).pop_front();
     match fault {
         Some(Fault::Status(code)) => {
@@ -186,33 +210,27 @@ pub(super) async fn handle(
             &format!("the server could not find {}", uri.path()),
         );
     };
-    let query = query_map(&uri);
+    let query = query_map(uri);
     match (method, target.name.is_some()) {
-        (Method::GET, true) => get_one(&inner, &target),
+        (Method::GET, true) => get_one(inner, &target),
         (Method::GET, false) => {
             let filter = match Filter::from_query(&target, &query) {
                 Ok(f) => f,
                 Err(e) => return status_response(400, "BadRequest", &e.to_string()),
             };
             if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
-                watch(&inner, target, filter, &query)
+                watch(inner, target, filter, &query)
             } else {
-                list(&inner, &target, &filter, &query)
+                list(inner, &target, &filter, &query)
             }
         }
-        (Method::POST, false) => create_over_http(&inner, &target, &body),
-        (Method::PUT, true) => match serde_json::from_slice::<Value>(&body) {
-            Ok(object) => match inner.write(object, Write::Update) {
-                Ok(o) => json_response(StatusCode::OK, &served(&o, &target.group, &target.version)),
-                Err(s) => status_json(&s),
-            },
-            Err(e) => status_response(400, "BadRequest", &format!("request body: {e}")),
-        },
-        (Method::PATCH, true) => patch_one(&inner, &target, &body),
+        (Method::POST, false) => create_over_http(inner, &target, body),
+        (Method::PUT, true) => replace_over_http(inner, &target, body),
+        (Method::PATCH, true) => patch_one(inner, &target, content_type, body),
         (Method::DELETE, true) => {
             let namespace = target.namespace.clone().unwrap_or_default();
             let name = target.name.clone().unwrap_or_default();
-            if let Some(conflict) = uid_conflict(&inner, &target, &body) {
+            if let Some(conflict) = uid_conflict(inner, &target, body) {
                 return conflict;
             }
             match inner.delete(&target.group, &target.plural, &namespace, &name) {
@@ -228,10 +246,58 @@ pub(super) async fn handle(
     }
 }
 
-/// PATCH as a JSON merge patch (RFC 7386), whatever the content type: a strategic merge patch
-/// of maps is the same; lists are replaced, not merged by key.
-fn patch_one(inner: &Inner, target: &Target, body: &[u8]) -> Response {
-    let patch: Value = match serde_json::from_slice(body) {
+/// The body's `metadata.namespace` and `metadata.name` against the URL's, as the API server
+/// checks them: a namespace that is set, and the name, must be the ones in the path.
+fn check_identity(target: &Target, object: &Value) -> Result<(), String> {
+    let namespace = meta_str(object, "namespace");
+    if let Some(url_namespace) = &target.namespace
+        && !namespace.is_empty()
+        && namespace != url_namespace
+    {
+        return Err(format!(
+            "the namespace of the provided object ({namespace}) does not match the namespace \
+             sent on the request ({url_namespace})"
+        ));
+    }
+    let name = meta_str(object, "name");
+    if let Some(url_name) = &target.name
+        && name != url_name
+    {
+        return Err(format!(
+            "the name of the object ({name}) does not match the name on the URL ({url_name})"
+        ));
+    }
+    Ok(())
+}
+
+/// PUT: the whole object replaced; a `resourceVersion` it carries must be the current one.
+fn replace_over_http(inner: &Inner, target: &Target, body: &[u8]) -> Response {
+    let object: Value = match serde_json::from_slice(body) {
+        Ok(object) => object,
+        Err(e) => return status_response(400, "BadRequest", &format!("request body: {e}")),
+    };
+    if let Err(message) = check_identity(target, &object) {
+        return status_response(400, "BadRequest", &message);
+    }
+    let mut object = object;
+    if let Some(ns) = &target.namespace {
+        object["metadata"]["namespace"] = json!(ns);
+    }
+    match inner.write(object, Write::Update) {
+        Ok(o) => json_response(StatusCode::OK, &served(&o, &target.group, &target.version)),
+        Err(s) => status_json(&s),
+    }
+}
+
+/// PATCH by `Content-Type` (merge, strategic merge or JSON patch: `patch.rs`), applied under
+/// the store lock so concurrent patches never undo each other; a `resourceVersion` or `uid` the
+/// patched object carries is a precondition (409 Conflict when stale), as on the API server.
+fn patch_one(inner: &Inner, target: &Target, content_type: Option<&str>, body: &[u8]) -> Response {
+    let kind_of_patch = match patch::patch_type(content_type) {
+        Ok(kind_of_patch) => kind_of_patch,
+        Err(refusal) => return status_response(refusal.code, refusal.reason, &refusal.message),
+    };
+    let patch_body: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return status_response(400, "BadRequest", &format!("request body: {e}")),
     };
@@ -242,41 +308,39 @@ fn patch_one(inner: &Inner, target: &Target, body: &[u8]) -> Response {
         target.namespace.clone().unwrap_or_default(),
         name.clone(),
     );
-    let Some(mut object) = lock(&inner.store).objects.get(&key).cloned() else {
-        return status_response(
-            404,
-            "NotFound",
-            &format!("{} \"{name}\" not found", target.plural),
-        );
+    let mut store = lock(&inner.store);
+    let Some(mut object) = store.objects.get(&key).cloned() else {
+        return status_json(&status::not_found(&target.group, &target.plural, &name));
     };
     let identity = (object["apiVersion"].clone(), object["kind"].clone());
-    merge_patch(&mut object, &patch);
+    let kind = identity.1.as_str().unwrap_or("").to_owned();
+    if let Err(refusal) = patch::apply(
+        kind_of_patch,
+        &target.group,
+        &kind,
+        &mut object,
+        &patch_body,
+    ) {
+        return status_response(refusal.code, refusal.reason, &refusal.message);
+    }
+    if !object.is_object() {
+        return status_response(
+            422,
+            "Invalid",
+            &format!(
+                "{} \"{name}\": the patched object is not a JSON object",
+                status::resource(&target.group, &target.plural)
+            ),
+        );
+    }
     (object["apiVersion"], object["kind"]) = identity;
     object["metadata"]["name"] = json!(name);
-    match inner.write(object, Write::Update) {
+    if let Some(ns) = &target.namespace {
+        object["metadata"]["namespace"] = json!(ns);
+    }
+    match store.write(&inner.events, object, Write::Update) {
         Ok(o) => json_response(StatusCode::OK, &served(&o, &target.group, &target.version)),
         Err(s) => status_json(&s),
-    }
-}
-
-/// RFC 7386 JSON merge patch.
-pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let Value::Object(object) = target else {
-        return;
-    };
-    for (key, value) in patch {
-        if value.is_null() {
-            object.remove(key);
-        } else {
-            merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
-        }
     }
 }
 
@@ -296,13 +360,13 @@ fn uid_conflict(inner: &Inner, target: &Target, body: &[u8]) -> Option<Response>
         .get(&key)
         .map(|o| meta_str(o, "uid").to_owned())?;
     (uid != wanted).then(|| {
-        status_response(
-            409,
-            "Conflict",
-            &format!(
-                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"
-            ),
-        )
+        status_json(&status::uid_conflict(
+            &target.group,
+            &target.plural,
+            target.name.as_deref().unwrap_or(""),
+            wanted,
+            &uid,
+        ))
     })
 }
 
@@ -331,6 +395,13 @@ fn create_over_http(inner: &Inner, target: &Target, body: &[u8]) -> Response {
             Err((code, message)) => status_response(code, "Failure", &message),
         };
     }
+    let namespace_only = Target {
+        name: None,
+        ..target.clone()
+    };
+    if let Err(message) = check_identity(&namespace_only, &object) {
+        return status_response(400, "BadRequest", &message);
+    }
     let mut object = object;
     if let Some(ns) = &target.namespace {
         object["metadata"]["namespace"] = json!(ns);
@@ -358,11 +429,7 @@ fn get_one(inner: &Inner, target: &Target) -> Response {
             StatusCode::OK,
             &served(object, &target.group, &target.version),
         ),
-        None => status_response(
-            404,
-            "NotFound",
-            &format!("{} \"{name}\" not found", target.plural),
-        ),
+        None => status_json(&status::not_found(&target.group, &target.plural, &name)),
     }
 }
 
@@ -386,19 +453,6 @@ mod tests {
             ("namespaces", Some("shop"))
         );
         assert!(parse_path("/healthz").is_none());
-    }
-
-    #[test]
-    fn merge_patch_as_rfc_7386() {
-        let mut object = json!({"a": {"b": 1, "c": 2}, "l": [1, 2], "x": "y"});
-        merge_patch(
-            &mut object,
-            &json!({"a": {"b": null, "d": 3}, "l": [3], "n": {"m": 1}}),
-        );
-        assert_eq!(
-            object,
-            json!({"a": {"c": 2, "d": 3}, "l": [3], "x": "y", "n": {"m": 1}})
-        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! The fake API server: [`FakeApiServer`] and what tests do with it. The parts: `kinds`
 //! (plural and scope of a kind), `store` (objects, `resourceVersion`, event log, writes),
-//! `http` (routing and `Status` answers), `list` (LIST and paging), `watch` (WATCH fan-out),
-//! `faults` (scripted failures), `tls` (HTTPS with a throwaway CA).
+//! `http` (routing), `status` (the API server's `Status` bodies), `patch` (merge, strategic
+//! merge and JSON patch), `list` (LIST and paging), `watch` (WATCH fan-out), `faults` (scripted
+//! failures), `gate` (requests held until N arrive), `tls` (HTTPS with a throwaway CA).
 
 mod faults;
+mod gate;
 mod http;
 mod kinds;
 mod list;
+mod patch;
+mod status;
 mod store;
 mod tls;
 mod watch;
@@ -21,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use faults::Fault;
+pub use gate::Gate;
 pub use kinds::KindInfo;
 use kinds::split_api_version;
 use store::{Broadcast, Inner, Store, Write};
@@ -29,14 +34,46 @@ use store::{Broadcast, Inner, Store, Write};
 /// in, the response object or `(status code, message)` out.
 pub type CreateHandler = Arc<dyn Fn(&Value) -> Result<Value, (u16, String)> + Send + Sync>;
 
-/// One request as received (for assertions on what a client asked).
-#[derive(Debug, Clone)]
+/// One request as received, and the status it was answered with (for assertions on what a
+/// client asked and what it was told). The log is in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub method: String,
     pub path: String,
     /// As sent (percent-encoded).
     pub query: String,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// The answer's status code; `None` while the request is held or being served (a WATCH
+    /// has its status as soon as the stream starts).
+    pub status: Option<u16>,
+}
+
+impl Recorded {
+    /// The body as JSON (`Value::Null` when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Whether this is `method` on exactly `path`.
+    pub fn is(&self, method: &str, path: &str) -> bool {
+        self.method.eq_ignore_ascii_case(method) && self.path == path
+    }
+}
+
+impl std::fmt::Display for Recorded {
+    /// `METHOD path?query -> status` (`-> ...` while unanswered).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        if !self.query.is_empty() {
+            write!(f, "?{}", self.query)?;
+        }
+        match self.status {
+            Some(code) => write!(f, " -> {code}"),
+            None => write!(f, " -> ..."),
+        }
+    }
 }
 
 /// A kube-apiserver stand-in on `127.0.0.1`: plain HTTP (kube's client accepts an `http://`
@@ -124,6 +161,7 @@ impl FakeApiServer {
             requests: Mutex::new(Vec::new()),
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
             faults: Mutex::new(VecDeque::new()),
+            gates: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .fallback(http::handle)
@@ -233,7 +271,8 @@ impl FakeApiServer {
             .map_err(anyhow_status)
     }
 
-    /// Replaces an existing object (MODIFIED).
+    /// Replaces an existing object (MODIFIED). A `resourceVersion` it carries must be the
+    /// current one and a `uid` the object's (else the `Conflict` the API server gives).
     pub fn update(&self, object: Value) -> anyhow::Result<Value> {
         self.inner
             .write(object, Write::Update)
@@ -247,7 +286,8 @@ impl FakeApiServer {
             .map_err(anyhow_status)
     }
 
-    /// Changes a stored object in place (MODIFIED).
+    /// Changes a stored object in place (MODIFIED), atomically: no write over HTTP comes
+    /// between the read and the write.
     pub fn modify(
         &self,
         api_version: &str,
@@ -256,11 +296,19 @@ impl FakeApiServer {
         name: &str,
         change: impl FnOnce(&mut Value),
     ) -> anyhow::Result<Value> {
-        let mut object = self
-            .get(api_version, kind, namespace, name)
+        let (group, _) = split_api_version(api_version);
+        let mut store = lock(&self.inner.store);
+        let info = store.kind_info(&group, kind);
+        let namespace = if info.namespaced { namespace } else { "" };
+        let mut object = store
+            .objects
+            .get(&(group, info.plural, namespace.to_owned(), name.to_owned()))
+            .cloned()
             .ok_or_else(|| anyhow::anyhow!("{kind} {namespace}/{name} not found"))?;
         change(&mut object);
-        self.update(object)
+        store
+            .write(&self.inner.events, object, Write::Update)
+            .map_err(anyhow_status)
     }
 
     /// The stored object, if any.
@@ -326,9 +374,28 @@ impl FakeApiServer {
         let _ = self.inner.events.send(Broadcast::Bookmark);
     }
 
-    /// Every request so far.
+    /// Every request so far, in arrival order, with the status it was answered with.
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.inner.requests).clone()
+    }
+
+    /// The requests of `method` on exactly `path` so far.
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+        lock(&self.inner.requests)
+            .iter()
+            .filter(|r| r.is(method, path))
+            .cloned()
+            .collect()
+    }
+
+    /// Holds the next `n` requests of `method` on exactly `path` until all `n` have arrived,
+    /// then releases them together (a race between clients made certain); one that has waited
+    /// `timeout` goes on alone ([`Gate::timed_out`]). Later requests pass. Gates apply before
+    /// the scripted faults.
+    pub fn hold(&self, method: &str, path: &str, n: usize, timeout: Duration) -> Gate {
+        let (gate, state) = Gate::new(method, path, n, timeout);
+        lock(&self.inner.gates).push(state);
+        gate
     }
 
     /// Number of watches open now.

@@ -1,6 +1,7 @@
 //! The store: JSON objects keyed by (group, plural, namespace, name), one global
 //! `resourceVersion` counter, the event log since the last compaction, and the writes (create,
-//! replace, delete) that bump the version, log the event and broadcast it to the watches.
+//! replace with its `resourceVersion`/`uid` preconditions, delete) that bump the version, log
+//! the event and broadcast it to the watches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::http::status;
+use super::gate::GateState;
 use super::kinds::{CLUSTER_SCOPED, KindInfo, plural_of, split_api_version};
+use super::status::{self, status};
 use super::{CreateHandler, Fault, Recorded, lock, meta_str};
 
 pub(super) type GroupPlural = (String, String);
@@ -59,6 +61,7 @@ pub(super) struct Inner {
     pub(super) requests: Mutex<Vec<Recorded>>,
     pub(super) bookmark_interval: Mutex<Duration>,
     pub(super) faults: Mutex<VecDeque<Fault>>,
+    pub(super) gates: Mutex<Vec<Arc<GateState>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,20 +95,16 @@ impl Store {
             .cloned()
     }
 
-    fn record(&mut self, events: &broadcast::Sender<Broadcast>, event: Event) {
-        let event = Arc::new(event);
-        self.log.push(event.clone());
-        // Sent under the store lock, so every watch sees events in resourceVersion order.
-        let _ = events.send(Broadcast::Event(event));
-    }
-}
-
-impl Inner {
-    pub(super) fn write(&self, mut object: Value, mode: Write) -> Result<Value, Value> {
+    pub(super) fn write(
+        &mut self,
+        events: &broadcast::Sender<Broadcast>,
+        mut object: Value,
+        mode: Write,
+    ) -> Result<Value, Value> {
         // `generateName` on a create: the prefix and a suffix, as the API server does.
         let prefix = meta_str(&object, "generateName").to_owned();
         if mode == Write::Create && meta_str(&object, "name").is_empty() && !prefix.is_empty() {
-            let suffix = lock(&self.store).rv + 1;
+            let suffix = self.rv + 1;
             object["metadata"]["name"] = json!(format!("{prefix}{suffix:05x}"));
         }
         let api_version = object["apiVersion"].as_str().unwrap_or("").to_owned();
@@ -119,10 +118,8 @@ impl Inner {
             ));
         }
         let (group, _) = split_api_version(&api_version);
-        let mut store = lock(&self.store);
-        let info = store.kind_info(&group, &kind);
-        store
-            .kinds
+        let info = self.kind_info(&group, &kind);
+        self.kinds
             .entry((group.clone(), info.plural.clone()))
             .or_insert_with(|| info.clone());
         let namespace = if info.namespaced {
@@ -140,27 +137,23 @@ impl Inner {
             namespace.clone(),
             name.clone(),
         );
-        let old = store.objects.get(&key).cloned();
+        let old = self.objects.get(&key).cloned();
         let kind_of_event = match (mode, &old) {
             (Write::Create, Some(_)) => {
-                return Err(status(
-                    409,
-                    "AlreadyExists",
-                    &format!("{} \"{name}\" already exists", info.plural),
-                ));
+                return Err(status::already_exists(&group, &info.plural, &name));
             }
             (Write::Update, None) => {
-                return Err(status(
-                    404,
-                    "NotFound",
-                    &format!("{} \"{name}\" not found", info.plural),
-                ));
+                return Err(status::not_found(&group, &info.plural, &name));
+            }
+            (Write::Update, Some(old)) => {
+                preconditions(&object, old, &group, &info.plural, &name)?;
+                EventType::Modified
             }
             (_, None) => EventType::Added,
             (_, Some(_)) => EventType::Modified,
         };
-        store.rv += 1;
-        let rv = store.rv;
+        self.rv += 1;
+        let rv = self.rv;
         let metadata = &mut object["metadata"];
         metadata["resourceVersion"] = json!(rv.to_string());
         match &old {
@@ -177,9 +170,9 @@ impl Inner {
                 }
             }
         }
-        store.objects.insert(key, object.clone());
-        store.record(
-            &self.events,
+        self.objects.insert(key, object.clone());
+        self.record(
+            events,
             Event {
                 rv,
                 kind: kind_of_event,
@@ -190,6 +183,42 @@ impl Inner {
             },
         );
         Ok(object)
+    }
+
+    fn record(&mut self, events: &broadcast::Sender<Broadcast>, event: Event) {
+        let event = Arc::new(event);
+        self.log.push(event.clone());
+        // Sent under the store lock, so every watch sees events in resourceVersion order.
+        let _ = events.send(Broadcast::Event(event));
+    }
+}
+
+/// The checks of an update (PUT, PATCH, [`super::FakeApiServer::update`]) as the API server
+/// makes them: a `resourceVersion` that is set must be the current one (optimistic
+/// concurrency; empty means unconditional), and a `uid` that is set must be the object's.
+fn preconditions(
+    object: &Value,
+    old: &Value,
+    group: &str,
+    plural: &str,
+    name: &str,
+) -> Result<(), Value> {
+    let rv = meta_str(object, "resourceVersion");
+    if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
+        return Err(status::conflict(group, plural, name));
+    }
+    let uid = meta_str(object, "uid");
+    let current = meta_str(old, "uid");
+    if !uid.is_empty() && uid != current {
+        return Err(status::uid_conflict(group, plural, name, uid, current));
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// A write from the test or over HTTP (takes the store lock).
+    pub(super) fn write(&self, object: Value, mode: Write) -> Result<Value, Value> {
+        lock(&self.store).write(&self.events, object, mode)
     }
 
     pub(super) fn delete(
@@ -211,11 +240,7 @@ impl Inner {
             name.to_owned(),
         );
         let Some(mut object) = store.objects.remove(&key) else {
-            return Err(status(
-                404,
-                "NotFound",
-                &format!("{plural} \"{name}\" not found"),
-            ));
+            return Err(status::not_found(group, plural, name));
         };
         store.rv += 1;
         let rv = store.rv;

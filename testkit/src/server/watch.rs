@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use futures::SinkExt as _;
 use serde_json::{Value, json};
 
-use super::http::{Filter, Target, served, status};
+use super::http::{Filter, Target, served};
 use super::lock;
+use super::status::status;
 use super::store::{Broadcast, Event, EventType, Inner};
 
 fn watch_line(kind: &str, object: &Value) -> Bytes {

@@ -1,305 +1,143 @@
-//! The caBundle keeper and the shared CA against an in-test API server that speaks the API
-//! server's JSON for GET, LIST, WATCH and strategic-merge PATCH of one
-//! MutatingWebhookConfiguration, and GET/POST of Secrets (409 AlreadyExists on a second
-//! create), plain or over HTTPS.
+//! The caBundle keeper and the shared CA against the workspace's fake API server
+//! (`outrigger-testkit`): one MutatingWebhookConfiguration patched with strategic merge
+//! patches, Secrets created (409 AlreadyExists on a second create), plain or over HTTPS, with
+//! a gate that makes two replicas' Secret GETs race.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine as _;
+use outrigger_testkit::{FakeApiServer, Recorded};
 use outrigger_webhook::server::ca_bundle::CaBundleKeeper;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 const NAME: &str = "outrigger-injector";
-const PATH: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+const MWC_API: &str = "admissionregistration.k8s.io/v1";
+const MWC_KIND: &str = "MutatingWebhookConfiguration";
+const MWC_PATH: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+const SECRETS_PATH: &str = "/api/v1/namespaces/outrigger-system/secrets";
+/// How long a test waits for a condition the keeper brings about (a loaded machine included).
+const DEADLINE: Duration = Duration::from_secs(15);
 
-#[derive(Clone)]
-struct FakeApi {
-    object: Arc<Mutex<Value>>,
-    events: broadcast::Sender<Value>,
-    patches: Arc<Mutex<Vec<(String, Value)>>>,
-    secrets: Arc<Mutex<HashMap<(String, String), Value>>>,
-    /// Outcome of every Secret create: 201 or 409.
-    creates: Arc<Mutex<Vec<u16>>>,
-    /// The first two Secret GETs wait here for each other (up to 30 s, a loaded machine's TLS
-    /// handshakes included), so two replicas starting at once race to create; later GETs pass.
-    get_gate: Arc<tokio::sync::Barrier>,
-    gets: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl FakeApi {
-    fn new() -> FakeApi {
-        let webhook = |name: &str, bundle: Option<&str>| {
-            let mut client = json!({"service": {"name": "outrigger-injector", "namespace": "outrigger-system", "path": "/inject", "port": 443}});
-            if let Some(b) = bundle {
-                client["caBundle"] = json!(b);
-            }
-            json!({
-                "name": name, "clientConfig": client,
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "*"}],
-                "failurePolicy": "Fail", "matchPolicy": "Equivalent", "sideEffects": "None",
-                "timeoutSeconds": 10, "admissionReviewVersions": ["v1", "v1beta1"], "reinvocationPolicy": "Never"
-            })
-        };
-        let object = json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": NAME, "uid": "6a1d0e3c-1111-4a2b-9c3d-000000000001", "resourceVersion": "100", "generation": 1},
-            "webhooks": [
-                webhook("namespace.sidecar-injector.istio.io", Some("b2xk")),
-                webhook("object.sidecar-injector.istio.io", None),
-            ]
-        });
-        FakeApi {
-            object: Arc::new(Mutex::new(object)),
-            events: broadcast::channel(64).0,
-            patches: Arc::new(Mutex::new(Vec::new())),
-            secrets: Arc::new(Mutex::new(HashMap::new())),
-            creates: Arc::new(Mutex::new(Vec::new())),
-            get_gate: Arc::new(tokio::sync::Barrier::new(2)),
-            gets: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+/// The webhook configuration as the manifests ship it: two webhooks, one with a caBundle that
+/// is not a certificate, one with none.
+fn webhook_config() -> Value {
+    let webhook = |name: &str, bundle: Option<&str>| {
+        let mut client = json!({"service": {"name": "outrigger-injector", "namespace": "outrigger-system", "path": "/inject", "port": 443}});
+        if let Some(b) = bundle {
+            client["caBundle"] = json!(b);
         }
-    }
-
-    fn router(&self) -> Router {
-        Router::new()
-            .route(PATH, get(list_or_watch))
-            .route(&format!("{PATH}/{{name}}"), get(get_one).patch(patch_one))
-            .route(
-                "/api/v1/namespaces/{namespace}/secrets",
-                axum::routing::post(create_secret),
-            )
-            .route(
-                "/api/v1/namespaces/{namespace}/secrets/{name}",
-                get(get_secret),
-            )
-            .with_state(self.clone())
-    }
-
-    /// Change the object as another client would, and tell the watchers.
-    fn modify(&self, change: impl FnOnce(&mut Value)) {
-        let object = {
-            let mut object = self.object.lock().expect("lock");
-            change(&mut object);
-            bump(&mut object);
-            object.clone()
-        };
-        let _ = self
-            .events
-            .send(json!({"type": "MODIFIED", "object": object}));
-    }
-
-    fn bundles(&self) -> Vec<Option<String>> {
-        self.object.lock().expect("lock")["webhooks"]
-            .as_array()
-            .expect("webhooks")
-            .iter()
-            .map(|w| w["clientConfig"]["caBundle"].as_str().map(str::to_owned))
-            .collect()
-    }
-}
-
-fn bump(object: &mut Value) {
-    let rv: u64 = object["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("rv");
-    object["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
-}
-
-async fn list_or_watch(
-    State(api): State<FakeApi>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    assert_eq!(
-        q.get("fieldSelector").map(String::as_str),
-        Some("metadata.name=outrigger-injector")
-    );
-    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let events = tokio_stream_of(api.events.subscribe());
-        return Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from_stream(events))
-            .expect("response");
-    }
-    let object = api.object.lock().expect("lock").clone();
-    axum::Json(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfigurationList",
-        "metadata": {"resourceVersion": object["metadata"]["resourceVersion"]},
-        "items": [object]
-    }))
-    .into_response()
-}
-
-fn tokio_stream_of(
-    rx: broadcast::Receiver<Value>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(event) => {
-                    let mut line = serde_json::to_vec(&event).expect("json");
-                    line.push(b'\n');
-                    return Some((Ok(line), rx));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        json!({
+            "name": name, "clientConfig": client,
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "*"}],
+            "failurePolicy": "Fail", "matchPolicy": "Equivalent", "sideEffects": "None",
+            "timeoutSeconds": 10, "admissionReviewVersions": ["v1", "v1beta1"], "reinvocationPolicy": "Never"
+        })
+    };
+    json!({
+        "apiVersion": MWC_API,
+        "kind": MWC_KIND,
+        "metadata": {"name": NAME, "uid": "6a1d0e3c-1111-4a2b-9c3d-000000000001", "generation": 1},
+        "webhooks": [
+            webhook("namespace.sidecar-injector.istio.io", Some("b2xk")),
+            webhook("object.sidecar-injector.istio.io", None),
+        ]
     })
 }
 
-async fn get_one(State(api): State<FakeApi>, Path(name): Path<String>) -> Response {
-    if name != NAME {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}))).into_response();
+/// The fake API server (HTTPS with its own CA when `tls`) holding [`webhook_config`].
+async fn api(tls: bool) -> FakeApiServer {
+    let server = if tls {
+        FakeApiServer::start_tls().await
+    } else {
+        FakeApiServer::start().await
     }
-    axum::Json(api.object.lock().expect("lock").clone()).into_response()
+    .expect("fake API server starts");
+    server
+        .create(webhook_config())
+        .expect("webhook configuration");
+    server
 }
 
-/// Strategic merge of `webhooks` by `name` (the only list the keeper patches).
-async fn patch_one(
-    State(api): State<FakeApi>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    assert_eq!(name, NAME);
-    let content_type = headers["content-type"].to_str().expect("ascii").to_owned();
-    let patch: Value = serde_json::from_slice(&body).expect("patch is JSON");
-    api.patches
-        .lock()
-        .expect("lock")
-        .push((content_type.clone(), patch.clone()));
-    assert_eq!(content_type, "application/strategic-merge-patch+json");
-    let object = {
-        let mut object = api.object.lock().expect("lock");
-        for (key, value) in patch["metadata"]["annotations"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
-            if value.is_null() {
-                if let Some(annotations) = object["metadata"]["annotations"].as_object_mut() {
-                    annotations.remove(key);
-                }
-            } else {
-                object["metadata"]["annotations"][key] = value.clone();
-            }
-        }
-        for change in patch["webhooks"].as_array().into_iter().flatten() {
-            let target = object["webhooks"]
-                .as_array_mut()
-                .expect("webhooks")
-                .iter_mut()
-                .find(|w| w["name"] == change["name"])
-                .expect("patched webhook exists");
-            target["clientConfig"]["caBundle"] = change["clientConfig"]["caBundle"].clone();
-        }
-        bump(&mut object);
-        object.clone()
-    };
-    let _ = api
-        .events
-        .send(json!({"type": "MODIFIED", "object": object}));
-    axum::Json(object).into_response()
+fn stored(server: &FakeApiServer) -> Value {
+    server
+        .get(MWC_API, MWC_KIND, "", NAME)
+        .expect("webhook configuration stored")
 }
 
-fn status(code: u16, reason: &str, message: &str) -> Response {
-    (
-        StatusCode::from_u16(code).expect("status code"),
-        axum::Json(
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                          "message": message, "reason": reason, "code": code}),
-        ),
-    )
-        .into_response()
+fn bundles(server: &FakeApiServer) -> Vec<Option<String>> {
+    stored(server)["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .map(|w| w["clientConfig"]["caBundle"].as_str().map(str::to_owned))
+        .collect()
 }
 
-async fn get_secret(
-    State(api): State<FakeApi>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Response {
-    if api.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
-        let _ = tokio::time::timeout(Duration::from_secs(30), api.get_gate.wait()).await;
-    }
-    match api
-        .secrets
-        .lock()
-        .expect("lock")
-        .get(&(namespace, name.clone()))
-    {
-        Some(secret) => axum::Json(secret.clone()).into_response(),
-        None => status(404, "NotFound", &format!("secrets \"{name}\" not found")),
-    }
+/// The PATCHes of the webhook configuration so far, in arrival order.
+fn patches(server: &FakeApiServer) -> Vec<Recorded> {
+    server.requests_to("PATCH", &format!("{MWC_PATH}/{NAME}"))
 }
 
-async fn create_secret(
-    State(api): State<FakeApi>,
-    Path(namespace): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let mut secret: Value = serde_json::from_slice(&body).expect("secret is JSON");
-    let name = secret["metadata"]["name"]
-        .as_str()
-        .expect("name")
-        .to_owned();
-    assert_eq!(secret["metadata"]["namespace"], namespace);
-    let mut secrets = api.secrets.lock().expect("lock");
-    let key = (namespace, name.clone());
-    if secrets.contains_key(&key) {
-        api.creates.lock().expect("lock").push(409);
-        return status(
-            409,
-            "AlreadyExists",
-            &format!("secrets \"{name}\" already exists"),
+/// What the keeper asked of the API server is what it must ask: strategic merge patches of
+/// the one configuration, each accepted, and LIST/WATCH narrowed to it by name.
+fn assert_keeper_requests(server: &FakeApiServer) {
+    for patch in patches(server) {
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/strategic-merge-patch+json"),
+            "{patch}"
         );
-    }
-    secret["metadata"]["uid"] = json!("0b7c5a52-2222-4a2b-9c3d-000000000002");
-    secret["metadata"]["resourceVersion"] = json!("7");
-    secrets.insert(key, secret.clone());
-    api.creates.lock().expect("lock").push(201);
-    (StatusCode::CREATED, axum::Json(secret)).into_response()
-}
-
-async fn wait_for(api: &FakeApi, want: &[u8], what: &str) {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(want);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let bundles = api.bundles();
-        if bundles
-            .iter()
-            .all(|b| b.as_deref() == Some(encoded.as_str()))
-        {
-            return;
-        }
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: caBundles are {bundles:?}"
+            matches!(patch.status, Some(200) | None),
+            "patch refused: {patch}"
         );
+    }
+    let collection = server.requests_to("GET", MWC_PATH);
+    assert!(!collection.is_empty(), "the keeper lists and watches");
+    for request in collection {
+        assert!(
+            request
+                .query
+                .split('&')
+                .any(|p| p == "fieldSelector=metadata.name%3Doutrigger-injector"),
+            "LIST/WATCH not narrowed to the one configuration: {request}"
+        );
+    }
+}
+
+fn encoded(ca: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ca)
+}
+
+/// Waits (at most [`DEADLINE`]) until every webhook's caBundle is exactly `want`.
+async fn wait_for(server: &FakeApiServer, want: &[u8], what: &str) {
+    let want = encoded(want);
+    eventually(what, || {
+        bundles(server)
+            .iter()
+            .all(|b| b.as_deref() == Some(want.as_str()))
+    })
+    .await
+    .unwrap_or_else(|()| panic!("{what}: caBundles are {:?}", bundles(server)));
+}
+
+/// Polls `check` every 20 ms until it holds; `Err` once [`DEADLINE`] has passed.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("gave up waiting: {what}");
+            return Err(());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_every_ca_bundle_equal_to_the_serving_ca() {
-    let api = FakeApi::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(axum::serve(listener, api.router()).into_future());
-
-    let config = kube::Config::new(url.parse().expect("url"));
-    let client = kube::Client::try_from(config).expect("client");
+    let server = api(false).await;
+    let client = server.client().expect("client");
     let ca1 = b"-----BEGIN CERTIFICATE-----\nCA-ONE\n-----END CERTIFICATE-----\n".to_vec();
     let (tx, rx) = tokio::sync::watch::channel(ca1.clone());
     let keeper = tokio::spawn(
@@ -308,8 +146,8 @@ async fn keeps_every_ca_bundle_equal_to_the_serving_ca() {
             .run(),
     );
 
-    wait_for(&api, &ca1, "patched at start").await;
-    let object = api.object.lock().expect("lock").clone();
+    wait_for(&server, &ca1, "patched at start").await;
+    let object = stored(&server);
     assert_eq!(
         object["webhooks"][0]["sideEffects"], "None",
         "other fields untouched"
@@ -318,79 +156,82 @@ async fn keeps_every_ca_bundle_equal_to_the_serving_ca() {
         object["webhooks"][1]["clientConfig"]["service"]["path"],
         "/inject"
     );
-    let first_patch = api.patches.lock().expect("lock")[0].1.clone();
+    let first_patch = patches(&server)[0].json();
     assert_eq!(first_patch["webhooks"].as_array().expect("list").len(), 2);
 
-    // Someone else overwrites a bundle: the watch sees it and the keeper puts it back.
-    api.modify(|o| o["webhooks"][1]["clientConfig"]["caBundle"] = json!("dGFtcGVyZWQ="));
-    wait_for(&api, &ca1, "restored after an outside change").await;
-    let last = api
-        .patches
-        .lock()
-        .expect("lock")
-        .last()
-        .expect("a patch")
-        .1
-        .clone();
-    assert_eq!(
-        last["webhooks"],
-        json!([{"name": "object.sidecar-injector.istio.io", "clientConfig": {"caBundle": base64::engine::general_purpose::STANDARD.encode(&ca1)}}]),
-        "only the changed webhook is patched"
+    // Someone else overwrites a bundle: the watch sees it and the keeper puts it back, patching
+    // only that webhook. Its start can still be in flight here: the keeper may have read the
+    // unpatched configuration twice (its first heartbeat's GET and the watcher's LIST), and the
+    // patch computed from the second read, both webhooks again, can land after this change (it
+    // did, 2 runs in 30 on a loaded machine, when the test took the last patch as the answer).
+    // So the test waits for the patch that answers the change, not for the last one.
+    let before = patches(&server).len();
+    server
+        .modify(MWC_API, MWC_KIND, "", NAME, |o| {
+            o["webhooks"][1]["clientConfig"]["caBundle"] = json!("dGFtcGVyZWQ=")
+        })
+        .expect("outside change");
+    let restore = json!([{"name": "object.sidecar-injector.istio.io", "clientConfig": {"caBundle": encoded(&ca1)}}]);
+    let answered = eventually("a patch of only the changed webhook", || {
+        patches(&server)[before..]
+            .iter()
+            .any(|p| p.json()["webhooks"] == restore)
+    })
+    .await;
+    let after: Vec<Value> = patches(&server)[before..]
+        .iter()
+        .map(|p| p.json()["webhooks"].clone())
+        .filter(|w| !w.is_null())
+        .collect();
+    assert!(
+        answered.is_ok(),
+        "only the changed webhook is patched; bundle patches since the change: {after:?}"
     );
+    for webhooks in &after {
+        assert!(
+            *webhooks == restore || *webhooks == first_patch["webhooks"],
+            "a bundle patch since the change is neither the answer to it nor a repeat of the \
+             start's: {webhooks}"
+        );
+    }
+    wait_for(&server, &ca1, "restored after an outside change").await;
 
     // The CA changes: every bundle holds both at once (other replicas may still serve with the
     // old one), then the new one alone once nobody has said it serves with the old for 3 s.
     let ca2 = b"-----BEGIN CERTIFICATE-----\nCA-TWO\n-----END CERTIFICATE-----\n".to_vec();
     tx.send(ca2.clone()).expect("keeper listens");
     let both = [ca1.clone(), ca2.clone()].concat();
-    wait_for(&api, &both, "both CAs right after the change").await;
-    wait_for(&api, &ca2, "the new CA alone once the old is stale").await;
+    wait_for(&server, &both, "both CAs right after the change").await;
+    wait_for(&server, &ca2, "the new CA alone once the old is stale").await;
 
     // Nothing to do when everything matches: no bundle patches (only the keeper's own note).
-    let count = api.patches.lock().expect("lock").len();
-    api.modify(|o| o["metadata"]["labels"] = json!({"unrelated": "change"}));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Instead of a fixed sleep, wait until the keeper has read the configuration twice more
+    // (its heartbeat reads it every second), so it has had the change in hand.
+    let count = patches(&server).len();
+    let reads = server
+        .requests_to("GET", &format!("{MWC_PATH}/{NAME}"))
+        .len();
+    server
+        .modify(MWC_API, MWC_KIND, "", NAME, |o| {
+            o["metadata"]["labels"] = json!({"unrelated": "change"})
+        })
+        .expect("unrelated change");
+    eventually("two heartbeat reads after the unrelated change", || {
+        let gets = server.requests_to("GET", &format!("{MWC_PATH}/{NAME}"));
+        gets.len() >= reads + 2 && gets.iter().all(|g| g.status.is_some())
+    })
+    .await
+    .expect("the keeper keeps reading its configuration");
+    let later: Vec<Value> = patches(&server)[count..]
+        .iter()
+        .map(Recorded::json)
+        .collect();
     assert!(
-        api.patches.lock().expect("lock")[count..]
-            .iter()
-            .all(|(_, p)| p.get("webhooks").is_none())
+        later.iter().all(|p| p.get("webhooks").is_none()),
+        "bundle patches after an unrelated change: {later:?}"
     );
+    assert_keeper_requests(&server);
     keeper.abort();
-}
-
-/// The fake API over HTTPS (as kube-apiserver), with a client that trusts only its CA.
-async fn https_api(api: &FakeApi, dir: &std::path::Path) -> kube::Client {
-    use outrigger_webhook::server::{selfsigned, serve, tls};
-    use rustls::pki_types::pem::PemObject as _;
-    let (files, _) =
-        selfsigned::ensure(dir, &selfsigned::ServiceNames::default()).expect("API server cert");
-    let resolver = Arc::new(tls::ReloadingResolver::load(files.serving.clone()).expect("load"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "https://127.0.0.1:{}",
-        listener.local_addr().expect("addr").port()
-    );
-    tokio::spawn(serve::serve_tls(
-        listener,
-        tls::server_config(resolver).expect("TLS config"),
-        api.router(),
-        std::future::pending::<()>(),
-        serve::Limits {
-            read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 64,
-            grace: Duration::from_secs(1),
-        },
-        outrigger_webhook::server::handshake_log::HandshakeLog::new(Arc::new(
-            outrigger_webhook::server::metrics::Metrics::new(),
-        )),
-    ));
-    let ca = rustls::pki_types::CertificateDer::from_pem_file(&files.ca).expect("CA PEM");
-    let mut config = kube::Config::new(url.parse().expect("url"));
-    config.root_cert = Some(vec![ca.to_vec()]);
-    kube::Client::try_from(config).expect("client")
 }
 
 fn certs_in(bundle: &[u8]) -> usize {
@@ -399,8 +240,8 @@ fn certs_in(bundle: &[u8]) -> usize {
         .count()
 }
 
-fn decoded_bundles(api: &FakeApi) -> Vec<Vec<u8>> {
-    api.bundles()
+fn decoded_bundles(server: &FakeApiServer) -> Vec<Vec<u8>> {
+    bundles(server)
         .iter()
         .map(|b| {
             base64::engine::general_purpose::STANDARD
@@ -410,21 +251,23 @@ fn decoded_bundles(api: &FakeApi) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_self_managed_replicas_share_one_ca_and_a_ca_change_keeps_both_until_one_is_gone() {
     use outrigger_webhook::server::selfsigned::{self, ServiceNames};
     use outrigger_webhook::server::shared_ca::{CaSecret, Obtained};
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = FakeApi::new();
-    let client = https_api(&api, &dir.path().join("apiserver")).await;
+    let server = api(true).await;
+    let client = server
+        .client()
+        .expect("client trusting the API server's CA");
+    // The first two Secret GETs wait for each other (up to 30 s, a loaded machine's TLS
+    // handshakes included), so two replicas starting at once race to create; later GETs pass.
+    let gate = server.hold(
+        "GET",
+        &format!("{SECRETS_PATH}/outrigger-injector-ca"),
+        2,
+        Duration::from_secs(30),
+    );
     let secret = CaSecret {
         namespace: "outrigger-system".into(),
         name: "outrigger-injector-ca".into(),
@@ -440,8 +283,22 @@ async fn two_self_managed_replicas_share_one_ca_and_a_ca_change_keeps_both_until
     let ((a_files, a_how), (b_files, b_how)) = (a.expect("replica a"), b.expect("replica b"));
     let mut hows = [a_how, b_how];
     hows.sort_by_key(|h| *h == Obtained::LostRace);
+    assert!(
+        gate.opened(),
+        "both replicas read before either created (arrived: {})",
+        gate.arrived()
+    );
     assert_eq!(hows, [Obtained::Created, Obtained::LostRace]);
-    assert_eq!(*api.creates.lock().expect("lock"), [201, 409]);
+    let creates: Vec<Option<u16>> = server
+        .requests_to("POST", SECRETS_PATH)
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(creates, [Some(201), Some(409)]);
+    let stored_secret = server
+        .get("v1", "Secret", "outrigger-system", "outrigger-injector-ca")
+        .expect("the Secret is stored");
+    assert_eq!(stored_secret["metadata"]["namespace"], "outrigger-system");
     let ca = std::fs::read(&a_files.ca).expect("ca");
     assert_eq!(ca, std::fs::read(&b_files.ca).expect("ca"), "one CA");
     assert_ne!(
@@ -466,12 +323,12 @@ async fn two_self_managed_replicas_share_one_ca_and_a_ca_change_keeps_both_until
     };
     let (_a_tx, a_task) = keeper(ca.clone());
     let (_b_tx, b_task) = keeper(ca.clone());
-    wait_for(&api, &ca, "both webhooks carry the shared CA").await;
+    wait_for(&server, &ca, "both webhooks carry the shared CA").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let settled = api.patches.lock().expect("lock").len();
+    let settled = patches(&server).len();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
-        api.patches.lock().expect("lock").len() <= settled + 2,
+        patches(&server).len() <= settled + 2,
         "replicas sharing a CA do not fight over the bundle"
     );
 
@@ -479,20 +336,22 @@ async fn two_self_managed_replicas_share_one_ca_and_a_ca_change_keeps_both_until
     let new_ca = selfsigned::generate_ca().expect("ca").cert_pem.into_bytes();
     let (_c_tx, c_task) = keeper(new_ca.clone());
     eventually("the bundle holds both live CAs", || {
-        decoded_bundles(&api).iter().all(|b| {
+        decoded_bundles(&server).iter().all(|b| {
             certs_in(b) == 2
                 && String::from_utf8_lossy(b).contains(String::from_utf8_lossy(&ca).trim())
                 && String::from_utf8_lossy(b).contains(String::from_utf8_lossy(&new_ca).trim())
         })
     })
-    .await;
+    .await
+    .unwrap_or_else(|()| panic!("the bundle holds both live CAs: {:?}", bundles(&server)));
     // It stays that way while both kinds of replica run (no one removes the other's CA).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(decoded_bundles(&api).iter().all(|b| certs_in(b) == 2));
+    assert!(decoded_bundles(&server).iter().all(|b| certs_in(b) == 2));
 
     // The old replicas are gone: their CA leaves the bundle once its note is stale.
     a_task.abort();
     b_task.abort();
-    wait_for(&api, &new_ca, "only the live CA is left").await;
+    wait_for(&server, &new_ca, "only the live CA is left").await;
+    assert_keeper_requests(&server);
     c_task.abort();
 }
