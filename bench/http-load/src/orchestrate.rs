@@ -6,7 +6,8 @@
 //! direct (UID 1337 to b), outrigger L7 (UID 1000 to a ClusterIP, captured, routed by the
 //! configuration `outrigger-routes build` wrote), nginx and haproxy (`mode http`) on loopback,
 //! outrigger's TCP relay (UID 1000 straight to b: an unknown destination) and haproxy
-//! `mode tcp`.
+//! `mode tcp`; then nginx and haproxy again from the captured UID through a nat REDIRECT (the
+//! netfilter cost outrigger's path pays).
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -20,6 +21,10 @@ use outrigger_e2e::process::Guarded;
 use outrigger_e2e::topology::{APP_UID, INIT_ARGS, PROXY_UID, Topology};
 
 const CLUSTER_IP: &str = "10.96.0.10";
+/// Addresses a captured client (UID 1000) reaches nginx and haproxy `mode http` at through a
+/// nat REDIRECT, so those rows pay the same netfilter path (nat + conntrack) as outrigger's.
+const NGINX_CAPTURED_IP: &str = "10.96.0.11";
+const HAPROXY_CAPTURED_IP: &str = "10.96.0.12";
 const PORT: u16 = 8080;
 const NGINX_PORT: u16 = 18080;
 const HAPROXY_HTTP_PORT: u16 = 18081;
@@ -73,6 +78,8 @@ pub fn run() -> Result<()> {
     let proxy_a = topology.start_proxy("a", &quiet, &["--config-file", path_str(&config)?])?;
     let nginx = start_nginx(&topology, &work, &server_addr)?;
     let haproxy = start_haproxy(&topology, &work, &server_addr)?;
+    redirect_to_loopback(&topology, NGINX_CAPTURED_IP, NGINX_PORT)?;
+    redirect_to_loopback(&topology, HAPROXY_CAPTURED_IP, HAPROXY_HTTP_PORT)?;
     std::thread::sleep(Duration::from_millis(500));
 
     println!(
@@ -148,6 +155,24 @@ pub fn run() -> Result<()> {
             uid: PROXY_UID,
             addr: local(HAPROXY_TCP_PORT),
             host: server_addr.clone(),
+            h2: false,
+            proxy: Some("haproxy"),
+        },
+        // Like for like with the outrigger L7 row: the same client UID, a ClusterIP-like
+        // address, the nat REDIRECT and conntrack on the way in.
+        Route {
+            name: "nginx via nat REDIRECT",
+            uid: APP_UID,
+            addr: format!("{NGINX_CAPTURED_IP}:{PORT}"),
+            host: service.clone(),
+            h2: false,
+            proxy: Some("nginx"),
+        },
+        Route {
+            name: "haproxy (mode http) via nat REDIRECT",
+            uid: APP_UID,
+            addr: format!("{HAPROXY_CAPTURED_IP}:{PORT}"),
+            host: service.clone(),
             h2: false,
             proxy: Some("haproxy"),
         },
@@ -229,6 +254,44 @@ pub fn run() -> Result<()> {
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// In pod a, ahead of outrigger's capture: the app UID's connections to `ip:PORT` go to
+/// `127.0.0.1:port` (REDIRECT maps locally generated packets to loopback).
+fn redirect_to_loopback(topology: &Topology, ip: &str, port: u16) -> Result<()> {
+    let uid = APP_UID.to_string();
+    let port = port.to_string();
+    let out = topology.pod("a").ns.exec(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-I",
+            "OUTPUT",
+            "1",
+            "-p",
+            "tcp",
+            "-d",
+            ip,
+            "--dport",
+            &PORT.to_string(),
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &port,
+        ],
+    )?;
+    if !out.status.success() {
+        bail!(
+            "iptables REDIRECT {ip}:{PORT} -> 127.0.0.1:{port} in pod a: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }
 
