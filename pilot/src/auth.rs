@@ -13,6 +13,11 @@ pub const ISTIO_CA_AUDIENCE: &str = outrigger_api::names::TOKEN_AUDIENCE;
 /// A reviewed token is trusted this long before it is reviewed again (a reconnect storm after a
 /// pilot restart then costs one TokenReview per proxy, not one per stream).
 const CACHE_TTL: Duration = Duration::from_secs(60);
+/// TokenReviews in flight at once. Each one in flight holds a connection of the API client,
+/// which pools it afterwards (hyper keeps idle connections 90 s, unbounded per host): 2,000
+/// proxies connecting at once opened as many connections, each with its buffers. The others
+/// wait their turn; a review takes milliseconds and a token reviewed meanwhile is not re-reviewed.
+pub const MAX_CONCURRENT_REVIEWS: usize = 16;
 
 /// A proxy's identity: the service account its token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,7 @@ pub enum Authenticator {
         client: kube::Client,
         audience: String,
         cache: Mutex<HashMap<String, (Identity, Instant)>>,
+        in_flight: tokio::sync::Semaphore,
     },
     /// No check: the identity is taken from the proxy's node id. Local development only
     /// (`--insecure-skip-auth`).
@@ -93,6 +99,7 @@ impl Authenticator {
             client,
             audience: audience.to_owned(),
             cache: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_REVIEWS),
         }
     }
 
@@ -105,15 +112,29 @@ impl Authenticator {
             client,
             audience,
             cache,
+            in_flight,
         } = self
         else {
             return Ok(None);
         };
         let token = token?;
-        if let Some((identity, at)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(token)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(Some(identity.clone()));
+        let cached = || {
+            cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(token)
+                .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+                .map(|(identity, _)| identity.clone())
+        };
+        if let Some(identity) = cached() {
+            return Ok(Some(identity));
+        }
+        let _turn = in_flight
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Review("the TokenReview limiter is closed".to_owned()))?;
+        if let Some(identity) = cached() {
+            return Ok(Some(identity));
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
