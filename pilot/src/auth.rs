@@ -41,6 +41,8 @@ pub enum AuthError {
 }
 
 /// How tokens are checked.
+// One per process: the size of the disabled variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Authenticator {
     /// TokenReview against the API server with this audience.
     TokenReview {
