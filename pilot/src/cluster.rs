@@ -230,6 +230,32 @@ impl Stores {
     }
 }
 
+/// The annotation `kubectl apply` writes: a full copy of the object as applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reader of a reflected object looks at: `managedFields` (often larger than
+/// the object) and kubectl's last-applied copy.
+pub fn strip_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// A Service as resolution reads it: no annotation but `networking.istio.io/exportTo`.
+pub fn strip_service(service: &mut Service) {
+    strip_meta(&mut service.metadata);
+    if let Some(annotations) = &mut service.metadata.annotations {
+        annotations.retain(|k, _| k == outrigger_mesh::names::EXPORT_TO_ANNOTATION);
+        if annotations.is_empty() {
+            service.metadata.annotations = None;
+        }
+    }
+}
+
 /// Keeps only what resolution reads of a Pod: labels, owner, service account, container ports,
 /// phase and IPs (a 10,000-pod store stays small).
 pub fn strip_pod(pod: &mut Pod) {
@@ -273,11 +299,18 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
     let config = watcher::Config::default();
 
     let (services, writer) = reflector::store::<Service>();
-    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<Service>::all(client.clone()), config.clone()).modify(strip_service),
+    );
     spawn_reflector("Service", Change::of_config, stream, &synced, &changes);
 
     let (endpoint_slices, writer) = reflector::store::<EndpointSlice>();
-    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<EndpointSlice>::all(client.clone()), config.clone())
+            .modify(|s| strip_meta(&mut s.metadata)),
+    );
     spawn_reflector("EndpointSlice", Change::of_slice, stream, &synced, &changes);
 
     let (pods, writer) = reflector::store::<Pod>();
@@ -288,7 +321,11 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
     spawn_reflector("Pod", Change::of_pod, stream, &synced, &changes);
 
     let (namespaces, writer) = reflector::store::<Namespace>();
-    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config.clone()));
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<Namespace>::all(client.clone()), config.clone())
+            .modify(|n| strip_meta(&mut n.metadata)),
+    );
     spawn_reflector("Namespace", Change::of_config, stream, &synced, &changes);
 
     let mut istio = Vec::new();
@@ -300,7 +337,10 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
         let store = writer.as_reader();
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-        let stream = reflector::reflector(writer, watcher(api, config.clone()));
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, config.clone()).modify(|o| strip_meta(&mut o.metadata)),
+        );
         let change = if kind == "VirtualService" {
             Change::of_virtual_service
         } else {
@@ -356,4 +396,46 @@ fn spawn_reflector<K, S>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflected_objects_lose_what_no_reader_reads() {
+        let mut service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "catalog", "namespace": "shop",
+                "annotations": {
+                    LAST_APPLIED: "{\"apiVersion\":\"v1\"}",
+                    outrigger_mesh::names::EXPORT_TO_ANNOTATION: ".",
+                    "deployment.kubernetes.io/revision": "3"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 8080}]}
+        }))
+        .expect("a Service");
+        strip_service(&mut service);
+        assert_eq!(service.metadata.managed_fields, None);
+        let annotations = service.metadata.annotations.clone().expect("exportTo kept");
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            vec![outrigger_mesh::names::EXPORT_TO_ANNOTATION]
+        );
+        assert!(service.spec.is_some(), "the spec is untouched");
+
+        let mut slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "catalog-abc", "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": "catalog"},
+                "annotations": {LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "kube-controller-manager"}]},
+            "addressType": "IPv4", "endpoints": []
+        }))
+        .expect("an EndpointSlice");
+        strip_meta(&mut slice.metadata);
+        assert_eq!(slice.metadata.managed_fields, None);
+        assert_eq!(slice.metadata.annotations, None, "emptied annotations go");
+        assert!(slice.metadata.labels.is_some(), "labels are kept");
+    }
 }

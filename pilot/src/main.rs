@@ -55,6 +55,16 @@ struct Cli {
     /// end by themselves; the proxies reconnect to another replica and resubscribe).
     #[arg(long, default_value = "5s", env = "PILOT_SHUTDOWN_DRAIN", value_parser = duration)]
     shutdown_drain: Duration,
+    /// Responses queued per xDS stream before its task waits for the proxy to read.
+    #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_QUEUE_DEPTH, env = "PILOT_XDS_QUEUE_DEPTH")]
+    xds_queue_depth: usize,
+    /// HTTP/2 receive window per stream, bytes (the proxies only send small requests and ACKs;
+    /// hyper's default is 1 MiB).
+    #[arg(long, default_value_t = 64 * 1024, env = "PILOT_XDS_STREAM_WINDOW")]
+    xds_stream_window: u32,
+    /// HTTP/2 receive window per connection, bytes (hyper's default is 1 MiB).
+    #[arg(long, default_value_t = 256 * 1024, env = "PILOT_XDS_CONNECTION_WINDOW")]
+    xds_connection_window: u32,
     #[arg(long, default_value = "json", env = "PILOT_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -145,8 +155,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The plaintext xDS port, and the TLS one when a certificate is given, until SIGTERM and
 /// their streams end.
 async fn serve(cli: &Cli, pilot: &Pilot) -> anyhow::Result<()> {
-    let plain = tonic::transport::Server::builder()
-        .add_service(pilot.xds().into_service())
+    let windows = |server: tonic::transport::Server| {
+        server
+            .initial_stream_window_size(cli.xds_stream_window)
+            .initial_connection_window_size(cli.xds_connection_window)
+    };
+    let xds = || {
+        pilot
+            .xds()
+            .with_queue_depth(cli.xds_queue_depth)
+            .into_service()
+    };
+    let plain = windows(tonic::transport::Server::builder())
+        .add_service(xds())
         .serve_with_shutdown(cli.xds_address, outrigger_runtime::shutdown_signal());
     tracing::info!(xds = %cli.xds_address, monitoring = %cli.monitoring_address, "outrigger-pilot listening");
     match (&cli.tls_cert_file, &cli.tls_key_file) {
@@ -154,10 +175,12 @@ async fn serve(cli: &Cli, pilot: &Pilot) -> anyhow::Result<()> {
             let cert =
                 std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-            let tls = outrigger_pilot::app::tls_server(&cert, &key)
-                .context("TLS configuration of the xDS port")?
-                .add_service(pilot.xds().into_service())
-                .serve_with_shutdown(cli.xds_tls_address, outrigger_runtime::shutdown_signal());
+            let tls = windows(
+                outrigger_pilot::app::tls_server(&cert, &key)
+                    .context("TLS configuration of the xDS port")?,
+            )
+            .add_service(xds())
+            .serve_with_shutdown(cli.xds_tls_address, outrigger_runtime::shutdown_signal());
             tracing::info!(xds_tls = %cli.xds_tls_address, "TLS xDS listening");
             let (a, b) = tokio::join!(plain, tls);
             a.context("plaintext xDS server")?;

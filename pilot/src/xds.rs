@@ -97,7 +97,13 @@ pub struct XdsServer {
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     active: Arc<ActiveViews>,
+    queue_depth: usize,
 }
+
+/// Responses queued per stream before the stream's task waits for tonic to send (the default of
+/// `--xds-queue-depth`). Queued responses hold shared resources, but the initial push of a
+/// proxy is many 16 KiB responses: a short queue keeps them planned, not materialized.
+pub const DEFAULT_QUEUE_DEPTH: usize = 4;
 
 impl XdsServer {
     pub fn new(
@@ -111,7 +117,15 @@ impl XdsServer {
             auth,
             metrics,
             active,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
         }
+    }
+
+    /// Responses queued per stream (at least 1).
+    #[must_use]
+    pub fn with_queue_depth(mut self, depth: usize) -> Self {
+        self.queue_depth = depth.max(1);
+        self
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -147,7 +161,7 @@ impl AggregatedDiscoveryService for XdsServer {
                 return Err(Status::unauthenticated(format!("outrigger-pilot: {error}")));
             }
         };
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(self.queue_depth);
         // Responses wait in the queue as `Planned` (names and shared resources) and become
         // protobuf only when tonic takes the next one to send.
         let responses = ReceiverStream::new(rx)
