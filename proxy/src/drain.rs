@@ -99,7 +99,14 @@ impl Lifecycle {
     }
 
     /// Asks the coordinator for a drain or a quit. Fails only when it already finished.
+    ///
+    /// Both make the proxy not ready **before** this returns (the coordinator would do it
+    /// later, on its own task): the preStop hook (`outrigger-proxy drain`) and the kubelet
+    /// rely on `/drain` having taken effect once it answered, and a readiness probe that
+    /// comes right after must not still see 200. The drain began now, not when the
+    /// coordinator gets to the request (`start_draining` keeps the first instant).
     pub fn request(&self, request: Request) -> bool {
+        self.start_draining();
         self.0.requests.send(request).is_ok()
     }
 
@@ -451,6 +458,20 @@ mod tests {
         assert_eq!(timing(0, 30_000).exit_by(), Duration::from_secs(29));
         assert_eq!(timing(0, 2_000).exit_by(), Duration::from_millis(1_800));
         assert_eq!(timing(0, 0).exit_by(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_drain_or_quit_request_is_not_ready_before_the_coordinator_runs() {
+        // No coordinator polls `requests` here: the state must change in `request` itself
+        // (the race behind the flaky `drain` CLI test: `/drain` answered 200 and a readiness
+        // probe right after still saw 200).
+        for request in [Request::Drain, Request::Quit] {
+            let (lifecycle, _requests) = Lifecycle::new();
+            lifecycle.mark_listening();
+            assert!(lifecycle.is_ready());
+            assert!(lifecycle.request(request));
+            assert!(!lifecycle.is_ready(), "{request:?}: not ready at once");
+        }
     }
 
     #[tokio::test]

@@ -229,6 +229,22 @@ impl BoundProxy {
                 ));
             }
         }
+        // The SIGTERM/Ctrl-C handlers are installed when the signal future is first polled:
+        // do it before readiness, so a SIGTERM sent as soon as `/healthz/ready` says 200 is
+        // caught (else the default action kills the process, exit by signal, no drain).
+        let mut signal = std::pin::pin!(signal);
+        let mut fired = false;
+        std::future::poll_fn(|cx| {
+            fired = signal.as_mut().poll(cx).is_ready();
+            std::task::Poll::Ready(())
+        })
+        .await;
+        // A finished future must not be polled again.
+        let signal = async move {
+            if !fired {
+                signal.await;
+            }
+        };
         lifecycle.mark_listening();
         tracing::info!(
             outbound = ?addrs.outbound,
