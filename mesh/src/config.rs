@@ -217,9 +217,10 @@ pub struct Route {
     /// Boxed, as `mirror`: most routes have none, and a large configuration holds thousands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Box<HeaderRules>>,
-    /// Copy of each request sent to another cluster (fire and forget).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Box<Mirror>>,
+    /// Copies of each request sent to other clusters (fire and forget): the rule's `mirror`
+    /// (with `mirrorPercentage`) or each entry of its `mirrors` list, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
 }
 
 /// Header operations of a rule or a destination, on the request and on the response.
@@ -250,7 +251,8 @@ impl HeaderOps {
     }
 }
 
-/// Istio's `mirror` with `mirrorPercentage` (100 when unset, as Istio).
+/// One mirror: Istio's `mirror` with `mirrorPercentage`, or one `mirrors` entry with its
+/// `percentage` (100 when unset, as Istio).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mirror {

@@ -92,6 +92,21 @@ pub struct HttpRoute {
     pub mirror: Option<Destination>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
+    /// The list form (Istio 1.23+): every entry gets its own copy. Exclusive with `mirror`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Istio's `HTTPMirrorPolicy`: one entry of `mirrors`; `percentage` absent means 100 %.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpMirrorPolicy {
+    #[serde(default)]
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
     #[serde(flatten)]
     pub extra: Extra,
 }

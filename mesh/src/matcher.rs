@@ -304,7 +304,7 @@ mod tests {
             },
             fault: None,
             headers: None,
-            mirror: None,
+            mirrors: Vec::new(),
         }
     }
 

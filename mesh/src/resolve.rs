@@ -540,7 +540,7 @@ fn default_route(host: &str, port: u16) -> Route {
         retries: default_retries(),
         fault: None,
         headers: None,
-        mirror: None,
+        mirrors: Vec::new(),
     }
 }
 
@@ -751,21 +751,39 @@ impl DestinationResolver<'_> {
                 percentage: abort.percentage.as_ref().map_or(0.0, |p| p.value),
             }),
         });
-        let mirror = rule
-            .mirror
-            .as_ref()
-            .filter(|_| action.kind == ActionKind::Route)
-            .and_then(|mirror| {
-                let target = self
-                    .weighted(&vs.namespace, std::iter::once((mirror, Some(100))))
-                    .pop()?;
-                Some(Box::new(Mirror {
-                    cluster: target.cluster,
-                    host: target.host,
-                    port: target.port,
-                    percentage: rule.mirror_percentage.as_ref().map_or(100.0, |p| p.value),
-                }))
-            });
+        // `mirror` (with `mirrorPercentage`) and the newer `mirrors` list are exclusive
+        // (validation says so); either gives the list of copies to send.
+        let single = rule.mirror.as_ref().map(|destination| {
+            (
+                destination,
+                rule.mirror_percentage.as_ref().map_or(100.0, |p| p.value),
+            )
+        });
+        let listed = rule.mirrors.iter().map(|policy| {
+            (
+                &policy.destination,
+                policy.percentage.as_ref().map_or(100.0, |p| p.value),
+            )
+        });
+        let mirrors = if action.kind == ActionKind::Route {
+            single
+                .into_iter()
+                .chain(listed)
+                .filter_map(|(destination, percentage)| {
+                    let target = self
+                        .weighted(&vs.namespace, std::iter::once((destination, Some(100))))
+                        .pop()?;
+                    Some(Mirror {
+                        cluster: target.cluster,
+                        host: target.host,
+                        port: target.port,
+                        percentage,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Route {
             virtual_service: Some(vs.id.clone()),
             rule: Some(index),
@@ -776,7 +794,7 @@ impl DestinationResolver<'_> {
             retries,
             fault,
             headers: rule.headers.as_ref().and_then(header_rules).map(Box::new),
-            mirror,
+            mirrors,
         })
     }
 

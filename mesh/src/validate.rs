@@ -323,6 +323,29 @@ fn http_route(out: &mut Collector<'_>, path: &str, rule: &HttpRoute) {
             rule.route.iter().map(|r| (&r.destination, r.weight)),
         );
     }
+    if rule.mirror.is_some() && !rule.mirrors.is_empty() {
+        out.error(
+            path.to_owned(),
+            "HTTP route cannot contain both mirror and mirrors",
+        );
+    }
+    for (index, policy) in rule.mirrors.iter().enumerate() {
+        let mpath = format!("{path}.mirrors[{index}]");
+        if policy.destination.host.is_empty() {
+            out.error(
+                format!("{mpath}.destination.host"),
+                "host is required: the destination of the copies",
+            );
+        }
+        if let Some(value) = policy.percentage.as_ref().map(|p| p.value)
+            && !(0.0..=100.0).contains(&value)
+        {
+            out.error(
+                format!("{mpath}.percentage.value"),
+                format!("percentage {value} must be between 0 and 100"),
+            );
+        }
+    }
     if let Some(redirect) = &rule.redirect
         && let Some(code) = redirect.redirect_code
         && !(300..=399).contains(&code)

@@ -176,6 +176,18 @@ fn bad_input_is_named_precisely() {
         ],
         "VirtualService demo/web: spec.http[0].match[0].uri.regex: invalid RE2 regex \"/items/(\": unclosed group",
     );
+    let both = write(
+        "both-mirrors.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: both, namespace: shop}\nspec:\n  hosts: [catalog]\n  http:\n  - route: [{destination: {host: catalog}}]\n    mirror: {host: catalog}\n    mirrors: [{destination: {host: catalog}, percentage: {value: 150}}]\n",
+    );
+    failing(
+        &["build", "-f", SHOP, "-f", &both, "--for", STOREFRONT],
+        "VirtualService shop/both: spec.http[0]: HTTP route cannot contain both mirror and mirrors",
+    );
+    failing(
+        &["build", "-f", SHOP, "-f", &both, "--for", STOREFRONT],
+        "spec.http[0].mirrors[0].percentage.value: percentage 150 must be between 0 and 100",
+    );
     failing(
         &["build", "-f", SHOP, "--for", "shop/nope"],
         "no Pod shop/nope in the inputs",

@@ -101,11 +101,50 @@ spec:
 "#,
     );
     let routes = &config.destinations[API].http.routes;
-    let half = routes[0].mirror.as_ref().expect("mirror");
+    let half = routes[0].mirrors.first().expect("mirror");
+    assert_eq!(routes[0].mirrors.len(), 1);
     assert_eq!(half.cluster, "outbound|8080||shadow.app.svc.cluster.local");
     assert_eq!(half.host, "shadow.app.svc.cluster.local");
     assert_eq!((half.port, half.percentage), (8080, 50.5));
-    assert_eq!(routes[1].mirror.as_ref().map(|m| m.percentage), Some(100.0));
+    assert_eq!(
+        routes[1]
+            .mirrors
+            .iter()
+            .map(|m| m.percentage)
+            .collect::<Vec<_>>(),
+        [100.0]
+    );
+}
+
+#[test]
+fn mirrors_list_gives_one_copy_per_entry_in_order() {
+    let config = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: app}
+spec:
+  hosts: [api]
+  http:
+  - route: [{destination: {host: api}}]
+    mirrors:
+    - destination: {host: shadow}
+      percentage: {value: 25}
+    - destination: {host: api, port: {number: 8080}}
+"#,
+    );
+    let mirrors = &config.destinations[API].http.routes[0].mirrors;
+    let got: Vec<(&str, f64)> = mirrors
+        .iter()
+        .map(|m| (m.cluster.as_str(), m.percentage))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("outbound|8080||shadow.app.svc.cluster.local", 25.0),
+            ("outbound|8080||api.app.svc.cluster.local", 100.0),
+        ]
+    );
 }
 
 #[test]

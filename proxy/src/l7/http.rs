@@ -423,9 +423,8 @@ impl Outbound {
             }
             Payload::Streaming(_) => 1,
         };
-        if let Some(mirror) = &route.mirror
-            && hit(mirror.percentage)
-        {
+        // Each mirror (`mirror`, or every `mirrors` entry) draws its own percentage.
+        for mirror in route.mirrors.iter().filter(|m| hit(m.percentage)) {
             match &payload {
                 Payload::Buffered(bytes) => {
                     let copy = MirrorCopy {

@@ -355,7 +355,7 @@ mod tests {
             },
             fault: None,
             headers: None,
-            mirror: None,
+            mirrors: Vec::new(),
         }
     }
 

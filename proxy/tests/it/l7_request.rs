@@ -88,6 +88,13 @@ spec:
     route: [{destination: {host: front}}]
     mirror: {host: shadow}
     mirrorPercentage: {value: 50}
+  - name: two-mirrors
+    match: [{uri: {prefix: /twomirrors}}]
+    route: [{destination: {host: front}}]
+    mirrors:
+    - destination: {host: shadow}
+    - destination: {host: auto}
+      percentage: {value: 100}
   - name: body-timeout
     match: [{uri: {prefix: /slowbody}}]
     timeout: 1s
@@ -396,6 +403,23 @@ async fn mirror_copies_to_the_shadow_authority_without_waiting_for_it() {
     get(proxy.outbound(), "/plain", &[]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(count(&seen, "shadow"), 2);
+}
+
+#[tokio::test]
+async fn every_entry_of_mirrors_gets_its_own_copy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, seen) = setup(dir.path(), "").await;
+    let proxy = proxy_to(&config, FRONT).await;
+    for _ in 0..3 {
+        assert_eq!(get(proxy.outbound(), "/twomirrors", &[]).await.status, 200);
+    }
+    assert!(
+        eventually(async || count(&seen, "shadow") == 3 && count(&seen, "auto") == 3).await,
+        "each request copied to both mirrors: shadow {}, auto {}",
+        count(&seen, "shadow"),
+        count(&seen, "auto")
+    );
+    assert_eq!(count(&seen, "front"), 3);
 }
 
 #[tokio::test]
