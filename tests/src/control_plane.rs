@@ -131,15 +131,7 @@ impl Topology {
     /// `/ready` (every reflector synced). `log` names its log file in the scratch directory.
     pub fn start_pilot(&self, api: &ApiServer, log: &str) -> Result<Pilot> {
         let kubeconfig = self.dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\n\
-                 users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\n\
-                 current-context: fake\n",
-                api.api.url()
-            ),
-        )?;
+        std::fs::write(&kubeconfig, api.api.kubeconfig())?;
         let log = self.dir.path().join(log);
         let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(workspace_bin("outrigger-pilot"));

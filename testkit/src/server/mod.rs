@@ -195,6 +195,18 @@ impl FakeApiServer {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// A kubeconfig naming this server, for a child process (`KUBECONFIG`) such as
+    /// outrigger-pilot: one cluster, a placeholder token. Plain HTTP only (it carries no CA).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\n\
+             users: [{{name: fake, user: {{token: x}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
+             current-context: fake\n",
+            self.url()
+        )
+    }
+
     /// A kube client for this server (namespace `default`; trusting its CA over HTTPS).
     pub fn client(&self) -> anyhow::Result<kube::Client> {
         let mut config = kube::Config::new(self.url().parse()?);
