@@ -182,6 +182,10 @@ pub mod env {
     pub const PROXY_CONFIG: &str = "PROXY_CONFIG";
     pub const HOST_IP: &str = "HOST_IP";
     pub const WORKLOAD_NAME: &str = "ISTIO_META_WORKLOAD_NAME";
+    /// The pod's controller, `kubernetes://apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>`.
+    pub const OWNER: &str = "ISTIO_META_OWNER";
+    /// The mesh's id (Istio: `global.meshID`, else the trust domain).
+    pub const MESH_ID: &str = "ISTIO_META_MESH_ID";
     pub const INTERCEPTION_MODE: &str = "ISTIO_META_INTERCEPTION_MODE";
     pub const APP_CONTAINERS: &str = "ISTIO_META_APP_CONTAINERS";
     pub const CLUSTER_ID: &str = "ISTIO_META_CLUSTER_ID";
@@ -196,6 +200,40 @@ pub mod env {
     pub const EXIT_ON_ZERO_ACTIVE_CONNECTIONS: &str = "EXIT_ON_ZERO_ACTIVE_CONNECTIONS";
     /// pilot-agent's least drain before the open connections are counted (Go duration, `5s`).
     pub const MINIMUM_DRAIN_DURATION: &str = "MINIMUM_DRAIN_DURATION";
+}
+
+/// The `istio-podinfo` downward-API volume of `istio-proxy` (Istio's template): the pod's
+/// labels and annotations as files, in the downward API's `key="value"` lines.
+pub mod podinfo {
+    pub const VOLUME: &str = "istio-podinfo";
+    pub const MOUNT_PATH: &str = "/etc/istio/pod";
+    /// The pod's labels (pilot-agent reads them from here into its node metadata).
+    pub const LABELS_PATH: &str = "/etc/istio/pod/labels";
+}
+
+/// Istio's HTTP metadata exchange between sidecars (istio/proxy's `peer_metadata` filter):
+/// each request carries the client proxy's node id and metadata, each answer the server's.
+/// Telemetry only: plaintext headers are spoofable.
+pub mod peer_metadata {
+    /// The sender's node id (`sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`).
+    pub const ID_HEADER: &str = "x-envoy-peer-metadata-id";
+    /// Standard base64 of a serialized `google.protobuf.Struct` with the fields below.
+    pub const METADATA_HEADER: &str = "x-envoy-peer-metadata";
+    /// Fields of the Struct (Istio's node metadata names, `pkg/model` `NodeMetadata`).
+    pub mod field {
+        /// The pod's name.
+        pub const NAME: &str = "NAME";
+        pub const NAMESPACE: &str = "NAMESPACE";
+        pub const WORKLOAD_NAME: &str = "WORKLOAD_NAME";
+        pub const OWNER: &str = "OWNER";
+        pub const CLUSTER_ID: &str = "CLUSTER_ID";
+        pub const MESH_ID: &str = "MESH_ID";
+        pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+        /// Comma-separated pod IPs.
+        pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
+        /// A nested Struct of the pod's labels (string values).
+        pub const LABELS: &str = "LABELS";
+    }
 }
 
 /// HTTP paths of the proxy's status servers.

@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// [env: OUTRIGGER_PROXY_ADMIN_PORT] [default: 15000]
     #[arg(long)]
     pub admin_port: Option<u16>,
+    /// The pod's labels as the downward API writes them (the `istio-podinfo` volume), read
+    /// once at start for telemetry and the metadata exchange; absent: the configuration's
+    /// proxy labels [env: OUTRIGGER_PROXY_POD_LABELS_FILE] [default: /etc/istio/pod/labels]
+    #[arg(long)]
+    pub pod_labels_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -166,6 +166,11 @@ impl ProxyConfig {
             namespace: vars.get(env::POD_NAMESPACE).unwrap_or(UNKNOWN).to_owned(),
             pod_name,
             instance_ip,
+            owner: vars.get(env::OWNER).map(str::to_owned),
+            cluster_id: vars.get(env::CLUSTER_ID).map(str::to_owned),
+            mesh_id: vars.get(env::MESH_ID).map(str::to_owned),
+            service_account: vars.get(env::SERVICE_ACCOUNT).map(str::to_owned),
+            labels: pod_labels(args, vars)?,
         };
         let probers = match vars.get(env::APP_PROBERS) {
             None => Probers::default(),
@@ -320,6 +325,39 @@ fn discovery(
         )?)
         .filter(|idle| !idle.is_zero()),
     }))
+}
+
+/// The pod's labels from the downward-API file (`--pod-labels-file`, else the `istio-podinfo`
+/// volume's), read once at start as pilot-agent reads them. A missing file is no error (a
+/// proxy outside Kubernetes, or a template without the volume): the configuration's proxy
+/// labels are used then. A file that exists but cannot be read or parsed is refused, naming
+/// it, so a broken volume is seen at once rather than as `unknown` labels.
+fn pod_labels(args: &RunArgs, vars: &EnvSource) -> Result<BTreeMap<String, String>, ConfigError> {
+    use outrigger_api::names::podinfo;
+    let path: std::path::PathBuf = args
+        .pod_labels_file
+        .clone()
+        .or_else(|| vars.get(flag_env::POD_LABELS_FILE).map(Into::into))
+        .unwrap_or_else(|| podinfo::LABELS_PATH.into());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(path = %path.display(), "no pod labels file: using the configuration's proxy labels");
+            return Ok(BTreeMap::new());
+        }
+        Err(error) => {
+            return Err(ConfigError::Value {
+                name: flag_env::POD_LABELS_FILE,
+                value: path.display().to_string(),
+                reason: format!("cannot read the pod labels: {error}"),
+            });
+        }
+    };
+    crate::workload::parse_downward_api(&text).map_err(|error| ConfigError::Value {
+        name: flag_env::POD_LABELS_FILE,
+        value: path.display().to_string(),
+        reason: format!("not a downward-API labels file: {error}"),
+    })
 }
 
 /// The log format alone, resolved before tracing is set up.
@@ -512,6 +550,51 @@ mod tests {
             config.workload.instance_ip,
             Some("10.1.2.3".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_exchanged_identity_comes_from_istios_env_and_the_podinfo_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("labels");
+        std::fs::write(&labels, "app=\"web\"\nversion=\"v2\"\n").unwrap();
+        let vars = EnvSource::from_map([
+            (env::OWNER, "kubernetes://apis/apps/v1/namespaces/shop/deployments/web"),
+            (env::CLUSTER_ID, "Kubernetes"),
+            (env::MESH_ID, "cluster.local"),
+            (env::SERVICE_ACCOUNT, "web"),
+            (flag_env::POD_LABELS_FILE, labels.to_str().unwrap()),
+        ]);
+        let config = ProxyConfig::resolve(&RunArgs::default(), &vars).unwrap();
+        let workload = &config.workload;
+        assert_eq!(
+            workload.owner.as_deref(),
+            Some("kubernetes://apis/apps/v1/namespaces/shop/deployments/web")
+        );
+        assert_eq!(workload.cluster_id.as_deref(), Some("Kubernetes"));
+        assert_eq!(workload.mesh_id.as_deref(), Some("cluster.local"));
+        assert_eq!(workload.service_account.as_deref(), Some("web"));
+        assert_eq!(workload.labels.get("version").map(String::as_str), Some("v2"));
+
+        // No file: no labels, no error (the configuration's are used).
+        let args = RunArgs {
+            pod_labels_file: Some(dir.path().join("missing")),
+            ..RunArgs::default()
+        };
+        let config = ProxyConfig::resolve(&args, &EnvSource::default()).unwrap();
+        assert!(config.workload.labels.is_empty());
+        assert_eq!(config.workload.owner, None);
+
+        // A file that is not the downward API's format is refused, naming it.
+        std::fs::write(&labels, "app=web\n").unwrap();
+        let args = RunArgs {
+            pod_labels_file: Some(labels.clone()),
+            ..RunArgs::default()
+        };
+        let error = ProxyConfig::resolve(&args, &EnvSource::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("OUTRIGGER_PROXY_POD_LABELS_FILE="), "{error}");
+        assert!(error.contains("line 1"), "{error}");
     }
 
     #[test]

@@ -333,6 +333,7 @@ mod tests {
             namespace: "shop".into(),
             pod_name: "web-1".into(),
             instance_ip: None,
+            ..Workload::default()
         }
     }
 

@@ -108,6 +108,9 @@ fn classic_injection_has_istio_shape() {
         env(proxy, "ISTIO_META_OWNER"),
         Some("kubernetes://apis/apps/v1/namespaces/shop/deployments/web")
     );
+    // Istio's defaults: the metadata exchange sends them to the proxy's peers.
+    assert_eq!(env(proxy, env::CLUSTER_ID), Some("Kubernetes"));
+    assert_eq!(env(proxy, env::MESH_ID), Some("cluster.local"));
     let ports: Value = serde_json::from_str(env(proxy, "ISTIO_META_POD_PORTS").unwrap()).unwrap();
     assert_eq!(ports.as_array().unwrap().len(), 2);
     let probers: Value = serde_json::from_str(env(proxy, env::APP_PROBERS).unwrap()).unwrap();
@@ -732,4 +735,35 @@ fn the_mesh_may_set_the_discovery_address_for_every_pod() {
     let proxy_config = env_json(find(&out, "containers", "istio-proxy"), env::PROXY_CONFIG);
     assert_eq!(proxy_config["discoveryAddress"], "pilot.other.svc:15012");
     assert_ne!(proxy_config["discoveryAddress"], discovery::DEFAULT_ADDRESS);
+}
+
+#[test]
+fn cluster_and_mesh_ids_come_from_the_values_and_proxy_metadata_wins() {
+    let values = "global:\n  multiCluster: {clusterName: east}\n  meshID: mesh-a\n";
+    let pod = injected(&web(), &req(), &config(values, ""));
+    let proxy = find(&pod, "containers", "istio-proxy");
+    assert_eq!(env(proxy, env::CLUSTER_ID), Some("east"));
+    assert_eq!(env(proxy, env::MESH_ID), Some("mesh-a"));
+    // No meshID: the trust domain.
+    let pod = injected(
+        &web(),
+        &req(),
+        &config("global:\n  trustDomain: example.org\n", ""),
+    );
+    let proxy = find(&pod, "containers", "istio-proxy");
+    assert_eq!(env(proxy, env::MESH_ID), Some("example.org"));
+    // A pod's proxyMetadata sets them instead, once.
+    let pod = run(&annotate(
+        web(),
+        &[(PROXY_CONFIG, "proxyMetadata:\n  ISTIO_META_CLUSTER_ID: west\n")],
+    ));
+    let proxy = find(&pod, "containers", "istio-proxy");
+    let named = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == env::CLUSTER_ID)
+        .count();
+    assert_eq!(named, 1);
+    assert_eq!(env(proxy, env::CLUSTER_ID), Some("west"));
 }

@@ -466,6 +466,7 @@ mod tests {
             namespace: "shop".into(),
             pod_name: "web-7d9".into(),
             instance_ip: Some("10.244.1.30".parse().unwrap()),
+            ..Workload::default()
         };
         assert_eq!(
             node_id(&workload).unwrap(),

@@ -35,6 +35,7 @@ use crate::l7::hash::Downstream;
 use crate::l7::headers::{self, Side};
 use crate::l7::mirror::{self, Mirrors};
 use crate::l7::outlier::Observed;
+use crate::l7::peer::{self, Local, Peers};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Measured, MirrorResult, RequestLabels};
@@ -77,6 +78,10 @@ pub struct Outbound {
     pub mirrors: Mirrors,
     /// How long `auto` detection waits for the client's first bytes (`None`: no limit).
     pub detection_timeout: Option<Duration>,
+    /// This proxy's metadata exchange headers, sent with every upstream request.
+    pub local: Local,
+    /// The upstream peers whose answers filled `unknown` destination labels.
+    pub peers: Peers,
 }
 
 impl Outbound {
@@ -92,6 +97,8 @@ impl Outbound {
             store,
             mirrors: Mirrors::new(metrics.clone()),
             metrics,
+            local: Local::new(workload.clone()),
+            peers: Peers::default(),
             workload,
             upstream: Upstream::new(connect_timeout),
         }
@@ -199,15 +206,50 @@ impl Outbound {
     ) -> Response<DownstreamBody> {
         let loaded = self.store.current();
         let request_id = request::ensure_request_id(req.headers_mut());
+        // The metadata exchange: ours replaces whatever the app sent under those names.
+        peer::strip(req.headers_mut());
+        self.local.exchange(&loaded).insert(req.headers_mut());
         let labels = self.labels(&loaded);
         let mut record = Record::new(&self.metrics, labels, &req, request_id);
-        let response = self.route(&loaded, req, orig_dst, &mut record).await;
+        let mut response = self.route(&loaded, req, orig_dst, &mut record).await;
+        self.upstream_peer(&mut response, &mut record);
         record.respond(response)
+    }
+
+    /// Reads and strips the upstream proxy's metadata from its answer (the client app never
+    /// sees it). The destination is known from the configuration; the peer's word is used
+    /// only for a destination label that would otherwise be `unknown`, and is decoded only
+    /// then.
+    fn upstream_peer(&self, response: &mut Response<Body>, record: &mut Record) {
+        let labels = &mut record.labels;
+        let fields = [
+            &labels.destination_workload,
+            &labels.destination_workload_namespace,
+            &labels.destination_app,
+            &labels.destination_version,
+        ];
+        let wanted = fields.iter().any(|value| *value == UNKNOWN);
+        let received = self
+            .peers
+            .receive(response.headers_mut(), &self.metrics, wanted);
+        let Some(peer) = received.peer else {
+            return;
+        };
+        for (label, value) in [
+            (&mut labels.destination_workload, peer.workload),
+            (&mut labels.destination_workload_namespace, peer.namespace),
+            (&mut labels.destination_app, peer.app),
+            (&mut labels.destination_version, peer.version),
+        ] {
+            if *label == UNKNOWN {
+                *label = value;
+            }
+        }
     }
 
     /// Istio's labels of an outbound request: this workload is the source.
     fn labels(&self, loaded: &Loaded) -> RequestLabels {
-        let (app, version) = app_and_version(&loaded.config.proxy.labels);
+        let (app, version) = app_and_version(self.local.labels(loaded));
         let unknown = || UNKNOWN.to_owned();
         RequestLabels {
             reporter: "source",
@@ -1112,6 +1154,10 @@ impl Drop for Record {
             cluster = self.cluster.as_deref().unwrap_or("-"),
             upstream_host = self.upstream.as_deref().unwrap_or("-"),
             request_id = %self.request_id,
+            source_workload = %labels.source_workload,
+            source_namespace = %labels.source_workload_namespace,
+            source_app = %labels.source_app,
+            source_version = %labels.source_version,
             bytes_received = request_bytes,
             bytes_sent = self.response_bytes,
             duration_ms = duration.as_millis() as u64,

@@ -30,6 +30,7 @@ use crate::l7::http::{
     DownstreamBody, HOP_BY_HOP, Record, app_and_version, counted, is_grpc, is_http, is_upgrade,
     local, tunnel,
 };
+use crate::l7::peer::{self, Local, Peer, Peers};
 use crate::l7::request::{self, Flag};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, RequestLabels};
@@ -69,6 +70,10 @@ pub struct Inbound {
     ports: Mutex<Option<(String, Arc<Ports>)>>,
     http1: Client<HttpConnector, Body>,
     http2: Client<HttpConnector, Body>,
+    /// This proxy's metadata exchange headers, answered to a client proxy that sent its own.
+    local: Local,
+    /// The client proxies the metrics were labelled with.
+    peers: Peers,
 }
 
 impl Inbound {
@@ -95,6 +100,8 @@ impl Inbound {
         Inbound {
             store,
             metrics,
+            local: Local::new(workload.clone()),
+            peers: Peers::default(),
             workload,
             detection_timeout,
             ports: Mutex::default(),
@@ -180,30 +187,45 @@ impl Inbound {
     ) -> Response<DownstreamBody> {
         let loaded = self.store.current();
         let request_id = request::ensure_request_id(req.headers_mut());
-        let labels = self.labels(&loaded, port);
+        // The client proxy's metadata: read, and stripped before the app sees the request.
+        let received = self.peers.receive(req.headers_mut(), &self.metrics, true);
+        let labels = self.labels(&loaded, port, received.peer);
         let mut record = Record::new(&self.metrics, labels, &req, request_id);
         record.cluster = Some(format!("inbound|{}||", port.port));
         record.upstream = Some(orig_dst.0.to_string());
-        let response = self.forward(req, orig_dst, port, &mut record).await;
+        let mut response = self.forward(req, orig_dst, port, &mut record).await;
+        // Only the proxy speaks for this pod: the app's own headers of these names go, and
+        // ours answer a client proxy that sent its own (as Istio's filter does).
+        peer::strip(response.headers_mut());
+        self.local.exchange(&loaded).answer(
+            response.headers_mut(),
+            received.id,
+            received.metadata,
+        );
         record.respond(response)
     }
 
     /// Istio's labels of an inbound request: this workload is the destination; the source is
-    /// `unknown` (Istio learns it from the peer's metadata exchange or mTLS identity, which
-    /// this proxy does not have yet).
-    fn labels(&self, loaded: &Loaded, port: &Port) -> RequestLabels {
-        let (app, version) = app_and_version(&loaded.config.proxy.labels);
+    /// the client proxy's metadata exchange, else `unknown` (no mTLS identity yet).
+    fn labels(&self, loaded: &Loaded, port: &Port, peer: Option<Peer>) -> RequestLabels {
+        let (app, version) = app_and_version(self.local.labels(loaded));
         let (namespace, name) = port
             .service
             .split_once('/')
             .unwrap_or((UNKNOWN, port.service.as_str()));
         let unknown = || UNKNOWN.to_owned();
+        let peer = peer.unwrap_or_else(|| Peer {
+            workload: unknown(),
+            namespace: unknown(),
+            app: unknown(),
+            version: unknown(),
+        });
         RequestLabels {
             reporter: "destination",
-            source_workload: unknown(),
-            source_workload_namespace: unknown(),
-            source_app: unknown(),
-            source_version: unknown(),
+            source_workload: peer.workload,
+            source_workload_namespace: peer.namespace,
+            source_app: peer.app,
+            source_version: peer.version,
             destination_workload: self.workload.name.clone(),
             destination_workload_namespace: self.workload.namespace.clone(),
             destination_app: app,

@@ -9,6 +9,7 @@ pub mod http;
 pub mod inbound;
 pub mod mirror;
 pub mod outlier;
+pub mod peer;
 pub mod request;
 pub mod source;
 pub mod telemetry;

@@ -45,6 +45,11 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// How a mirrored request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MirrorResult {
@@ -84,6 +89,7 @@ pub struct L7Metrics {
     config_loads: Family<ResultLabels, Counter>,
     config_timestamp: Gauge,
     mirrors: Family<ResultLabels, Counter>,
+    peer_metadata_errors: Family<ReasonLabels, Counter>,
 }
 
 /// What one finished request measured.
@@ -104,6 +110,7 @@ impl L7Metrics {
             config_loads: Family::default(),
             config_timestamp: Gauge::default(),
             mirrors: Family::default(),
+            peer_metadata_errors: Family::default(),
         };
         registry.register(
             "istio_requests",
@@ -140,7 +147,19 @@ impl L7Metrics {
             "Mirrored requests (VirtualService mirror), by result: sent, failed, dropped (too many in flight)",
             metrics.mirrors.clone(),
         );
+        registry.register(
+            "outrigger_proxy_peer_metadata_errors",
+            "Peer metadata (x-envoy-peer-metadata) not used, by reason: too_large, not_base64, not_protobuf, invalid_value (a field labelled unknown), peer_limit (too many distinct peers); the request is served either way",
+            metrics.peer_metadata_errors.clone(),
+        );
         metrics
+    }
+
+    /// Peer metadata that was (partly) ignored, by a reason of a fixed set.
+    pub fn peer_metadata_error(&self, reason: &'static str) {
+        self.peer_metadata_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn mirror(&self, result: MirrorResult) {

@@ -198,6 +198,7 @@ async fn discovery_proxy(settings: DiscoverySettings, orig_dst: &str) -> TestPro
             namespace: "shop".into(),
             pod_name: "web".into(),
             instance_ip: Some("127.0.0.2".parse().expect("ip")),
+            ..Workload::default()
         };
         config.discovery = Some(settings);
     })
