@@ -98,9 +98,9 @@ pub fn node_metadata(workload: &Workload, labels: &BTreeMap<String, String>) -> 
             fields.insert(key.to_owned(), string(value));
         }
     };
-    put(field::NAME, Some(&workload.pod_name));
-    put(field::NAMESPACE, Some(&workload.namespace));
-    put(field::WORKLOAD_NAME, Some(&workload.name));
+    put(field::NAME, Some(workload.pod_name.as_str()));
+    put(field::NAMESPACE, Some(workload.namespace.as_str()));
+    put(field::WORKLOAD_NAME, Some(workload.name.as_str()));
     put(field::OWNER, workload.owner.as_deref());
     put(field::CLUSTER_ID, workload.cluster_id.as_deref());
     put(field::MESH_ID, workload.mesh_id.as_deref());
@@ -578,7 +578,10 @@ mod tests {
 
         let long = "w".repeat(MAX_WORKLOAD_BYTES + 1);
         let quoted = "a\"b";
-        let pod = labels(&[("app", &"a".repeat(MAX_VALUE_BYTES + 1)), ("version", quoted)]);
+        let pod = labels(&[
+            ("app", "a".repeat(MAX_VALUE_BYTES + 1).as_str()),
+            ("version", quoted),
+        ]);
         let workload = Workload {
             name: long,
             namespace: "ns\nwith newline".into(),
@@ -601,7 +604,7 @@ mod tests {
             name: "w".repeat(MAX_WORKLOAD_BYTES),
             ..self::workload()
         };
-        let pod = labels(&[("app", &"a".repeat(MAX_VALUE_BYTES))]);
+        let pod = labels(&[("app", "a".repeat(MAX_VALUE_BYTES).as_str())]);
         let (peer, refused) = peer_of(&node_metadata(&ok, &pod));
         assert!(!refused);
         assert_eq!(peer.workload.len(), MAX_WORKLOAD_BYTES);

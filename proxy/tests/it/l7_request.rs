@@ -566,7 +566,7 @@ async fn allow_any_relays_an_unknown_destination_and_registry_only_does_not() {
 }
 
 /// The apps' port, from the built configuration (front's endpoint).
-fn front_port(config: &Path) -> u16 {
+pub fn front_port(config: &Path) -> u16 {
     let text = std::fs::read_to_string(config).expect("config");
     let start = text.find("127.0.0.51:").expect("front endpoint") + "127.0.0.51:".len();
     text[start..]

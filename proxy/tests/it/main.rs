@@ -7,6 +7,7 @@ mod data_path;
 mod discovery;
 mod l7;
 mod l7_grpc;
+mod l7_peer;
 mod l7_request;
 mod l7_upstream;
 mod status_limits;

@@ -246,7 +246,8 @@ fn requests_are_routed_by_the_istio_model_across_pods() {
         1.0
     );
     // The server side counted the same requests (inbound HTTP, reporter="destination"): the
-    // ten of the header rule and the HTTP/2 one reached v2.
+    // ten of the header rule and the HTTP/2 one reached v2, and the client proxy's metadata
+    // exchange told it who sent them.
     let v2 = topology.metrics("reviews-v2").expect("v2 metrics");
     assert_eq!(
         metric_sum(
@@ -255,6 +256,10 @@ fn requests_are_routed_by_the_istio_model_across_pods() {
             &[
                 r#"reporter="destination""#,
                 service,
+                r#"source_workload="client""#,
+                r#"source_workload_namespace="e2e""#,
+                r#"source_app="client""#,
+                r#"source_version="v1""#,
                 r#"destination_workload="reviews-v2""#,
                 r#"destination_version="v2""#,
                 r#"response_code="200""#,

@@ -1,0 +1,265 @@
+//! Istio's HTTP metadata exchange between two proxies on loopback: a client proxy (pod
+//! `client`) whose endpoint for `front` is a server proxy's inbound port, and that server
+//! proxy (pod `front-v1`) in front of the echo app. The server side labels its metrics with
+//! the client's workload; neither app sees the exchange headers. Apps as in `l7_request`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use outrigger_api::names::peer_metadata::{ID_HEADER, METADATA_HEADER};
+use outrigger_proxy::cli::RunArgs;
+use outrigger_proxy::config::ProxyConfig;
+use outrigger_proxy::l7::peer;
+use outrigger_proxy::workload::Workload;
+use tokio::net::TcpStream;
+
+use crate::config_file::routes_build;
+use crate::l7_request::{Answer, FRONT, front_port, get, setup};
+use crate::support::*;
+
+/// The server pod's proxy (front-v1, 127.0.0.51) in front of the app on `port`.
+async fn server_proxy(dir: &Path, port: u16) -> TestProxy {
+    let config = dir.join("front.json");
+    routes_build(
+        &[dir.join("req.yaml").to_str().expect("utf-8")],
+        "req/front-v1",
+        &config,
+    );
+    let args = RunArgs {
+        config_file: Some(config),
+        ..RunArgs::default()
+    };
+    let own: SocketAddr = format!("127.0.0.51:{port}").parse().expect("addr");
+    start_proxy_with(fixed(own), args, |config| {
+        identity(config, "front-v1", "127.0.0.51")
+    })
+    .await
+}
+
+fn identity(config: &mut ProxyConfig, pod: &str, ip: &str) {
+    config.workload = Workload {
+        name: pod.into(),
+        namespace: "req".into(),
+        pod_name: pod.into(),
+        instance_ip: Some(ip.parse().expect("ip")),
+        cluster_id: Some("Kubernetes".into()),
+        service_account: Some(pod.into()),
+        ..Workload::default()
+    };
+}
+
+/// The client pod's proxy, its `front` endpoint moved to the server proxy's inbound port (the
+/// app's port is what iptables would redirect there).
+async fn client_proxy(dir: &Path, client_config: &Path, port: u16, inbound: u16) -> TestProxy {
+    let text = std::fs::read_to_string(client_config).expect("config");
+    let moved = text.replace(
+        &format!("\"127.0.0.51:{port}\""),
+        &format!("\"127.0.0.51:{inbound}\""),
+    );
+    assert_ne!(moved, text, "the front endpoint is in the configuration");
+    let config = dir.join("client-via-proxy.json");
+    std::fs::write(&config, moved).expect("write config");
+    let args = RunArgs {
+        config_file: Some(config),
+        ..RunArgs::default()
+    };
+    start_proxy_with(fixed(FRONT.parse().expect("addr")), args, |config| {
+        identity(config, "client", "127.0.0.2")
+    })
+    .await
+}
+
+async fn metrics(proxy: &TestProxy) -> String {
+    http(proxy.stats(), "GET", "/stats/prometheus").await.1
+}
+
+fn assert_no_exchange_headers(answer: &Answer) {
+    assert!(!answer.body.contains(METADATA_HEADER), "{}", answer.body);
+    assert!(!answer.headers.contains_key(METADATA_HEADER), "{answer:?}");
+    assert!(!answer.headers.contains_key(ID_HEADER), "{answer:?}");
+}
+
+#[tokio::test]
+async fn the_server_side_learns_the_client_and_neither_app_sees_the_exchange() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client_config, _) = setup(dir.path(), "").await;
+    let port = front_port(&client_config);
+    let server = server_proxy(dir.path(), port).await;
+    let client = client_proxy(dir.path(), &client_config, port, server.inbound().port()).await;
+
+    // HTTP/1.1 from the client app, which also tries to speak for its proxy: replaced.
+    let answer = get(
+        client.outbound(),
+        "/peer",
+        &[
+            (METADATA_HEADER, "c3Bvb2ZlZA=="),
+            (ID_HEADER, "sidecar~6.6.6.6~evil.req~req.svc.cluster.local"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.starts_with("app=front"), "{}", answer.body);
+    assert!(answer.headers.contains_key("x-app"), "the app's own headers pass");
+    assert_no_exchange_headers(&answer);
+
+    // HTTP/2 with prior knowledge from the client app.
+    let stream = TcpStream::connect(client.outbound())
+        .await
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = Request::get("http://front:8080/peer-h2")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = send.send_request(request).await.expect("h2 answer");
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let answer = Answer {
+        status: 200,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    assert!(answer.body.starts_with("app=front"), "{}", answer.body);
+    assert_no_exchange_headers(&answer);
+
+    // The server proxy counted both with the client's workload, namespace, app and version.
+    let labels = [
+        r#"reporter="destination""#,
+        r#"source_workload="client""#,
+        r#"source_workload_namespace="req""#,
+        r#"source_app="client""#,
+        r#"source_version="v1""#,
+        r#"destination_workload="front-v1""#,
+        r#"destination_app="front""#,
+        r#"response_code="200""#,
+    ];
+    assert!(
+        eventually(
+            async || sample(&metrics(&server).await, "istio_requests_total{", &labels) == Some(2.0)
+        )
+        .await,
+        "{}",
+        metrics(&server).await
+    );
+    let text = metrics(&server).await;
+    assert!(
+        !text.contains("outrigger_proxy_peer_metadata_errors_total{"),
+        "the app's spoofed header never reached the server: {text}"
+    );
+    // The client side, as before: itself as the source, the endpoint's labels as destination.
+    let source = [
+        r#"reporter="source""#,
+        r#"source_workload="client""#,
+        r#"destination_workload="front-v1""#,
+        r#"response_code="200""#,
+    ];
+    assert!(
+        eventually(
+            async || sample(&metrics(&client).await, "istio_requests_total{", &source) == Some(2.0)
+        )
+        .await,
+        "{}",
+        metrics(&client).await
+    );
+}
+
+#[tokio::test]
+async fn the_server_answers_a_peer_with_its_own_metadata_and_bad_metadata_is_unknown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client_config, _) = setup(dir.path(), "").await;
+    let port = front_port(&client_config);
+    let server = server_proxy(dir.path(), port).await;
+
+    // A client that is no proxy: no metadata asked, none given.
+    let plain = get(server.inbound(), "/plain", &[]).await;
+    assert_eq!(plain.status, 200);
+    assert_no_exchange_headers(&plain);
+
+    // A peer written by hand as Istio's proxy writes it.
+    let peer_workload = Workload {
+        name: "ratings-v2".into(),
+        namespace: "books".into(),
+        pod_name: "ratings-v2-6f8d".into(),
+        instance_ip: Some("10.1.0.9".parse().expect("ip")),
+        ..Workload::default()
+    };
+    let pod_labels = [("app", "ratings"), ("version", "v2")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let value = peer::encode(&peer::node_metadata(&peer_workload, &pod_labels));
+    let id = "sidecar~10.1.0.9~ratings-v2-6f8d.books~books.svc.cluster.local";
+    let answer = get(
+        server.inbound(),
+        "/from-peer",
+        &[(METADATA_HEADER, value.as_str()), (ID_HEADER, id)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(!answer.body.contains(METADATA_HEADER), "{}", answer.body);
+    assert_eq!(
+        answer.headers.get(ID_HEADER).and_then(|v| v.to_str().ok()),
+        Some("sidecar~127.0.0.51~front-v1.req~req.svc.cluster.local")
+    );
+    let theirs = answer
+        .headers
+        .get(METADATA_HEADER)
+        .expect("the server's metadata");
+    let (server_peer, _) = peer::peer_of(&peer::decode(theirs.as_bytes()).expect("decodes"));
+    assert_eq!(
+        (server_peer.workload.as_str(), server_peer.app.as_str()),
+        ("front-v1", "front")
+    );
+
+    // Garbage and an oversize value: served all the same, the source unknown, counted.
+    let garbage = get(server.inbound(), "/garbage", &[(METADATA_HEADER, "!!not base64!!")]).await;
+    assert_eq!(garbage.status, 200);
+    assert!(!garbage.body.contains(METADATA_HEADER), "{}", garbage.body);
+    let big = "A".repeat(peer::MAX_HEADER_BYTES + 4);
+    let oversize = get(server.inbound(), "/big", &[(METADATA_HEADER, big.as_str())]).await;
+    assert_eq!(oversize.status, 200);
+    assert!(!oversize.body.contains(METADATA_HEADER));
+
+    let from_peer = [
+        r#"reporter="destination""#,
+        r#"source_workload="ratings-v2""#,
+        r#"source_workload_namespace="books""#,
+        r#"source_app="ratings""#,
+        r#"source_version="v2""#,
+    ];
+    let unknown = [
+        r#"reporter="destination""#,
+        r#"source_workload="unknown""#,
+        r#"source_app="unknown""#,
+    ];
+    assert!(
+        eventually(async || {
+            let text = metrics(&server).await;
+            sample(&text, "istio_requests_total{", &from_peer) == Some(1.0)
+                && sample(&text, "istio_requests_total{", &unknown) == Some(3.0)
+        })
+        .await,
+        "{}",
+        metrics(&server).await
+    );
+    let text = metrics(&server).await;
+    for reason in ["not_base64", "too_large"] {
+        assert_eq!(
+            sample(
+                &text,
+                "outrigger_proxy_peer_metadata_errors_total{",
+                &[&format!(r#"reason="{reason}""#)]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+}
