@@ -558,7 +558,10 @@ mod tests {
         let labels = dir.path().join("labels");
         std::fs::write(&labels, "app=\"web\"\nversion=\"v2\"\n").unwrap();
         let vars = EnvSource::from_map([
-            (env::OWNER, "kubernetes://apis/apps/v1/namespaces/shop/deployments/web"),
+            (
+                env::OWNER,
+                "kubernetes://apis/apps/v1/namespaces/shop/deployments/web",
+            ),
             (env::CLUSTER_ID, "Kubernetes"),
             (env::MESH_ID, "cluster.local"),
             (env::SERVICE_ACCOUNT, "web"),
@@ -573,7 +576,10 @@ mod tests {
         assert_eq!(workload.cluster_id.as_deref(), Some("Kubernetes"));
         assert_eq!(workload.mesh_id.as_deref(), Some("cluster.local"));
         assert_eq!(workload.service_account.as_deref(), Some("web"));
-        assert_eq!(workload.labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(
+            workload.labels.get("version").map(String::as_str),
+            Some("v2")
+        );
 
         // No file: no labels, no error (the configuration's are used).
         let args = RunArgs {
@@ -593,7 +599,10 @@ mod tests {
         let error = ProxyConfig::resolve(&args, &EnvSource::default())
             .unwrap_err()
             .to_string();
-        assert!(error.starts_with("OUTRIGGER_PROXY_POD_LABELS_FILE="), "{error}");
+        assert!(
+            error.starts_with("OUTRIGGER_PROXY_POD_LABELS_FILE="),
+            "{error}"
+        );
         assert!(error.contains("line 1"), "{error}");
     }
 

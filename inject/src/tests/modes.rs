@@ -755,7 +755,10 @@ fn cluster_and_mesh_ids_come_from_the_values_and_proxy_metadata_wins() {
     // A pod's proxyMetadata sets them instead, once.
     let pod = run(&annotate(
         web(),
-        &[(PROXY_CONFIG, "proxyMetadata:\n  ISTIO_META_CLUSTER_ID: west\n")],
+        &[(
+            PROXY_CONFIG,
+            "proxyMetadata:\n  ISTIO_META_CLUSTER_ID: west\n",
+        )],
     ));
     let proxy = find(&pod, "containers", "istio-proxy");
     let named = proxy["env"]

@@ -197,11 +197,9 @@ impl Inbound {
         // Only the proxy speaks for this pod: the app's own headers of these names go, and
         // ours answer a client proxy that sent its own (as Istio's filter does).
         peer::strip(response.headers_mut());
-        self.local.exchange(&loaded).answer(
-            response.headers_mut(),
-            received.id,
-            received.metadata,
-        );
+        self.local
+            .exchange(&loaded)
+            .answer(response.headers_mut(), received.id, received.metadata);
         record.respond(response)
     }
 

@@ -171,7 +171,10 @@ pub fn peer_of(metadata: &Struct) -> (Peer, bool) {
             .find_map(|key| labels.and_then(|labels| labels.fields.get(*key)))
     };
     let peer = Peer {
-        workload: take(metadata.fields.get(field::WORKLOAD_NAME), MAX_WORKLOAD_BYTES),
+        workload: take(
+            metadata.fields.get(field::WORKLOAD_NAME),
+            MAX_WORKLOAD_BYTES,
+        ),
         namespace: take(metadata.fields.get(field::NAMESPACE), MAX_VALUE_BYTES),
         app: take(label([label::APP, label::K8S_APP_NAME]), MAX_VALUE_BYTES),
         version: take(
@@ -403,7 +406,9 @@ mod tests {
             namespace: "bookinfo".into(),
             pod_name: "reviews-v1-5c9b8f7d6-x2x4q".into(),
             instance_ip: Some("10.244.1.7".parse().expect("ip")),
-            owner: Some("kubernetes://apis/apps/v1/namespaces/bookinfo/deployments/reviews-v1".into()),
+            owner: Some(
+                "kubernetes://apis/apps/v1/namespaces/bookinfo/deployments/reviews-v1".into(),
+            ),
             cluster_id: Some("Kubernetes".into()),
             mesh_id: Some("cluster.local".into()),
             service_account: Some("bookinfo-reviews".into()),
@@ -443,7 +448,9 @@ mod tests {
         let value = encode(&sent);
         // Standard alphabet, padded: what Envoy's `Base64::encode` writes.
         assert_eq!(
-            general_purpose::STANDARD.decode(&value).expect("strict standard base64"),
+            general_purpose::STANDARD
+                .decode(&value)
+                .expect("strict standard base64"),
             sent.encode_to_vec()
         );
         let got = decode(value.as_bytes()).expect("decodes");
@@ -568,7 +575,10 @@ mod tests {
             ("app.kubernetes.io/version", "9"),
         ]);
         let (peer, _) = peer_of(&node_metadata(&workload(), &pod));
-        assert_eq!((peer.app.as_str(), peer.version.as_str()), ("ratings", "v2"));
+        assert_eq!(
+            (peer.app.as_str(), peer.version.as_str()),
+            ("ratings", "v2")
+        );
     }
 
     #[test]
@@ -679,7 +689,9 @@ mod tests {
         exchange.answer(&mut headers, true, false);
         assert_eq!(
             headers.get(ID_HEADER).and_then(|v| v.to_str().ok()),
-            Some("sidecar~10.244.1.7~reviews-v1-5c9b8f7d6-x2x4q.bookinfo~bookinfo.svc.cluster.local")
+            Some(
+                "sidecar~10.244.1.7~reviews-v1-5c9b8f7d6-x2x4q.bookinfo~bookinfo.svc.cluster.local"
+            )
         );
     }
 

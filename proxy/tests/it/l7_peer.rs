@@ -103,7 +103,10 @@ async fn the_server_side_learns_the_client_and_neither_app_sees_the_exchange() {
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(answer.body.starts_with("app=front"), "{}", answer.body);
-    assert!(answer.headers.contains_key("x-app"), "the app's own headers pass");
+    assert!(
+        answer.headers.contains_key("x-app"),
+        "the app's own headers pass"
+    );
     assert_no_exchange_headers(&answer);
 
     // HTTP/2 with prior knowledge from the client app.
@@ -121,7 +124,12 @@ async fn the_server_side_learns_the_client_and_neither_app_sees_the_exchange() {
     let response = send.send_request(request).await.expect("h2 answer");
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let answer = Answer {
         status: 200,
         headers,
@@ -220,7 +228,12 @@ async fn the_server_answers_a_peer_with_its_own_metadata_and_bad_metadata_is_unk
     );
 
     // Garbage and an oversize value: served all the same, the source unknown, counted.
-    let garbage = get(server.inbound(), "/garbage", &[(METADATA_HEADER, "!!not base64!!")]).await;
+    let garbage = get(
+        server.inbound(),
+        "/garbage",
+        &[(METADATA_HEADER, "!!not base64!!")],
+    )
+    .await;
     assert_eq!(garbage.status, 200);
     assert!(!garbage.body.contains(METADATA_HEADER), "{}", garbage.body);
     let big = "A".repeat(peer::MAX_HEADER_BYTES + 4);
