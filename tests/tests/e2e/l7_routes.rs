@@ -198,11 +198,13 @@ fn requests_are_routed_by_the_istio_model_across_pods() {
     );
     assert!(started.elapsed() < std::time::Duration::from_millis(2500));
 
-    // HTTP/2 with prior knowledge from the client to its proxy.
+    // HTTP/2 with prior knowledge from the client to its proxy (with the response headers:
+    // the server proxy's metadata exchange answer is stripped before the client sees it).
     let h2 = curl(
         &topology,
         &[
             "--http2-prior-knowledge",
+            "-i",
             "-H",
             "end-user: jason",
             &url("/reviews"),
@@ -214,6 +216,8 @@ fn requests_are_routed_by_the_istio_model_across_pods() {
         "{h2}\n{}",
         log()
     );
+    assert!(h2.contains("HTTP/2 200"), "{h2}");
+    assert!(!h2.contains("x-envoy-peer-metadata"), "{h2}");
 
     // The client proxy counted the requests under Istio's names and labels.
     let metrics = topology.metrics("client").expect("client metrics");
