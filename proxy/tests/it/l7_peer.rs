@@ -53,18 +53,39 @@ fn identity(config: &mut ProxyConfig, pod: &str, ip: &str) {
 }
 
 /// The client pod's proxy, its `front` endpoint moved to the server proxy's inbound port (the
-/// app's port is what iptables would redirect there).
-async fn client_proxy(dir: &Path, client_config: &Path, port: u16, inbound: u16) -> TestProxy {
+/// app's port is what iptables would redirect there), then `edit`ed.
+async fn client_proxy(
+    dir: &Path,
+    client_config: &Path,
+    port: u16,
+    inbound: u16,
+    edit: impl Fn(&mut serde_json::Value),
+) -> TestProxy {
     let text = std::fs::read_to_string(client_config).expect("config");
-    let moved = text.replace(
-        &format!("\"127.0.0.51:{port}\""),
-        &format!("\"127.0.0.51:{inbound}\""),
+    let mut config: serde_json::Value = serde_json::from_str(&text).expect("JSON config");
+    let (app, moved) = (
+        format!("127.0.0.51:{port}"),
+        format!("127.0.0.51:{inbound}"),
     );
-    assert_ne!(moved, text, "the front endpoint is in the configuration");
-    let config = dir.join("client-via-proxy.json");
-    std::fs::write(&config, moved).expect("write config");
+    let mut found = 0;
+    for cluster in config["clusters"]
+        .as_object_mut()
+        .expect("clusters")
+        .values_mut()
+    {
+        for endpoint in cluster["endpoints"].as_array_mut().expect("endpoints") {
+            if endpoint["address"] == app.as_str() {
+                endpoint["address"] = moved.clone().into();
+                edit(endpoint);
+                found += 1;
+            }
+        }
+    }
+    assert!(found > 0, "the front endpoint is in the configuration");
+    let path = dir.join("client-via-proxy.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
     let args = RunArgs {
-        config_file: Some(config),
+        config_file: Some(path),
         ..RunArgs::default()
     };
     start_proxy_with(fixed(FRONT.parse().expect("addr")), args, |config| {
@@ -89,7 +110,14 @@ async fn the_server_side_learns_the_client_and_neither_app_sees_the_exchange() {
     let (client_config, _) = setup(dir.path(), "").await;
     let port = front_port(&client_config);
     let server = server_proxy(dir.path(), port).await;
-    let client = client_proxy(dir.path(), &client_config, port, server.inbound().port()).await;
+    let client = client_proxy(
+        dir.path(),
+        &client_config,
+        port,
+        server.inbound().port(),
+        |_| {},
+    )
+    .await;
 
     // HTTP/1.1 from the client app, which also tries to speak for its proxy: replaced.
     let answer = get(
@@ -275,4 +303,46 @@ async fn the_server_answers_a_peer_with_its_own_metadata_and_bad_metadata_is_unk
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_client_fills_only_unknown_destination_labels_from_the_servers_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client_config, _) = setup(dir.path(), "").await;
+    let port = front_port(&client_config);
+    let server = server_proxy(dir.path(), port).await;
+    // An endpoint the configuration knows no workload or labels of (as a ServiceEntry's).
+    let client = client_proxy(
+        dir.path(),
+        &client_config,
+        port,
+        server.inbound().port(),
+        |endpoint| {
+            let endpoint = endpoint.as_object_mut().expect("endpoint");
+            endpoint.remove("workload");
+            endpoint.remove("labels");
+        },
+    )
+    .await;
+    let answer = get(client.outbound(), "/fill", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_no_exchange_headers(&answer);
+    // Workload, app and version from the server's answer; the namespace the configuration
+    // knew is kept.
+    let labels = [
+        r#"reporter="source""#,
+        r#"destination_workload="front-v1""#,
+        r#"destination_workload_namespace="req""#,
+        r#"destination_app="front""#,
+        r#"destination_version="v1""#,
+        r#"response_code="200""#,
+    ];
+    assert!(
+        eventually(
+            async || sample(&metrics(&client).await, "istio_requests_total{", &labels) == Some(1.0)
+        )
+        .await,
+        "{}",
+        metrics(&client).await
+    );
 }
