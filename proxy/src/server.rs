@@ -86,9 +86,18 @@ impl BoundProxy {
             .zip(inbound)
             .map(|(outbound, inbound)| CaptureListeners { outbound, inbound })
             .collect();
-        let status = on_runtime("status", bind_all("status", ports.status, v6, &mut addrs.status)?)?;
-        let health = on_runtime("health", bind_all("health", ports.health, v6, &mut addrs.health)?)?;
-        let stats = on_runtime("stats", bind_all("stats", ports.stats, v6, &mut addrs.stats)?)?;
+        let status = on_runtime(
+            "status",
+            bind_all("status", ports.status, v6, &mut addrs.status)?,
+        )?;
+        let health = on_runtime(
+            "health",
+            bind_all("health", ports.health, v6, &mut addrs.health)?,
+        )?;
+        let stats = on_runtime(
+            "stats",
+            bind_all("stats", ports.stats, v6, &mut addrs.stats)?,
+        )?;
         let admin = on_runtime(
             "admin",
             bind_loopback("admin", ports.admin, v6, &mut addrs.admin)?,

@@ -106,7 +106,10 @@ impl Workers {
         stop: &CancellationToken,
         tracker: &TaskTracker,
     ) {
-        for (start, assignment) in std::mem::take(&mut self.starts).into_iter().zip(assignments) {
+        for (start, assignment) in std::mem::take(&mut self.starts)
+            .into_iter()
+            .zip(assignments)
+        {
             let (accepting_done, accepting) = oneshot::channel();
             let start = start.send(Start {
                 assignment,
