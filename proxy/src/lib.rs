@@ -23,6 +23,7 @@ pub mod relay;
 pub mod server;
 pub mod splice;
 pub mod status;
+pub mod worker;
 pub mod workload;
 
 use std::sync::Arc;

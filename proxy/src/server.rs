@@ -19,6 +19,7 @@ use crate::listener;
 use crate::metrics::{Direction, Metrics};
 use crate::orig_dst::OrigDstSource;
 use crate::status::{self, StatusState, probes};
+use crate::worker::{self, Workers};
 
 /// The proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +31,7 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot start the runtime")]
+    #[error("cannot start the runtime or the worker threads")]
     Runtime(#[source] io::Error),
     #[error("cannot load the configuration file")]
     Config(#[from] crate::l7::source::LoadError),
@@ -59,8 +60,11 @@ pub struct BoundProxy {
     discovery: Option<Arc<Discovery>>,
     lifecycle: Lifecycle,
     requests: Requests,
-    outbound: Vec<TcpListener>,
-    inbound: Vec<TcpListener>,
+    /// The capture listeners of each worker (outbound, inbound), one socket per worker and
+    /// address in one `SO_REUSEPORT` group.
+    capture: Vec<CaptureListeners>,
+    /// One thread per worker, idle until [`BoundProxy::run`] hands it its listeners.
+    workers: Workers,
     status: Vec<TcpListener>,
     health: Vec<TcpListener>,
     stats: Vec<TcpListener>,
@@ -74,12 +78,31 @@ impl BoundProxy {
         let ports = config.ports;
         let v6 = config.ipv6;
         let mut addrs = BoundAddrs::default();
-        let outbound = bind_all("outbound", ports.outbound, v6, &mut addrs.outbound)?;
-        let inbound = bind_all("inbound", ports.inbound, v6, &mut addrs.inbound)?;
-        let status = bind_all("status", ports.status, v6, &mut addrs.status)?;
-        let health = bind_all("health", ports.health, v6, &mut addrs.health)?;
-        let stats = bind_all("stats", ports.stats, v6, &mut addrs.stats)?;
-        let admin = bind_loopback("admin", ports.admin, v6, &mut addrs.admin)?;
+        let count = config.concurrency.max(1);
+        let outbound = bind_capture("outbound", ports.outbound, v6, count, &mut addrs.outbound)?;
+        let inbound = bind_capture("inbound", ports.inbound, v6, count, &mut addrs.inbound)?;
+        let capture = outbound
+            .into_iter()
+            .zip(inbound)
+            .map(|(outbound, inbound)| CaptureListeners { outbound, inbound })
+            .collect();
+        let status = on_runtime(
+            "status",
+            bind_all("status", ports.status, v6, &mut addrs.status)?,
+        )?;
+        let health = on_runtime(
+            "health",
+            bind_all("health", ports.health, v6, &mut addrs.health)?,
+        )?;
+        let stats = on_runtime(
+            "stats",
+            bind_all("stats", ports.stats, v6, &mut addrs.stats)?,
+        )?;
+        let admin = on_runtime(
+            "admin",
+            bind_loopback("admin", ports.admin, v6, &mut addrs.admin)?,
+        )?;
+        let workers = Workers::spawn(count).map_err(ServeError::Runtime)?;
         let (lifecycle, requests) = Lifecycle::new();
         let metrics = Arc::new(Metrics::new());
         let discovery = config.discovery.clone().map(|settings| {
@@ -103,8 +126,8 @@ impl BoundProxy {
             discovery,
             lifecycle,
             requests,
-            outbound,
-            inbound,
+            capture,
+            workers,
             status,
             health,
             stats,
@@ -131,8 +154,8 @@ impl BoundProxy {
             discovery,
             lifecycle,
             requests,
-            outbound,
-            inbound,
+            capture,
+            mut workers,
             status,
             health,
             stats,
@@ -198,12 +221,8 @@ impl BoundProxy {
             ))
         });
         let tracker = TaskTracker::new();
-        let mut accept_loops = JoinSet::new();
-        for (direction, listeners) in [
-            (Direction::Outbound, outbound),
-            (Direction::Inbound, inbound),
-        ] {
-            let forwarder = Arc::new(Forwarder {
+        let forwarder = |direction: Direction| {
+            Arc::new(Forwarder {
                 direction,
                 orig_dst: orig_dst.clone(),
                 connect_timeout: config.connect_timeout,
@@ -219,16 +238,24 @@ impl BoundProxy {
                 l7_inbound: l7_inbound
                     .clone()
                     .filter(|_| direction == Direction::Inbound),
-            });
-            for listener in listeners {
-                accept_loops.spawn(listener::accept_loop(
-                    listener,
-                    forwarder.clone(),
-                    lifecycle.accept_token(),
-                    tracker.clone(),
-                ));
-            }
-        }
+            })
+        };
+        let (outbound, inbound) = (
+            forwarder(Direction::Outbound),
+            forwarder(Direction::Inbound),
+        );
+        let assignments = capture
+            .into_iter()
+            .map(|listeners| worker::Assignment {
+                listeners: listeners
+                    .outbound
+                    .into_iter()
+                    .map(|l| (l, outbound.clone()))
+                    .chain(listeners.inbound.into_iter().map(|l| (l, inbound.clone())))
+                    .collect(),
+            })
+            .collect();
+        workers.start(assignments, &lifecycle.accept_token(), &tracker);
         // The SIGTERM/Ctrl-C handlers are installed when the signal future is first polled:
         // do it before readiness, so a SIGTERM sent as soon as `/healthz/ready` says 200 is
         // caught (else the default action kills the process, exit by signal, no drain).
@@ -251,6 +278,7 @@ impl BoundProxy {
             inbound = ?addrs.inbound,
             status = ?addrs.status,
             workload = %workload.name,
+            workers = workers.len(),
             probes = config.probers.len(),
             "proxy ready"
         );
@@ -261,7 +289,8 @@ impl BoundProxy {
             minimum_drain_duration: config.minimum_drain_duration,
         };
         let ended = drain::coordinate(&lifecycle, requests, signal, timing, &tracker).await;
-        accept_loops.join_all().await;
+        workers.accepting_stopped().await;
+        workers.exit().await;
         servers.abort_all();
         tracing::info!(?ended, "proxy stopped");
         ended
@@ -276,20 +305,68 @@ fn servers_watch(store: Arc<ConfigStore>) {
     ));
 }
 
+/// The capture listeners of one worker.
+#[derive(Debug)]
+struct CaptureListeners {
+    outbound: Vec<std::net::TcpListener>,
+    inbound: Vec<std::net::TcpListener>,
+}
+
+/// [`bind_all`] with `SO_REUSEPORT`, once per worker: the first worker's sockets fix the
+/// port (the kernel's, for port 0), the others join their groups.
+fn bind_capture(
+    what: &'static str,
+    port: u16,
+    ipv6: Ipv6Mode,
+    workers: usize,
+    bound: &mut Vec<SocketAddr>,
+) -> Result<Vec<Vec<std::net::TcpListener>>, ServeError> {
+    let unspecified = (Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED);
+    let first = bind_pair(what, unspecified, port, ipv6, true, bound)?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        let listeners = bound
+            .iter()
+            .map(|addr| {
+                listener::bind_std(*addr, true).map_err(|source| ServeError::Bind {
+                    what,
+                    addr: *addr,
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        all.push(listeners);
+    }
+    Ok(all)
+}
+
+/// Registers listeners bound by [`bind_pair`] with the current runtime.
+fn on_runtime(
+    what: &'static str,
+    listeners: Vec<std::net::TcpListener>,
+) -> Result<Vec<TcpListener>, ServeError> {
+    listeners
+        .into_iter()
+        .map(|listener| {
+            let addr = local_addr(&listener, SocketAddr::from(([0, 0, 0, 0], 0)));
+            TcpListener::from_std(listener).map_err(|source| ServeError::Bind {
+                what,
+                addr,
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Binds `0.0.0.0:port`, and `[::]:port` when IPv6 is on (or available, for `auto`).
 fn bind_all(
     what: &'static str,
     port: u16,
     ipv6: Ipv6Mode,
     bound: &mut Vec<SocketAddr>,
-) -> Result<Vec<TcpListener>, ServeError> {
-    bind_pair(
-        what,
-        (Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED),
-        port,
-        ipv6,
-        bound,
-    )
+) -> Result<Vec<std::net::TcpListener>, ServeError> {
+    let unspecified = (Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED);
+    bind_pair(what, unspecified, port, ipv6, false, bound)
 }
 
 /// Binds `127.0.0.1:port`, and `[::1]:port` when IPv6 is on (or available, for `auto`).
@@ -298,14 +375,9 @@ fn bind_loopback(
     port: u16,
     ipv6: Ipv6Mode,
     bound: &mut Vec<SocketAddr>,
-) -> Result<Vec<TcpListener>, ServeError> {
-    bind_pair(
-        what,
-        (Ipv4Addr::LOCALHOST, Ipv6Addr::LOCALHOST),
-        port,
-        ipv6,
-        bound,
-    )
+) -> Result<Vec<std::net::TcpListener>, ServeError> {
+    let loopback = (Ipv4Addr::LOCALHOST, Ipv6Addr::LOCALHOST);
+    bind_pair(what, loopback, port, ipv6, false, bound)
 }
 
 /// Binds the IPv4 address, then the IPv6 one on the same port (the one the kernel gave, for
@@ -315,11 +387,12 @@ fn bind_pair(
     (ip4, ip6): (Ipv4Addr, Ipv6Addr),
     port: u16,
     ipv6: Ipv6Mode,
+    reuse_port: bool,
     bound: &mut Vec<SocketAddr>,
-) -> Result<Vec<TcpListener>, ServeError> {
+) -> Result<Vec<std::net::TcpListener>, ServeError> {
     let mut listeners = Vec::new();
     let v4 = SocketAddr::new(IpAddr::V4(ip4), port);
-    let listener = listener::bind(v4).map_err(|source| ServeError::Bind {
+    let listener = listener::bind_std(v4, reuse_port).map_err(|source| ServeError::Bind {
         what,
         addr: v4,
         source,
@@ -329,7 +402,7 @@ fn bind_pair(
     listeners.push(listener);
     if ipv6 != Ipv6Mode::False {
         let v6 = SocketAddr::new(IpAddr::V6(ip6), port);
-        match listener::bind(v6) {
+        match listener::bind_std(v6, reuse_port) {
             Ok(listener) => {
                 bound.push(local_addr(&listener, v6));
                 listeners.push(listener);
@@ -349,7 +422,7 @@ fn bind_pair(
     Ok(listeners)
 }
 
-fn local_addr(listener: &TcpListener, requested: SocketAddr) -> SocketAddr {
+fn local_addr(listener: &std::net::TcpListener, requested: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(requested)
 }
 
@@ -360,12 +433,13 @@ fn ipv6_unavailable(error: &io::Error) -> bool {
     )
 }
 
-/// Runs the proxy on its own runtime with `concurrency` worker threads until SIGTERM/SIGINT or
-/// `/quitquitquit`.
+/// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`: captured traffic on `concurrency`
+/// worker threads ([`crate::worker`]), the status and admin ports, configuration and discovery
+/// on a runtime of one more thread.
 pub fn run(config: ProxyConfig, orig_dst: Arc<dyn OrigDstSource>) -> Result<Ended, ServeError> {
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.concurrency)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;

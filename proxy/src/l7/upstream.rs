@@ -2,7 +2,9 @@
 //! carries over a reload and closes with the endpoint), HTTP/1.1 keep-alive or one multiplexed
 //! HTTP/2 connection, closed after `maxRequestsPerConnection` requests and after
 //! `idleTimeout` without requests. HTTP/2 requests carry the route's authority as
-//! `:authority`; the endpoint address only picks the socket.
+//! `:authority`; the endpoint address only picks the socket. As Envoy's, the pool is per
+//! worker ([`crate::worker`]): a request uses only connections its own thread opened (and
+//! drives), so one HTTP/2 connection per endpoint and worker.
 
 use std::future::Future;
 use std::io;
@@ -182,6 +184,8 @@ impl Client {
 
 struct Http1Conn {
     id: u64,
+    /// The worker whose runtime drives the connection.
+    worker: usize,
     send: http1::SendRequest<Body>,
     served: u32,
     idle_since: Instant,
@@ -194,10 +198,15 @@ struct Http2Conn {
     last_used: Instant,
 }
 
+/// One worker's HTTP/2 connection slot.
+type Http2Slot = Arc<tokio::sync::Mutex<Option<Http2Conn>>>;
+
 /// The connections to one endpoint.
 pub struct Pool {
+    /// Idle HTTP/1 connections of every worker (each takes only its own).
     http1: Mutex<Vec<Http1Conn>>,
-    http2: tokio::sync::Mutex<Option<Http2Conn>>,
+    /// HTTP/2 slots by worker, created on a worker's first request.
+    http2: Mutex<Vec<(usize, Http2Slot)>>,
     next_id: AtomicU64,
     /// HTTP/2 connect attempts that failed: a request that waited for the slot while one
     /// failed fails with it, instead of trying again after it (one attempt per wait).
@@ -222,7 +231,7 @@ impl Pool {
     pub fn new() -> Arc<Pool> {
         Arc::new_cyclic(|this| Pool {
             http1: Mutex::default(),
-            http2: tokio::sync::Mutex::default(),
+            http2: Mutex::default(),
             next_id: AtomicU64::new(0),
             http2_failures: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -241,11 +250,15 @@ impl Pool {
         idle.iter().filter(|c| !c.send.is_closed()).count()
     }
 
-    /// A keep-alive connection ready for a request; closed ones are dropped on the way.
+    /// A keep-alive connection of this worker ready for a request; closed ones are dropped
+    /// on the way.
     fn idle_http1(&self) -> Option<Http1Conn> {
+        let worker = crate::worker::index();
         let mut idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|c| !c.send.is_closed());
-        let ready = idle.iter().rposition(|c| c.send.is_ready())?;
+        let ready = idle
+            .iter()
+            .rposition(|c| c.worker == worker && c.send.is_ready())?;
         Some(idle.swap_remove(ready))
     }
 
@@ -268,6 +281,7 @@ impl Pool {
         drive(conn.with_upgrades(), self.weak(), id, settings.idle_timeout);
         Ok(Http1Conn {
             id,
+            worker: crate::worker::index(),
             send,
             served: 0,
             idle_since: Instant::now(),
@@ -282,7 +296,8 @@ impl Pool {
         settings: Settings,
     ) -> Result<http2::SendRequest<Body>, Error> {
         let failures = self.http2_failures.load(Ordering::Acquire);
-        let mut slot = self.http2.lock().await;
+        let slot = self.http2_slot(crate::worker::index());
+        let mut slot = slot.lock().await;
         let usable = |c: &Http2Conn| {
             !c.send.is_closed() && settings.max_requests.is_none_or(|max| c.served < max)
         };
@@ -334,6 +349,17 @@ impl Pool {
         Ok(send)
     }
 
+    /// This worker's HTTP/2 slot.
+    fn http2_slot(&self, worker: usize) -> Http2Slot {
+        let mut slots = self.http2.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, slot)) = slots.iter().find(|(w, _)| *w == worker) {
+            return slot.clone();
+        }
+        let slot = Http2Slot::default();
+        slots.push((worker, slot.clone()));
+        slot
+    }
+
     /// The idle check of connection `id`: `None` when it was closed for being idle
     /// `idle` long, else how long to wait before checking again.
     fn reap(&self, id: u64, idle: Duration) -> Option<Duration> {
@@ -355,22 +381,26 @@ impl Pool {
                 return Some(idle - waited);
             }
         }
-        let Ok(mut slot) = self.http2.try_lock() else {
-            return Some(soon);
+        let slots: Vec<Http2Slot> = {
+            let slots = self.http2.lock().unwrap_or_else(|p| p.into_inner());
+            slots.iter().map(|(_, slot)| slot.clone()).collect()
         };
-        match slot.as_ref() {
-            Some(conn) if conn.id == id => {
+        for slot in slots {
+            let Ok(mut slot) = slot.try_lock() else {
+                return Some(soon);
+            };
+            if let Some(conn) = slot.as_ref().filter(|c| c.id == id) {
                 let waited = conn.last_used.elapsed();
                 if waited >= idle {
                     *slot = None;
                     return None;
                 }
-                Some(idle - waited)
+                return Some(idle - waited);
             }
-            // Not in the pool (in use, or retired after its last request): it closes when
-            // its requests end.
-            _ => Some(idle),
         }
+        // Not in the pool (in use, or retired after its last request): it closes when its
+        // requests end.
+        Some(idle)
     }
 }
 
