@@ -6,8 +6,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,10 +35,10 @@ use crate::l7::hash::Downstream;
 use crate::l7::headers::{self, Side};
 use crate::l7::mirror::{self, Mirrors};
 use crate::l7::outlier::Observed;
-use crate::l7::peer::{self, Local, Peers};
+use crate::l7::peer::{self, Local, OwnLabels, Peers};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
-use crate::l7::telemetry::{L7Metrics, Measured, MirrorResult, RequestLabels};
+use crate::l7::telemetry::{L7Metrics, Label, Measured, MirrorResult, RequestLabels};
 use crate::l7::upstream::{Body, Upstream};
 use crate::workload::{UNKNOWN, Workload};
 
@@ -208,8 +208,9 @@ impl Outbound {
         let request_id = request::ensure_request_id(req.headers_mut());
         // The metadata exchange: ours replaces whatever the app sent under those names.
         peer::strip(req.headers_mut());
-        self.local.exchange(&loaded).insert(req.headers_mut());
-        let labels = self.labels(&loaded);
+        let exchange = self.local.exchange(&loaded);
+        exchange.insert(req.headers_mut());
+        let labels = Self::labels(&exchange.labels);
         let mut record = Record::new(&self.metrics, labels, &req, request_id);
         let mut response = self.route(&loaded, req, orig_dst, &mut record).await;
         self.upstream_peer(&mut response, &mut record);
@@ -228,7 +229,7 @@ impl Outbound {
             &labels.destination_app,
             &labels.destination_version,
         ];
-        let wanted = fields.iter().any(|value| *value == UNKNOWN);
+        let wanted = fields.iter().any(|value| **value == UNKNOWN);
         let received = self
             .peers
             .receive(response.headers_mut(), &self.metrics, wanted);
@@ -242,21 +243,20 @@ impl Outbound {
             (&mut labels.destination_version, peer.version),
         ] {
             if *label == UNKNOWN {
-                *label = value;
+                *label = Label::from(value);
             }
         }
     }
 
     /// Istio's labels of an outbound request: this workload is the source.
-    fn labels(&self, loaded: &Loaded) -> RequestLabels {
-        let (app, version) = app_and_version(self.local.labels(loaded));
-        let unknown = || UNKNOWN.to_owned();
+    fn labels(own: &OwnLabels) -> RequestLabels {
+        let unknown = Label::unknown;
         RequestLabels {
             reporter: "source",
-            source_workload: self.workload.name.clone(),
-            source_workload_namespace: self.workload.namespace.clone(),
-            source_app: app,
-            source_version: version,
+            source_workload: own.workload.clone(),
+            source_workload_namespace: own.namespace.clone(),
+            source_app: own.app.clone(),
+            source_version: own.version.clone(),
             destination_workload: unknown(),
             destination_workload_namespace: unknown(),
             destination_app: unknown(),
@@ -265,9 +265,9 @@ impl Outbound {
             destination_service_name: unknown(),
             destination_service_namespace: unknown(),
             request_protocol: "http",
-            response_code: String::new(),
-            response_flags: String::new(),
-            grpc_response_status: String::new(),
+            response_code: Label::empty(),
+            response_flags: Label::empty(),
+            grpc_response_status: Label::empty(),
             connection_security_policy: "unknown",
         }
     }
@@ -774,12 +774,11 @@ impl Drop for EndpointLoad<'_> {
 /// else `app.kubernetes.io/*`, else `app`/`version`.
 pub(crate) fn app_and_version(
     labels: &std::collections::BTreeMap<String, String>,
-) -> (String, String) {
+) -> (Label, Label) {
     let label = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| labels.get(*k))
-            .cloned()
-            .unwrap_or_else(|| UNKNOWN.to_owned())
+            .map_or_else(Label::unknown, |v| Label::from(v.as_str()))
     };
     (
         label(&[
@@ -1000,10 +999,11 @@ pub(crate) struct Record {
     labels: RequestLabels,
     flags: Flags,
     grpc: bool,
-    method: String,
-    path: String,
-    authority: String,
-    request_id: String,
+    /// What the access log says of the request (shared buffers, not copies).
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+    request_id: HeaderValue,
     pub(crate) route: Option<String>,
     pub(crate) cluster: Option<String>,
     pub(crate) upstream: Option<String>,
@@ -1025,7 +1025,7 @@ impl Record {
         metrics: &L7Metrics,
         mut labels: RequestLabels,
         req: &Request<Incoming>,
-        request_id: String,
+        request_id: HeaderValue,
     ) -> Self {
         let grpc = is_grpc(req.headers());
         labels.request_protocol = if grpc { "grpc" } else { "http" };
@@ -1035,13 +1035,9 @@ impl Record {
             labels,
             flags: Flags::default(),
             grpc,
-            method: req.method().as_str().to_owned(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            authority: request::authority(req.uri(), req.headers()).to_owned(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            host: req.headers().get(header::HOST).cloned(),
             request_id,
             route: None,
             cluster: None,
@@ -1056,28 +1052,28 @@ impl Record {
     }
 
     fn destination(&mut self, destination: &DestinationConfig) {
-        self.labels.destination_service = destination.host.clone();
+        self.labels.destination_service = Label::from(destination.host.as_str());
         let (namespace, name) = destination
             .service
             .split_once('/')
             .unwrap_or((UNKNOWN, destination.service.as_str()));
-        self.labels.destination_service_name = name.to_owned();
-        self.labels.destination_service_namespace = namespace.to_owned();
+        self.labels.destination_service_name = Label::from(name);
+        self.labels.destination_service_namespace = Label::from(namespace);
     }
 
     /// A request refused under `REGISTRY_ONLY`, labelled as Istio labels it.
     fn black_hole(&mut self) {
-        self.labels.destination_service = BLACK_HOLE_CLUSTER.to_owned();
-        self.labels.destination_service_name = BLACK_HOLE_CLUSTER.to_owned();
+        self.labels.destination_service = Label::from(BLACK_HOLE_CLUSTER);
+        self.labels.destination_service_name = Label::from(BLACK_HOLE_CLUSTER);
         self.route = Some(BLOCK_ALL_ROUTE.to_owned());
         self.cluster = Some(BLACK_HOLE_CLUSTER.to_owned());
     }
 
     fn endpoint(&mut self, endpoint: &EndpointState) {
-        self.labels.destination_workload = endpoint.workload.to_string();
-        self.labels.destination_workload_namespace = endpoint.namespace.to_string();
-        self.labels.destination_app = endpoint.app.to_string();
-        self.labels.destination_version = endpoint.version.to_string();
+        self.labels.destination_workload = Label::from(&endpoint.workload);
+        self.labels.destination_workload_namespace = Label::from(&endpoint.namespace);
+        self.labels.destination_app = Label::from(&endpoint.app);
+        self.labels.destination_version = Label::from(&endpoint.version);
         self.upstream = Some(endpoint.address.clone());
     }
 
@@ -1124,18 +1120,19 @@ impl Drop for Record {
             self.flags.add(Flag::UpstreamTimeout);
         }
         let code = self.status.unwrap_or(0);
-        let mut labels = self.labels.clone();
-        labels.response_code = code.to_string();
-        labels.response_flags = self.flags.to_string();
+        let labels = &mut self.labels;
+        labels.response_code = code_label(code);
+        labels.response_flags = self.flags.label();
         labels.grpc_response_status = match (self.grpc, self.grpc_status) {
-            (_, Some(status)) => status.to_string(),
-            (true, None) => "2".to_owned(), // UNKNOWN: a gRPC call without a status
-            (false, None) => String::new(),
+            (_, Some(status)) => code_label(status.min(u32::from(u16::MAX)) as u16),
+            (true, None) => code_label(2), // UNKNOWN: a gRPC call without a status
+            (false, None) => Label::empty(),
         };
+        let labels = &self.labels;
         let duration = self.started.elapsed();
         let request_bytes = self.request_bytes.load(Ordering::Relaxed);
         self.metrics.record(
-            &labels,
+            labels,
             Measured {
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 request_bytes,
@@ -1145,15 +1142,20 @@ impl Drop for Record {
         tracing::info!(
             target: "outrigger_proxy::access",
             method = %self.method,
-            path = %self.path,
-            authority = %self.authority,
+            path = self.uri.path_and_query().map_or("/", |p| p.as_str()),
+            authority = self
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+                .unwrap_or_default(),
             response_code = code,
             response_flags = %labels.response_flags,
             grpc_status = %labels.grpc_response_status,
             route = self.route.as_deref().unwrap_or("-"),
             cluster = self.cluster.as_deref().unwrap_or("-"),
             upstream_host = self.upstream.as_deref().unwrap_or("-"),
-            request_id = %self.request_id,
+            request_id = self.request_id.to_str().unwrap_or("-"),
             source_workload = %labels.source_workload,
             source_namespace = %labels.source_workload_namespace,
             source_app = %labels.source_app,
@@ -1163,5 +1165,15 @@ impl Drop for Record {
             duration_ms = duration.as_millis() as u64,
             "request"
         );
+    }
+}
+
+/// A status code as a label value: the common ones allocated once per process.
+fn code_label(code: u16) -> Label {
+    const CACHED: usize = 600;
+    static CODES: [OnceLock<Label>; CACHED] = [const { OnceLock::new() }; CACHED];
+    match CODES.get(usize::from(code)) {
+        Some(cell) => cell.get_or_init(|| Label::from(code.to_string())).clone(),
+        None => Label::from(code.to_string()),
     }
 }

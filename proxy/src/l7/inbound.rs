@@ -27,13 +27,12 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::OrigDstAddr;
 use crate::l7::detect::{self, Detected};
 use crate::l7::http::{
-    DownstreamBody, HOP_BY_HOP, Record, app_and_version, counted, is_grpc, is_http, is_upgrade,
-    local, tunnel,
+    DownstreamBody, HOP_BY_HOP, Record, counted, is_grpc, is_http, is_upgrade, local, tunnel,
 };
-use crate::l7::peer::{self, Local, Peer, Peers};
+use crate::l7::peer::{self, Local, OwnLabels, Peer, Peers};
 use crate::l7::request::{self, Flag};
 use crate::l7::source::{ConfigStore, Loaded};
-use crate::l7::telemetry::{L7Metrics, RequestLabels};
+use crate::l7::telemetry::{L7Metrics, Label, RequestLabels};
 use crate::l7::upstream::Body;
 use crate::names::{INBOUND_SOURCE_V4, INBOUND_SOURCE_V6};
 use crate::workload::{UNKNOWN, Workload};
@@ -64,7 +63,6 @@ pub enum InboundPlan {
 pub struct Inbound {
     store: Arc<ConfigStore>,
     metrics: L7Metrics,
-    workload: Arc<Workload>,
     detection_timeout: Option<Duration>,
     /// The pod's ports (`ip:port` of its endpoints) of the configuration version in force.
     ports: Mutex<Option<(String, Arc<Ports>)>>,
@@ -100,9 +98,8 @@ impl Inbound {
         Inbound {
             store,
             metrics,
-            local: Local::new(workload.clone()),
+            local: Local::new(workload),
             peers: Peers::default(),
-            workload,
             detection_timeout,
             ports: Mutex::default(),
             http1: client(false),
@@ -189,7 +186,8 @@ impl Inbound {
         let request_id = request::ensure_request_id(req.headers_mut());
         // The client proxy's metadata: read, and stripped before the app sees the request.
         let received = self.peers.receive(req.headers_mut(), &self.metrics, true);
-        let labels = self.labels(&loaded, port, received.peer);
+        let exchange = self.local.exchange(&loaded);
+        let labels = Self::labels(&exchange.labels, port, received.peer);
         let mut record = Record::new(&self.metrics, labels, &req, request_id);
         record.cluster = Some(format!("inbound|{}||", port.port));
         record.upstream = Some(orig_dst.0.to_string());
@@ -197,44 +195,44 @@ impl Inbound {
         // Only the proxy speaks for this pod: the app's own headers of these names go, and
         // ours answer a client proxy that sent its own (as Istio's filter does).
         peer::strip(response.headers_mut());
-        self.local
-            .exchange(&loaded)
-            .answer(response.headers_mut(), received.id, received.metadata);
+        exchange.answer(response.headers_mut(), received.id, received.metadata);
         record.respond(response)
     }
 
     /// Istio's labels of an inbound request: this workload is the destination; the source is
     /// the client proxy's metadata exchange, else `unknown` (no mTLS identity yet).
-    fn labels(&self, loaded: &Loaded, port: &Port, peer: Option<Peer>) -> RequestLabels {
-        let (app, version) = app_and_version(self.local.labels(loaded));
+    fn labels(own: &OwnLabels, port: &Port, peer: Option<Peer>) -> RequestLabels {
         let (namespace, name) = port
             .service
             .split_once('/')
             .unwrap_or((UNKNOWN, port.service.as_str()));
-        let unknown = || UNKNOWN.to_owned();
-        let peer = peer.unwrap_or_else(|| Peer {
-            workload: unknown(),
-            namespace: unknown(),
-            app: unknown(),
-            version: unknown(),
-        });
+        let unknown = Label::unknown;
+        let (workload, peer_namespace, app, version) = match peer {
+            Some(peer) => (
+                Label::from(peer.workload),
+                Label::from(peer.namespace),
+                Label::from(peer.app),
+                Label::from(peer.version),
+            ),
+            None => (unknown(), unknown(), unknown(), unknown()),
+        };
         RequestLabels {
             reporter: "destination",
-            source_workload: peer.workload,
-            source_workload_namespace: peer.namespace,
-            source_app: peer.app,
-            source_version: peer.version,
-            destination_workload: self.workload.name.clone(),
-            destination_workload_namespace: self.workload.namespace.clone(),
-            destination_app: app,
-            destination_version: version,
-            destination_service: port.host.clone(),
-            destination_service_name: name.to_owned(),
-            destination_service_namespace: namespace.to_owned(),
+            source_workload: workload,
+            source_workload_namespace: peer_namespace,
+            source_app: app,
+            source_version: version,
+            destination_workload: own.workload.clone(),
+            destination_workload_namespace: own.namespace.clone(),
+            destination_app: own.app.clone(),
+            destination_version: own.version.clone(),
+            destination_service: Label::from(port.host.as_str()),
+            destination_service_name: Label::from(name),
+            destination_service_namespace: Label::from(namespace),
             request_protocol: "http",
-            response_code: String::new(),
-            response_flags: String::new(),
-            grpc_response_status: String::new(),
+            response_code: Label::empty(),
+            response_flags: Label::empty(),
+            grpc_response_status: Label::empty(),
             connection_security_policy: "unknown",
         }
     }

@@ -26,6 +26,7 @@ use prost_types::{Struct, Value};
 
 use crate::l7::source::Loaded;
 use crate::l7::telemetry::L7Metrics;
+use crate::l7::telemetry::Label;
 use crate::workload::{UNKNOWN, Workload};
 
 /// The largest `x-envoy-peer-metadata` value read (its base64 text); a larger one is ignored.
@@ -201,12 +202,24 @@ pub fn strip(headers: &mut HeaderMap) {
     headers.remove(METADATA_HEADER);
 }
 
-/// This proxy's two header values, encoded once.
+/// This proxy's two header values, encoded once, and the same identity as metric labels.
 #[derive(Debug)]
 pub struct Exchange {
     /// `None` without a pod IP, name or namespace (no node id to give).
     id: Option<HeaderValue>,
     metadata: HeaderValue,
+    /// Workload, namespace, app and version as this proxy's requests are labelled.
+    pub labels: OwnLabels,
+}
+
+/// This proxy's side of Istio's request labels (`source_*` outbound, `destination_*`
+/// inbound), shared by every request.
+#[derive(Debug, Clone)]
+pub struct OwnLabels {
+    pub workload: Label,
+    pub namespace: Label,
+    pub app: Label,
+    pub version: Label,
 }
 
 impl Exchange {
@@ -229,7 +242,18 @@ impl Exchange {
         let id = crate::discovery::node_id(workload)
             .ok()
             .and_then(|id| HeaderValue::from_str(&id).ok());
-        Exchange { id, metadata }
+        let (app, version) = crate::l7::http::app_and_version(labels);
+        let labels = OwnLabels {
+            workload: Label::from(workload.name.as_str()),
+            namespace: Label::from(workload.namespace.as_str()),
+            app,
+            version,
+        };
+        Exchange {
+            id,
+            metadata,
+            labels,
+        }
     }
 
     /// Sets both headers (replacing any the app sent: the metadata is the proxy's to give).

@@ -3,9 +3,12 @@
 //! flags. No I/O here.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use outrigger_mesh::RequestView;
+
+use crate::l7::telemetry::Label;
 use outrigger_mesh::config::{MatchKind, Redirect, Route, WeightedCluster};
 
 /// Envoy's response flags, as Istio's `response_flags` label and access log carry them.
@@ -34,6 +37,15 @@ pub enum Flag {
 }
 
 impl Flag {
+    /// The code as a label value, allocated once per flag.
+    fn label(self) -> Label {
+        const FLAGS: usize = 10;
+        static LABELS: [OnceLock<Label>; FLAGS] = [const { OnceLock::new() }; FLAGS];
+        LABELS[self as usize % FLAGS]
+            .get_or_init(|| Label::from(self.code()))
+            .clone()
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Flag::NoRoute => "NR",
@@ -63,6 +75,16 @@ impl Flags {
 
     pub fn contains(&self, flag: Flag) -> bool {
         self.0.contains(&flag)
+    }
+
+    /// As the `response_flags` label: no flag (`-`) and each single flag allocated once.
+    pub fn label(&self) -> Label {
+        static NONE: OnceLock<Label> = OnceLock::new();
+        match self.0.as_slice() {
+            [] => NONE.get_or_init(|| Label::from("-")).clone(),
+            [flag] => flag.label(),
+            _ => Label::from(self.to_string()),
+        }
     }
 }
 
@@ -118,28 +140,28 @@ pub fn authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
 }
 
 /// Adds `x-request-id` (a random UUID v4) when the request has none; returns its value.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     const NAME: &str = "x-request-id";
-    if let Some(id) = headers.get(NAME).and_then(|v| v.to_str().ok()) {
-        return id.to_owned();
+    if let Some(id) = headers.get(NAME) {
+        return id.clone();
     }
     let bits = fastrand::u128(..);
     // Version 4, RFC 4122 variant.
     let bits = (bits & !(0xf << 76)) | (0x4 << 76);
     let bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(NAME, value);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [b'-'; 36];
+    let mut nibble = 32;
+    for (at, byte) in id.iter_mut().enumerate() {
+        if matches!(at, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *byte = HEX[((bits >> (4 * nibble)) & 0xf) as usize];
     }
-    id
+    let value = HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    headers.insert(NAME, value.clone());
+    value
 }
 
 /// Chooses one of a route's weighted clusters; `roll` is uniform in 0..100.
@@ -422,9 +444,19 @@ mod tests {
     fn request_ids_are_uuid_v4_and_kept_when_present() {
         let mut headers = HeaderMap::new();
         let id = ensure_request_id(&mut headers);
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
+        let text = id.to_str().expect("ASCII");
+        assert_eq!(text.len(), 36);
+        let groups: Vec<usize> = text.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert!(text.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_eq!(&text[14..15], "4");
+        assert!(
+            matches!(&text[19..20], "8" | "9" | "a" | "b"),
+            "RFC 4122 variant"
+        );
+        assert_eq!(headers.get("x-request-id"), Some(&id));
         assert_eq!(ensure_request_id(&mut headers), id);
+        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id, "random");
     }
 
     #[test]

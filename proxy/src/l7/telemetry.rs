@@ -3,12 +3,16 @@
 //! the configuration source's own counters. Every label value comes from the configuration
 //! (a bounded set) or from a small fixed set (codes, flags, protocols).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::workload::UNKNOWN;
 
 /// Istio's buckets of `istio_request_duration_milliseconds`.
 const DURATION_BUCKETS_MS: [f64; 19] = [
@@ -18,25 +22,117 @@ const DURATION_BUCKETS_MS: [f64; 19] = [
 /// Istio's buckets of `istio_request_bytes` / `istio_response_bytes`.
 const SIZE_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
 
+/// One label value, shared: cloning it (per request, per series) is a reference count, not
+/// a copy. The values come from the configuration and the workload, a bounded set.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label(Arc<str>);
+
+impl Label {
+    /// `unknown`, allocated once.
+    pub fn unknown() -> Label {
+        static UNKNOWN_LABEL: OnceLock<Label> = OnceLock::new();
+        UNKNOWN_LABEL
+            .get_or_init(|| Label(Arc::from(UNKNOWN)))
+            .clone()
+    }
+
+    /// The empty value, allocated once.
+    pub fn empty() -> Label {
+        static EMPTY: OnceLock<Label> = OnceLock::new();
+        EMPTY.get_or_init(|| Label(Arc::from(""))).clone()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Label {
+    fn default() -> Self {
+        Label::empty()
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Label {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Label {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl From<&str> for Label {
+    fn from(value: &str) -> Self {
+        if value == UNKNOWN {
+            return Label::unknown();
+        }
+        Label(Arc::from(value))
+    }
+}
+
+impl From<String> for Label {
+    fn from(value: String) -> Self {
+        if value == UNKNOWN {
+            return Label::unknown();
+        }
+        Label(Arc::from(value))
+    }
+}
+
+impl From<&Arc<str>> for Label {
+    fn from(value: &Arc<str>) -> Self {
+        Label(value.clone())
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
 /// Istio's standard labels of the HTTP/gRPC request metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     pub reporter: &'static str,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
+    pub source_workload: Label,
+    pub source_workload_namespace: Label,
+    pub source_app: Label,
+    pub source_version: Label,
+    pub destination_workload: Label,
+    pub destination_workload_namespace: Label,
+    pub destination_app: Label,
+    pub destination_version: Label,
+    pub destination_service: Label,
+    pub destination_service_name: Label,
+    pub destination_service_namespace: Label,
     pub request_protocol: &'static str,
-    pub response_code: String,
-    pub response_flags: String,
-    pub grpc_response_status: String,
+    pub response_code: Label,
+    pub response_flags: Label,
+    pub grpc_response_status: Label,
     pub connection_security_policy: &'static str,
 }
 
