@@ -3,9 +3,12 @@
 //! the configuration source's own counters. Every label value comes from the configuration
 //! (a bounded set) or from a small fixed set (codes, flags, protocols).
 
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -136,6 +139,37 @@ pub struct RequestLabels {
     pub connection_security_policy: &'static str,
 }
 
+/// A label set with its hash computed once, so the four request families each hash eight
+/// bytes instead of the seventeen labels (equal sets still compare label by label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Series {
+    hash: u64,
+    labels: RequestLabels,
+}
+
+impl Series {
+    fn new(labels: RequestLabels) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        labels.hash(&mut hasher);
+        Series {
+            hash: hasher.finish(),
+            labels,
+        }
+    }
+}
+
+impl Hash for Series {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl EncodeLabelSet for Series {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        self.labels.encode(encoder)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
@@ -178,10 +212,10 @@ fn size_histogram() -> Histogram {
 /// The L7 families, registered in the proxy's one registry. Clones share the families.
 #[derive(Debug, Clone)]
 pub struct L7Metrics {
-    requests: Family<RequestLabels, Counter>,
-    duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
-    request_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
-    response_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    requests: Family<Series, Counter>,
+    duration: Family<Series, Histogram, fn() -> Histogram>,
+    request_bytes: Family<Series, Histogram, fn() -> Histogram>,
+    response_bytes: Family<Series, Histogram, fn() -> Histogram>,
     config_loads: Family<ResultLabels, Counter>,
     config_timestamp: Gauge,
     mirrors: Family<ResultLabels, Counter>,
@@ -267,6 +301,7 @@ impl L7Metrics {
     }
 
     pub fn record(&self, labels: &RequestLabels, measured: Measured) {
+        let labels = &Series::new(labels.clone());
         self.requests.get_or_create(labels).inc();
         self.duration
             .get_or_create(labels)
