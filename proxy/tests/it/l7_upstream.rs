@@ -14,6 +14,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use outrigger_proxy::cli::RunArgs;
 use tokio::net::TcpListener;
 
 use crate::config_file::routes_build;
@@ -530,7 +531,15 @@ async fn max_requests_per_connection_one_opens_a_connection_per_request() {
 async fn idle_timeout_closes_idle_upstream_connections() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = upstream_demo(dir.path()).await;
-    let proxy = demo_proxy(&config, IDLE).await;
+    // One worker: upstream pools are per worker, and the calls below come on two downstream
+    // connections, which two workers could each take.
+    let args = RunArgs {
+        config_file: Some(config.clone()),
+        admin_port: Some(0),
+        concurrency: Some(1),
+        ..RunArgs::default()
+    };
+    let proxy = start_proxy(fixed(IDLE.parse().expect("addr")), args).await;
     let quick = upstream_peers(&proxy, 3, Duration::from_millis(50)).await;
     assert_eq!(distinct(&quick), 1, "reused within idleTimeout: {quick:?}");
     let slow = upstream_peers(&proxy, 3, Duration::from_millis(600)).await;
