@@ -612,6 +612,17 @@ struct Scripted {
     _dir: tempfile::TempDir,
 }
 
+/// Waits until the proxy's client has the stream's answer headers (it then counts as
+/// connected). A connection before that is relayed at once, as with pilot away; the scripted
+/// server sees the stream a little earlier, and a worker thread may take the call in between.
+async fn stream_up(proxy: &TestProxy) {
+    assert!(
+        eventually(async || config_dump(proxy).await["discovery"]["connected"] == true).await,
+        "the discovery stream is up: {}",
+        config_dump(proxy).await
+    );
+}
+
 async fn scripted_proxy(idle_timeout: Option<Duration>) -> Scripted {
     let probe = std::net::TcpListener::bind("127.0.0.11:0").expect("free port");
     let port = probe.local_addr().expect("addr").port();
@@ -671,6 +682,7 @@ async fn a_response_that_does_not_compile_is_nacked_and_the_previous_version_kep
         _dir,
     } = scripted_proxy(None).await;
     let stream = streams.recv().await.expect("a stream");
+    stream_up(&proxy).await;
     let first = request_where(&mut requests, |r| r.type_url == DESTINATION_TYPE).await;
     assert_eq!(
         first.node.as_ref().map(|n| n.id.as_str()),
@@ -899,6 +911,7 @@ async fn a_destination_no_connection_uses_is_unsubscribed_after_the_idle_timeout
         _dir,
     } = scripted_proxy(Some(Duration::from_millis(300))).await;
     let stream = streams.recv().await.expect("a stream");
+    stream_up(&proxy).await;
     let outbound = proxy.outbound();
     let call = tokio::spawn(async move {
         let mut conn = Conn::open(outbound, false).await;
