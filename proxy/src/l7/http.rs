@@ -19,6 +19,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use outrigger_api::names::label;
 use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
 use outrigger_mesh::config::{
     ActionKind, DestinationConfig, FaultAbort, Mirror, OutboundTrafficPolicy, Route,
@@ -243,7 +244,7 @@ impl Outbound {
             (&mut labels.destination_version, peer.version),
         ] {
             if *label == UNKNOWN {
-                *label = Label::from(value);
+                *label = value;
             }
         }
     }
@@ -781,15 +782,11 @@ pub(crate) fn app_and_version(
             .map_or_else(Label::unknown, |v| Label::from(v.as_str()))
     };
     (
+        label(&[label::CANONICAL_NAME, label::K8S_APP_NAME, label::APP]),
         label(&[
-            "service.istio.io/canonical-name",
-            "app.kubernetes.io/name",
-            "app",
-        ]),
-        label(&[
-            "service.istio.io/canonical-revision",
-            "app.kubernetes.io/version",
-            "version",
+            label::CANONICAL_REVISION,
+            label::K8S_APP_VERSION,
+            label::VERSION,
         ]),
     )
 }

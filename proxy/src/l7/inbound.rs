@@ -208,12 +208,7 @@ impl Inbound {
             .unwrap_or((UNKNOWN, port.service.as_str()));
         let unknown = Label::unknown;
         let (workload, peer_namespace, app, version) = match peer {
-            Some(peer) => (
-                Label::from(peer.workload),
-                Label::from(peer.namespace),
-                Label::from(peer.app),
-                Label::from(peer.version),
-            ),
+            Some(peer) => (peer.workload, peer.namespace, peer.app, peer.version),
             None => (unknown(), unknown(), unknown(), unknown()),
         };
         RequestLabels {

@@ -10,7 +10,7 @@
 //! bounded (length, characters) and the distinct peers a proxy labels with are capped, so the
 //! metric series stay bounded; bad metadata never fails a request, it gives `unknown`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwapOption;
@@ -41,15 +41,8 @@ pub const MAX_WORKLOAD_BYTES: usize = 253;
 pub const MAX_PEERS: usize = 1024;
 
 /// The labels kept when all of the pod's would make our own header larger than a peer reads
-/// (Istio's filter sends only these).
-const TELEMETRY_LABELS: [&str; 6] = [
-    label::CANONICAL_NAME,
-    label::CANONICAL_REVISION,
-    label::APP,
-    label::VERSION,
-    label::K8S_APP_NAME,
-    label::K8S_APP_VERSION,
-];
+/// (Istio's filter sends only these): the ones endpoints carry for telemetry and subsets.
+const TELEMETRY_LABELS: &[&str] = outrigger_mesh::names::ENDPOINT_LABELS;
 
 /// Standard base64; decoding accepts the value with or without padding (Envoy's
 /// `decodeWithoutPadding` does too).
@@ -61,10 +54,10 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// What a peer said about itself, as metric label values: each valid or `unknown`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Peer {
-    pub workload: String,
-    pub namespace: String,
-    pub app: String,
-    pub version: String,
+    pub workload: Label,
+    pub namespace: Label,
+    pub app: Label,
+    pub version: Label,
 }
 
 /// Why a peer's metadata was not used.
@@ -151,15 +144,15 @@ pub fn decode(value: &[u8]) -> Result<Struct, PeerError> {
 /// field was refused so.
 pub fn peer_of(metadata: &Struct) -> (Peer, bool) {
     let mut refused = false;
-    let mut take = |value: Option<&Value>, max: usize| -> String {
+    let mut take = |value: Option<&Value>, max: usize| -> Label {
         let Some(value) = value else {
-            return UNKNOWN.to_owned();
+            return Label::unknown();
         };
         match &value.kind {
-            Some(Kind::StringValue(text)) if bounded(text, max) => text.clone(),
+            Some(Kind::StringValue(text)) if bounded(text, max) => Label::from(text.as_str()),
             _ => {
                 refused = true;
-                UNKNOWN.to_owned()
+                Label::unknown()
             }
         }
     };
@@ -308,15 +301,6 @@ impl Local {
         }
     }
 
-    /// The labels this proxy's telemetry and metadata use.
-    pub fn labels<'a>(&'a self, loaded: &'a Loaded) -> &'a BTreeMap<String, String> {
-        if self.workload.labels.is_empty() {
-            &loaded.config.proxy.labels
-        } else {
-            &self.workload.labels
-        }
-    }
-
     /// The headers to send with the configuration in force.
     pub fn exchange(&self, loaded: &Loaded) -> Arc<Exchange> {
         if let Some(fixed) = &self.fixed {
@@ -362,6 +346,10 @@ pub struct Received {
 #[derive(Debug, Default)]
 pub struct Peers {
     seen: RwLock<HashSet<Peer>>,
+    /// Header values already decoded into an admitted peer, with no value refused (at most
+    /// [`MAX_PEERS`]): a client proxy sends the same value with every request, so it is
+    /// decoded once, not per request.
+    decoded: RwLock<HashMap<HeaderValue, Peer>>,
 }
 
 impl Peers {
@@ -379,6 +367,16 @@ impl Peers {
         let Some(value) = value.filter(|_| decode) else {
             return received;
         };
+        let known = self
+            .decoded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&value)
+            .cloned();
+        if let Some(peer) = known {
+            received.peer = Some(peer);
+            return received;
+        }
         let metadata = match self::decode(value.as_bytes()) {
             Ok(metadata) => metadata,
             Err(error) => {
@@ -393,6 +391,12 @@ impl Peers {
             metrics.peer_metadata_error("invalid_value");
         }
         received.peer = self.admit(peer, metrics);
+        if let Some(peer) = received.peer.as_ref().filter(|_| !refused) {
+            let mut decoded = self.decoded.write().unwrap_or_else(|p| p.into_inner());
+            if decoded.len() < MAX_PEERS {
+                decoded.insert(value, peer.clone());
+            }
+        }
         received
     }
 
@@ -687,7 +691,7 @@ mod tests {
         let (metrics, registry) = metrics();
         let peers = Peers::default();
         let peer = |i: usize| Peer {
-            workload: format!("w{i}"),
+            workload: format!("w{i}").into(),
             namespace: "ns".into(),
             app: "a".into(),
             version: "v".into(),
@@ -700,6 +704,46 @@ mod tests {
         assert!(
             exposition(&registry)
                 .contains(r#"outrigger_proxy_peer_metadata_errors_total{reason="peer_limit"} 1"#)
+        );
+    }
+
+    #[test]
+    fn a_header_value_is_decoded_once_unless_a_value_in_it_was_refused() {
+        let (metrics, registry) = metrics();
+        let peers = Peers::default();
+        let pod = labels(&[("app", "reviews"), ("version", "v1")]);
+        let value =
+            HeaderValue::from_str(&encode(&node_metadata(&workload(), &pod))).expect("ascii");
+        let mut first = None;
+        for _ in 0..3 {
+            let mut headers = HeaderMap::new();
+            headers.insert(METADATA_HEADER, value.clone());
+            let received = peers.receive(&mut headers, &metrics, true);
+            assert!(headers.is_empty(), "stripped every time");
+            let peer = received.peer.expect("a peer");
+            assert_eq!(peer.app, "reviews");
+            assert_eq!(*first.get_or_insert_with(|| peer.clone()), peer);
+        }
+        assert_eq!(peers.decoded.read().expect("lock").len(), 1, "decoded once");
+
+        // A value with a field out of bounds is decoded (and counted) at every request.
+        let mut bad = workload();
+        bad.namespace = "bad namespace".into();
+        let value = HeaderValue::from_str(&encode(&node_metadata(&bad, &pod))).expect("ascii");
+        for _ in 0..2 {
+            let mut headers = HeaderMap::new();
+            headers.insert(METADATA_HEADER, value.clone());
+            let peer = peers
+                .receive(&mut headers, &metrics, true)
+                .peer
+                .expect("a peer");
+            assert_eq!(peer.namespace, UNKNOWN);
+        }
+        assert_eq!(peers.decoded.read().expect("lock").len(), 1, "not kept");
+        assert!(
+            exposition(&registry).contains(r#"{reason="invalid_value"} 2"#),
+            "{}",
+            exposition(&registry)
         );
     }
 

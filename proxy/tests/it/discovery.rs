@@ -211,10 +211,6 @@ async fn config_dump(proxy: &TestProxy) -> Value {
     serde_json::from_str(&body).expect("config_dump JSON")
 }
 
-async fn metrics(proxy: &TestProxy) -> String {
-    http(proxy.stats(), "GET", "/stats/prometheus").await.1
-}
-
 fn route_to(h: &Harness, subset: &str) {
     h.api
         .modify(

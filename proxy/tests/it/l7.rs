@@ -299,10 +299,6 @@ impl Answer {
     }
 }
 
-async fn metrics(proxy: &TestProxy) -> String {
-    http(proxy.stats(), "GET", "/stats/prometheus").await.1
-}
-
 #[tokio::test]
 async fn default_route_to_v1_header_rule_to_v2_and_request_id_added() {
     let dir = tempfile::tempdir().expect("temp dir");

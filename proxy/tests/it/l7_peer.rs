@@ -94,10 +94,6 @@ async fn client_proxy(
     .await
 }
 
-async fn metrics(proxy: &TestProxy) -> String {
-    http(proxy.stats(), "GET", "/stats/prometheus").await.1
-}
-
 fn assert_no_exchange_headers(answer: &Answer) {
     assert!(!answer.body.contains(METADATA_HEADER), "{}", answer.body);
     assert!(!answer.headers.contains_key(METADATA_HEADER), "{answer:?}");

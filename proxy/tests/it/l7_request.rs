@@ -288,10 +288,6 @@ fn echoed(body: &str) -> BTreeMap<String, Vec<String>> {
     headers
 }
 
-async fn metrics(proxy: &TestProxy) -> String {
-    http(proxy.stats(), "GET", "/stats/prometheus").await.1
-}
-
 fn count(seen: &Seen, app: &str) -> usize {
     seen.lock()
         .expect("lock")

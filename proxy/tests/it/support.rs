@@ -161,6 +161,11 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The proxy's Prometheus page (its stats port).
+pub async fn metrics(proxy: &TestProxy) -> String {
+    http(proxy.stats(), "GET", "/stats/prometheus").await.1
+}
+
 /// The value of the first sample line starting with `prefix` and containing all of `parts`.
 pub fn sample(metrics: &str, prefix: &str, parts: &[&str]) -> Option<f64> {
     metrics
