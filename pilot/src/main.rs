@@ -55,15 +55,17 @@ struct Cli {
     /// end by themselves; the proxies reconnect to another replica and resubscribe).
     #[arg(long, default_value = "5s", env = "PILOT_SHUTDOWN_DRAIN", value_parser = duration)]
     shutdown_drain: Duration,
-    /// Responses queued per xDS stream before its task waits for the proxy to read.
+    /// Responses handed to tonic per xDS stream ahead of the proxy's reading (the rest wait,
+    /// planned, in the stream's outbox).
     #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_QUEUE_DEPTH, env = "PILOT_XDS_QUEUE_DEPTH")]
     xds_queue_depth: usize,
     /// HTTP/2 receive window per stream, bytes (the proxies only send small requests and ACKs;
     /// hyper's default is 1 MiB).
-    #[arg(long, default_value_t = 64 * 1024, env = "PILOT_XDS_STREAM_WINDOW")]
+    #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_STREAM_WINDOW, env = "PILOT_XDS_STREAM_WINDOW")]
     xds_stream_window: u32,
-    /// HTTP/2 receive window per connection, bytes (hyper's default is 1 MiB).
-    #[arg(long, default_value_t = 256 * 1024, env = "PILOT_XDS_CONNECTION_WINDOW")]
+    /// HTTP/2 receive window per connection, bytes (see `DEFAULT_CONNECTION_WINDOW`: keep it
+    /// at least 4 times the stream window, or one proxy's burst of ACKs can close its connection).
+    #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_CONNECTION_WINDOW, env = "PILOT_XDS_CONNECTION_WINDOW")]
     xds_connection_window: u32,
     #[arg(long, default_value = "json", env = "PILOT_LOG_FORMAT")]
     log_format: LogFormat,

@@ -4,7 +4,7 @@
 //! A new generation sends each proxy only the subscribed resources whose version changed, so
 //! an endpoint change reaches only the subscribers of that cluster's `Endpoints`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -100,9 +100,20 @@ pub struct XdsServer {
     queue_depth: usize,
 }
 
-/// Responses queued per stream before the stream's task waits for tonic to send (the default of
-/// `--xds-queue-depth`). Queued responses hold shared resources, but the initial push of a
-/// proxy is many 16 KiB responses: a short queue keeps them planned, not materialized.
+/// HTTP/2 receive window per stream (`--xds-stream-window`): proxies send only small requests.
+pub const DEFAULT_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// HTTP/2 receive window per connection (`--xds-connection-window`; hyper's default). h2 closes
+/// a connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_data_frames") once the framing overhead
+/// of its unread small DATA frames (256 bytes less the payload, each) exceeds half of this.
+/// A stream can have a stream window of requests unread, which h2 reads off the socket in one
+/// go; with ACKs of ~60 bytes that is up to 3.3 times the stream window in overhead, so the
+/// connection window must be at least ~6.5 times the stream window. 1 MiB over 64 KiB is 16.
+pub const DEFAULT_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// Responses handed to tonic per stream ahead of the proxy (the default of `--xds-queue-depth`);
+/// the rest wait in the stream's outbox, planned (names and shared resources), and become
+/// protobuf only when tonic takes them.
 pub const DEFAULT_QUEUE_DEPTH: usize = 4;
 
 impl XdsServer {
@@ -177,6 +188,8 @@ impl AggregatedDiscoveryService for XdsServer {
             nonce: 0,
             pending: HashMap::new(),
             acked_generation: 0,
+            outbox: VecDeque::new(),
+            behind: false,
         };
         tokio::spawn(connection.run(request.into_inner()));
         Ok(Response::new(Box::pin(responses)))
@@ -194,12 +207,12 @@ enum Sent {
 }
 
 /// At most this many bytes of resources per response (a larger resource goes alone). tonic
-/// keeps each stream's encode buffer at the size of its largest message, so this bounds what
-/// every connected proxy costs after its first, largest push; more responses is only more nonces.
-/// The heap profile at 2,000 proxies shows ~42 KiB of encode buffer per stream at this bound
-/// (the buffer doubles past the message, and a second is allocated while h2 holds the first),
-/// but 4 KiB made every bench connection fail mid-push (streams closed, cause not yet found).
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+/// keeps each stream's encode buffer at the size of its largest message (exactly, with
+/// `outrigger_xds_api::codec`), so this bounds what every connected proxy costs at rest after
+/// its first, largest push; more responses is only more nonces. (4 KiB used to break bench
+/// connections: pilot closed them for too many unread small ACK frames, see
+/// `DEFAULT_CONNECTION_WINDOW` and the outbox of `Connection`.)
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024;
 
 /// A queue slot: boxed, so the channel's blocks (32 slots each, allocated per stream) are
 /// small; a `Status` inline is ~170 bytes.
@@ -272,9 +285,19 @@ struct Connection {
     /// type URL → resource name → what was sent.
     subscriptions: HashMap<String, BTreeMap<String, Sent>>,
     nonce: u64,
-    /// nonce → (type URL, generation number, when its first change was seen).
-    pending: HashMap<String, (String, u64, Instant)>,
+    /// nonce → (type label, generation number, when its first change was seen). Our nonces are
+    /// numbers; the map gives its room back once it is empty (an initial push leaves hundreds).
+    pending: HashMap<u64, (&'static str, u64, Instant)>,
     acked_generation: u64,
+    /// Responses planned but not yet handed to tonic. The stream's task never waits on a send:
+    /// it keeps reading the proxy's requests (ACKs) while responses wait here, because h2
+    /// closes a whole connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_data_frames") whose
+    /// small unread DATA frames exceed its budget, and every stream on it fails with it.
+    outbox: VecDeque<Box<Planned>>,
+    /// A newer generation arrived while the outbox was not empty: its push is planned once the
+    /// outbox has drained, against the generation current then (a slow proxy gets the latest
+    /// versions once, not every generation in between).
+    behind: bool,
 }
 
 fn type_label(type_url: &str) -> &'static str {
@@ -328,6 +351,8 @@ impl Connection {
                 return Err(Status::unavailable("outrigger-pilot is shutting down"));
             }
         };
+        // A handle of its own: the select's futures borrow it while a branch borrows `self`.
+        let tx = self.tx.clone();
         loop {
             tokio::select! {
                 request = requests.next() => {
@@ -339,7 +364,7 @@ impl Connection {
                         }
                         Some(Ok(request)) => request,
                     };
-                    self.on_request(&generation, request).await?;
+                    self.on_request(&generation, request)?;
                 }
                 changed = generations.changed() => {
                     if changed.is_err() {
@@ -347,11 +372,19 @@ impl Connection {
                     }
                     let Some(next) = generations.borrow_and_update().clone() else { continue };
                     generation = next;
-                    if self.key.is_some() {
-                        for type_url in [DESTINATION_TYPE, ENDPOINTS_TYPE] {
-                            self.push(&generation, type_url, None).await?;
-                        }
+                    self.behind = self.key.is_some();
+                }
+                permit = tx.reserve(), if !self.outbox.is_empty() => {
+                    let permit = permit.map_err(|_| Status::cancelled("proxy went away"))?;
+                    if let Some(planned) = self.outbox.pop_front() {
+                        permit.send(Ok(planned));
                     }
+                }
+            }
+            if self.behind && self.outbox.is_empty() {
+                self.behind = false;
+                for type_url in [DESTINATION_TYPE, ENDPOINTS_TYPE] {
+                    self.push(&generation, type_url, None);
                 }
             }
         }
@@ -401,7 +434,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_request(
+    fn on_request(
         &mut self,
         generation: &Generation,
         request: DeltaDiscoveryRequest,
@@ -415,14 +448,16 @@ impl Connection {
                 "outrigger-pilot serves {DESTINATION_TYPE} and {ENDPOINTS_TYPE}, not {type_url:?}"
             )));
         }
-        if !request.response_nonce.is_empty()
-            && let Some((sent_type, number, changed_at)) =
-                self.pending.remove(&request.response_nonce)
+        if let Ok(nonce) = request.response_nonce.parse::<u64>()
+            && let Some((sent_type, number, changed_at)) = self.pending.remove(&nonce)
         {
+            if self.pending.is_empty() {
+                self.pending.shrink_to_fit();
+            }
             match &request.error_detail {
                 Some(error) => {
-                    self.server.metrics.reject(type_label(&sent_type));
-                    tracing::warn!(peer = %self.peer, nonce = %request.response_nonce, r#type = type_label(&sent_type), error = %error.message, "proxy rejected a response (NACK)");
+                    self.server.metrics.reject(sent_type);
+                    tracing::warn!(peer = %self.peer, nonce = %request.response_nonce, r#type = sent_type, error = %error.message, "proxy rejected a response (NACK)");
                 }
                 // Converged once every response of the generation is ACKed.
                 None if number > self.acked_generation
@@ -461,23 +496,18 @@ impl Connection {
             new.push(name.clone());
         }
         if !new.is_empty() {
-            self.push(generation, &type_url, Some(new)).await?;
+            self.push(generation, &type_url, Some(new));
         }
         Ok(())
     }
 
     /// Sends the subscribed resources of `type_url` (only `names` when given) whose version in
-    /// this generation differs from what the proxy has.
-    async fn push(
-        &mut self,
-        generation: &Generation,
-        type_url: &str,
-        names: Option<Vec<String>>,
-    ) -> Result<(), Status> {
-        let Some(key) = &self.key else { return Ok(()) };
+    /// this generation differs from what the proxy has, into the outbox.
+    fn push(&mut self, generation: &Generation, type_url: &str, names: Option<Vec<String>>) {
+        let Some(key) = &self.key else { return };
         let view = generation.view(key);
         let Some(subscriptions) = self.subscriptions.get_mut(type_url) else {
-            return Ok(());
+            return;
         };
         let mut resources = Vec::new();
         let mut removed = Vec::new();
@@ -502,7 +532,7 @@ impl Connection {
             }
         }
         if resources.is_empty() && removed.is_empty() {
-            return Ok(());
+            return;
         }
         let mut groups = chunks(resources);
         if groups.is_empty() {
@@ -512,9 +542,9 @@ impl Connection {
             self.nonce += 1;
             let nonce = self.nonce.to_string();
             self.pending.insert(
-                nonce.clone(),
+                self.nonce,
                 (
-                    type_url.to_owned(),
+                    type_label(type_url),
                     generation.number,
                     generation.changed_at,
                 ),
@@ -531,12 +561,8 @@ impl Connection {
                 nonce,
             };
             self.server.metrics.push(type_label(type_url));
-            self.tx
-                .send(Ok(Box::new(planned)))
-                .await
-                .map_err(|_| Status::cancelled("proxy went away"))?;
+            self.outbox.push_back(Box::new(planned));
         }
-        Ok(())
     }
 }
 

@@ -2,12 +2,15 @@
 //! per-stream buffers. tonic keeps a stream's encode buffer for the stream's life at the size it
 //! once grew to, and by default it coalesces messages up to 32 KiB before writing; with 2,000
 //! idle proxy streams that was ~95 MiB of pilot's heap (bench/pilot-load). Here each message is
-//! written as soon as it is encoded, and the buffers start at 1 KiB.
+//! written as soon as it is encoded, the buffers start at 1 KiB, and the encode buffer grows
+//! to the message's exact size (prost writes through `BufMut`, which would double it past the
+//! message: a 16 KiB response left a 32 KiB buffer behind).
 
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic_prost::{ProstCodec, ProstDecoder};
 
 /// Initial capacity of a stream's encode and decode buffers (they grow to the largest message).
 pub const BUFFER_BYTES: usize = 1024;
@@ -35,11 +38,11 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = ExactEncoder<T>;
     type Decoder = ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(settings())
+        ExactEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -47,10 +50,56 @@ where
     }
 }
 
+/// tonic-prost's encoder, reserving the message's encoded length before writing it.
+#[derive(Debug)]
+pub struct ExactEncoder<T>(PhantomData<T>);
+
+impl<T: prost::Message> Encoder for ExactEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        encode_reserved(&item, buf)
+            .map_err(|error| Status::internal(format!("protobuf encoding: {error}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        settings()
+    }
+}
+
+/// A buffer that can be grown ahead of a write (tonic's `EncodeBuf`, or a `BytesMut` in tests).
+trait Reserve: bytes::BufMut {
+    fn reserve_for(&mut self, additional: usize);
+}
+
+impl Reserve for EncodeBuf<'_> {
+    fn reserve_for(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+impl Reserve for bytes::BytesMut {
+    fn reserve_for(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+fn encode_reserved<T: prost::Message>(
+    item: &T,
+    buf: &mut impl Reserve,
+) -> Result<(), prost::EncodeError> {
+    buf.reserve_for(item.encoded_len());
+    item.encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::codec::{Decoder as _, Encoder as _};
+    use bytes::BytesMut;
+    use tonic::codec::Decoder as _;
+
+    use crate::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
 
     type Endpoints = crate::outrigger::v1alpha1::Endpoints;
 
@@ -64,5 +113,36 @@ mod tests {
             assert!(settings.contains("buffer_size: 1024"), "{settings}");
             assert!(settings.contains("yield_threshold: 1 "), "{settings}");
         }
+    }
+
+    #[test]
+    fn the_encode_buffer_grows_to_the_message_not_past_it() {
+        // A response of many small resources, as pilot sends: prost writes it field by field.
+        let message = DeltaDiscoveryResponse {
+            resources: (0..100)
+                .map(|i| Resource {
+                    name: format!("outbound|80||service-{i}.shop.svc.cluster.local"),
+                    version: format!("{i:016x}"),
+                    resource: Some(prost_types::Any {
+                        type_url: "type.outrigger.dev/outrigger.v1alpha1.Endpoints".into(),
+                        value: vec![b'x'; 64],
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            nonce: "1".into(),
+            ..Default::default()
+        };
+        assert!(prost::Message::encoded_len(&message) > 16 * 1024);
+        let mut exact = BytesMut::with_capacity(BUFFER_BYTES);
+        encode_reserved(&message, &mut exact).expect("encodes");
+        assert_eq!(exact.len(), prost::Message::encoded_len(&message));
+        assert_eq!(exact.capacity(), exact.len());
+        let decoded: DeltaDiscoveryResponse = prost::Message::decode(exact.freeze()).expect("decodes");
+        assert_eq!(decoded, message);
+        // What prost alone does from the same start: the buffer doubles past the message.
+        let mut doubled = BytesMut::with_capacity(BUFFER_BYTES);
+        prost::Message::encode(&message, &mut doubled).expect("encodes");
+        assert!(doubled.capacity() >= 32 * 1024, "capacity {}", doubled.capacity());
     }
 }

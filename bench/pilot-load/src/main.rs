@@ -287,7 +287,11 @@ async fn main() -> anyhow::Result<()> {
         .port();
     let mut pilot = tokio::process::Command::new(&pilot_bin)
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
+        // `PILOT_LOG` (e.g. `info,h2=debug`) is pilot's RUST_LOG here; warnings only by default.
+        .env(
+            "RUST_LOG",
+            std::env::var("PILOT_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .args([
             format!("--xds-address=127.0.0.1:{xds_port}"),
             format!("--monitoring-address=127.0.0.1:{monitoring_port}"),

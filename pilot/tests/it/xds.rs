@@ -54,6 +54,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with_windows(None).await
+}
+
+/// The harness, pilot's HTTP/2 receive windows at (stream, connection) bytes when given.
+async fn harness_with_windows(windows: Option<(u32, u32)>) -> Harness {
     let api = api_server().await;
     token_reviews(&api);
     let client = api.client().expect("client");
@@ -67,8 +72,14 @@ async fn harness() -> Harness {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let service = pilot.xds().into_service();
+    let mut server = tonic::transport::Server::builder();
+    if let Some((stream, connection)) = windows {
+        server = server
+            .initial_stream_window_size(stream)
+            .initial_connection_window_size(connection);
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -81,9 +92,20 @@ struct Proxy {
 }
 
 async fn connect(url: &str, token: &str, node: &str) -> Result<Proxy, tonic::Status> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(url.to_owned())
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
         .await
         .expect("connect");
+    connect_on(channel, token, node).await
+}
+
+async fn connect_on(
+    channel: tonic::transport::Channel,
+    token: &str,
+    node: &str,
+) -> Result<Proxy, tonic::Status> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     tx.send(DeltaDiscoveryRequest {
         node: Some(Node {
@@ -321,6 +343,80 @@ async fn on_demand_destinations_and_endpoints_follow_the_cluster() {
         h.pilot.metrics.encode().contains("pilot_xds 1")
     })
     .await;
+}
+
+/// A proxy's burst of small requests never costs it its connection: h2 closes a connection
+/// (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_data_frames") whose unread small DATA frames cost more
+/// than half its receive window in framing overhead, and it reads a whole stream window of
+/// them off the socket at once. The proxy here sends 2,000 requests without reading a response
+/// (each re-subscribes, so each is answered and pilot's responses back up behind the proxy's
+/// own 64 KiB window). Through pilot's default windows every answer arrives; through a
+/// connection window equal to the stream window, as the second half shows, the connection is
+/// closed.
+#[tokio::test]
+async fn a_burst_of_small_requests_keeps_its_connection() {
+    use outrigger_pilot::xds::{DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW};
+    const REQUESTS: usize = 2000;
+    let burst = |windows: (u32, u32)| async move {
+        let h = harness_with_windows(Some(windows)).await;
+        let channel = tonic::transport::Endpoint::from_shared(h.url.clone())
+            .expect("url")
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(64 * 1024)
+            .connect()
+            .await
+            .expect("connect");
+        let mut proxy = connect_on(channel, "token-storefront", STOREFRONT)
+            .await
+            .expect("admitted");
+        // Pilot answers nothing before its first generation: wait for one answer first.
+        proxy.subscribe(DESTINATION_TYPE, &["catalog:8080"]).await;
+        assert_eq!(proxy.recv().await.resources.len(), 1);
+        let requests = proxy.requests.clone();
+        let sender = tokio::spawn(async move {
+            for _ in 0..REQUESTS {
+                let request = DeltaDiscoveryRequest {
+                    type_url: DESTINATION_TYPE.to_owned(),
+                    resource_names_unsubscribe: vec!["catalog:8080".to_owned()],
+                    resource_names_subscribe: vec!["catalog:8080".to_owned()],
+                    ..Default::default()
+                };
+                if requests.send(request).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut answered = 0;
+        while answered < REQUESTS {
+            match proxy.next().await {
+                Ok(response) => {
+                    assert_eq!(response.resources.len(), 1);
+                    assert_eq!(response.resources[0].name, "catalog:8080");
+                    answered += 1;
+                }
+                Err(status) => {
+                    sender.abort();
+                    return Err((answered, status));
+                }
+            }
+        }
+        sender.await.expect("sender");
+        Ok(())
+    };
+    if let Err((answered, status)) = burst((DEFAULT_STREAM_WINDOW, DEFAULT_CONNECTION_WINDOW)).await
+    {
+        panic!("with pilot's default windows, after {answered} of {REQUESTS} answers: {status}");
+    }
+    let Err((_, status)) = burst((DEFAULT_STREAM_WINDOW, DEFAULT_STREAM_WINDOW)).await else {
+        panic!(
+            "with a connection window equal to the stream window the burst should have closed the connection: this test no longer tests anything"
+        );
+    };
+    assert!(
+        status.message().contains("error reading a body"),
+        "the connection closed under the stream: {status}"
+    );
 }
 
 #[tokio::test]
