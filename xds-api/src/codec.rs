@@ -138,11 +138,16 @@ mod tests {
         encode_reserved(&message, &mut exact).expect("encodes");
         assert_eq!(exact.len(), prost::Message::encoded_len(&message));
         assert_eq!(exact.capacity(), exact.len());
-        let decoded: DeltaDiscoveryResponse = prost::Message::decode(exact.freeze()).expect("decodes");
+        let decoded: DeltaDiscoveryResponse =
+            prost::Message::decode(exact.freeze()).expect("decodes");
         assert_eq!(decoded, message);
         // What prost alone does from the same start: the buffer doubles past the message.
         let mut doubled = BytesMut::with_capacity(BUFFER_BYTES);
         prost::Message::encode(&message, &mut doubled).expect("encodes");
-        assert!(doubled.capacity() >= 32 * 1024, "capacity {}", doubled.capacity());
+        assert!(
+            doubled.capacity() >= 32 * 1024,
+            "capacity {}",
+            doubled.capacity()
+        );
     }
 }
