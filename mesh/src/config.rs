@@ -456,6 +456,10 @@ pub struct Cluster {
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<serde_json::Value>,
+    /// A ServiceEntry host outside the mesh: the proxy sends it no metadata-exchange headers
+    /// (Istio's `metadataExchangeHeaders` mode `IN_MESH`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mesh_external: bool,
     pub endpoints: Vec<Endpoint>,
 }
 

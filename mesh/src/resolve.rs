@@ -184,6 +184,9 @@ struct ServiceInfo {
     addresses: Vec<String>,
     ports: Vec<PortInfo>,
     export_to: Vec<String>,
+    /// A ServiceEntry host outside the mesh (`location` other than `MESH_INTERNAL`; Istio's
+    /// default is `MESH_EXTERNAL`).
+    mesh_external: bool,
 }
 
 #[derive(Debug)]
@@ -994,6 +997,7 @@ fn build_cluster(
         connection_pool,
         outlier_detection,
         tls: policy.tls.cloned(),
+        mesh_external: service.mesh_external,
         endpoints,
     }
 }
@@ -1256,11 +1260,13 @@ fn kube_service(
         addresses,
         ports,
         export_to,
+        mesh_external: false,
     })
 }
 
 fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
     let namespace = se.namespace().to_owned();
+    let mesh_external = se.spec.location.as_deref() != Some("MESH_INTERNAL");
     let id = format!("{namespace}/{}", se.name());
     let dns = matches!(
         se.spec.resolution.as_deref(),
@@ -1352,6 +1358,7 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                 addresses: addresses.clone(),
                 ports,
                 export_to: se.spec.export_to.clone(),
+                mesh_external,
             }
         })
         .collect()

@@ -341,3 +341,49 @@ spec:
         ]
     );
 }
+
+/// A ServiceEntry is outside the mesh unless it says `MESH_INTERNAL` (Istio's default location
+/// is `MESH_EXTERNAL`); a Kubernetes Service is inside. The flag travels with each cluster, and
+/// is left out of the JSON when false.
+#[test]
+fn service_entry_location_marks_clusters_outside_the_mesh() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: app}
+spec:
+  hosts: [payments.example.com]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: app}
+spec:
+  hosts: [legacy.internal]
+  location: MESH_INTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+"#;
+    let config = config(extra, "app/client");
+    let external = |name: &str| {
+        config
+            .clusters
+            .get(name)
+            .unwrap_or_else(|| panic!("cluster {name} in {:?}", config.clusters.keys()))
+            .mesh_external
+    };
+    assert!(external("outbound|443||payments.example.com"));
+    assert!(!external("outbound|80||legacy.internal"));
+    assert!(!external("outbound|8080||api.app.svc.cluster.local"));
+    let json = serde_json::to_value(&config).expect("json");
+    assert_eq!(
+        json["clusters"]["outbound|443||payments.example.com"]["meshExternal"],
+        true
+    );
+    assert!(
+        json["clusters"]["outbound|8080||api.app.svc.cluster.local"]
+            .get("meshExternal")
+            .is_none()
+    );
+}

@@ -120,6 +120,8 @@ pub struct ClusterState {
     pub balancer: Balancer,
     /// The upstream speaks HTTP/2 (`http2`, `grpc`): one multiplexed connection per endpoint.
     pub http2: bool,
+    /// A host outside the mesh: no metadata-exchange headers go to it, none are read from it.
+    pub mesh_external: bool,
     pub endpoints: Vec<EndpointState>,
     /// Indices of the healthy and of the draining endpoints (the configuration does not
     /// change while it is in force).
@@ -247,6 +249,7 @@ impl ClusterState {
             subset: cluster.subset.clone(),
             balancer: Balancer::parse(&cluster.load_balancer),
             http2,
+            mesh_external: cluster.mesh_external,
             healthy: indices(&endpoints, Health::Healthy),
             draining: indices(&endpoints, Health::Draining),
             endpoints,
@@ -545,6 +548,7 @@ mod tests {
                 connection_pool: pool,
                 outlier_detection,
                 tls: None,
+                mesh_external: false,
                 endpoints,
             },
             &mut Interner::default(),

@@ -396,6 +396,10 @@ impl Outbound {
         let mut response = self
             .send(loaded, cluster, target, parts, body, record)
             .await;
+        if cluster.mesh_external {
+            // An answer from outside the mesh is not a peer's word.
+            peer::strip(response.headers_mut());
+        }
         headers::apply(
             Side::Response,
             rule_headers,
@@ -878,6 +882,11 @@ fn build_request(
         .body(body)?;
     let headers = request.headers_mut();
     *headers = parts.headers.clone();
+    if cluster.mesh_external {
+        // Our workload's name, labels and IPs stay inside the mesh (Istio's
+        // `metadataExchangeHeaders: IN_MESH`), for the tries and the mirrors alike.
+        peer::strip(headers);
+    }
     for name in HOP_BY_HOP {
         if upgrade && (name == "connection" || name == "upgrade") {
             continue;

@@ -53,12 +53,14 @@ fn identity(config: &mut ProxyConfig, pod: &str, ip: &str) {
 }
 
 /// The client pod's proxy, its `front` endpoint moved to the server proxy's inbound port (the
-/// app's port is what iptables would redirect there), then `edit`ed.
+/// app's port is what iptables would redirect there), then `edit`ed; with `external`, the
+/// clusters of that endpoint are outside the mesh (as a ServiceEntry's `MESH_EXTERNAL`).
 async fn client_proxy(
     dir: &Path,
     client_config: &Path,
     port: u16,
     inbound: u16,
+    external: bool,
     edit: impl Fn(&mut serde_json::Value),
 ) -> TestProxy {
     let text = std::fs::read_to_string(client_config).expect("config");
@@ -73,12 +75,17 @@ async fn client_proxy(
         .expect("clusters")
         .values_mut()
     {
+        let mut moved_here = false;
         for endpoint in cluster["endpoints"].as_array_mut().expect("endpoints") {
             if endpoint["address"] == app.as_str() {
                 endpoint["address"] = moved.clone().into();
                 edit(endpoint);
                 found += 1;
+                moved_here = true;
             }
+        }
+        if external && moved_here {
+            cluster["meshExternal"] = true.into();
         }
     }
     assert!(found > 0, "the front endpoint is in the configuration");
@@ -111,6 +118,7 @@ async fn the_server_side_learns_the_client_and_neither_app_sees_the_exchange() {
         &client_config,
         port,
         server.inbound().port(),
+        false,
         |_| {},
     )
     .await;
@@ -313,6 +321,7 @@ async fn the_client_fills_only_unknown_destination_labels_from_the_servers_answe
         &client_config,
         port,
         server.inbound().port(),
+        false,
         |endpoint| {
             let endpoint = endpoint.as_object_mut().expect("endpoint");
             endpoint.remove("workload");
@@ -341,4 +350,116 @@ async fn the_client_fills_only_unknown_destination_labels_from_the_servers_answe
         "{}",
         metrics(&client).await
     );
+}
+
+/// A host that records the metadata-exchange headers it is sent and answers every request
+/// with a peer's metadata (ratings-v2), as a meshed server would.
+async fn far_host() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.51:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workload = Workload {
+        name: "ratings-v2".into(),
+        namespace: "books".into(),
+        pod_name: "ratings-v2-6f8d".into(),
+        instance_ip: Some("10.1.0.9".parse().expect("ip")),
+        ..Workload::default()
+    };
+    let labels = [("app", "ratings"), ("version", "v2")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let metadata = peer::encode(&peer::node_metadata(&workload, &labels));
+    let recorded = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (seen, metadata) = (recorded.clone(), metadata.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<_>| {
+                    let sent = req.headers().contains_key(METADATA_HEADER)
+                        || req.headers().contains_key(ID_HEADER);
+                    seen.lock().expect("lock").push(sent);
+                    let response = http::Response::builder()
+                        .header(METADATA_HEADER, metadata.as_str())
+                        .header(
+                            ID_HEADER,
+                            "sidecar~10.1.0.9~ratings-v2-6f8d.books~books.svc.cluster.local",
+                        )
+                        .body(Full::new(Bytes::from_static(b"far")))
+                        .expect("response");
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Istio's `metadataExchangeHeaders: IN_MESH`, as our default: a cluster outside the mesh (a
+/// `MESH_EXTERNAL` ServiceEntry's) is sent no metadata and its answer's is not read. The same
+/// far host inside the mesh, first, gets ours and names the destination.
+#[tokio::test]
+async fn a_host_outside_the_mesh_gets_no_metadata_and_its_answer_is_not_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client_config, _) = setup(dir.path(), "").await;
+    let port = front_port(&client_config);
+    let (far, seen) = far_host().await;
+    for external in [false, true] {
+        let run = tempfile::tempdir().expect("temp dir");
+        // Endpoints of a ServiceEntry: no workload or labels known.
+        let client = client_proxy(
+            run.path(),
+            &client_config,
+            port,
+            far.port(),
+            external,
+            |endpoint| {
+                let endpoint = endpoint.as_object_mut().expect("endpoint");
+                endpoint.remove("workload");
+                endpoint.remove("labels");
+            },
+        )
+        .await;
+        let answer = get(
+            client.outbound(),
+            "/far",
+            &[(METADATA_HEADER, "c3Bvb2ZlZA==")],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.body, "far");
+        assert_no_exchange_headers(&answer);
+        assert_eq!(
+            seen.lock().expect("lock").pop(),
+            Some(!external),
+            "metadata sent to a host {} the mesh",
+            if external { "outside" } else { "inside" }
+        );
+        let destination = if external {
+            r#"destination_workload="unknown""#
+        } else {
+            r#"destination_workload="ratings-v2""#
+        };
+        let labels = [
+            r#"reporter="source""#,
+            r#"source_workload="client""#,
+            destination,
+        ];
+        assert!(
+            eventually(async || {
+                sample(&metrics(&client).await, "istio_requests_total{", &labels) == Some(1.0)
+            })
+            .await,
+            "external {external}: {}",
+            metrics(&client).await
+        );
+    }
 }
