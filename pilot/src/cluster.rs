@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
@@ -256,8 +258,8 @@ pub fn strip_service(service: &mut Service) {
     }
 }
 
-/// Keeps only what resolution reads of a Pod: labels, owner, service account, container ports,
-/// phase and IPs (a 10,000-pod store stays small).
+/// Keeps only what resolution reads of a Pod: labels, owner, service account, named container
+/// ports, phase and IPs (a 10,000-pod store stays small).
 pub fn strip_pod(pod: &mut Pod) {
     let meta = &mut pod.metadata;
     meta.annotations = None;
@@ -266,15 +268,7 @@ pub fn strip_pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.take() {
         pod.spec = Some(PodSpec {
             service_account_name: spec.service_account_name,
-            containers: spec
-                .containers
-                .into_iter()
-                .map(|c| Container {
-                    name: c.name,
-                    ports: c.ports,
-                    ..Container::default()
-                })
-                .collect(),
+            containers: named_ports_only(spec.containers),
             ..PodSpec::default()
         });
     }
@@ -286,6 +280,38 @@ pub fn strip_pod(pod: &mut Pod) {
             ..PodStatus::default()
         });
     }
+}
+
+/// The containers as resolution reads them: only a named `targetPort` looks into them, for the
+/// first container port of that name. So one container (a k8s `Container` is ~2 KB even when
+/// empty) holding each name's first port, or none: a meshed pod (app and `istio-proxy`)
+/// keeps one instead of two or three.
+fn named_ports_only(containers: Vec<Container>) -> Vec<Container> {
+    let mut ports: Vec<ContainerPort> = Vec::new();
+    for port in containers
+        .into_iter()
+        .flat_map(|c| c.ports.unwrap_or_default())
+    {
+        if let Some(name) = port.name
+            && !ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some(name.as_str()))
+        {
+            ports.push(ContainerPort {
+                name: Some(name),
+                container_port: port.container_port,
+                ..ContainerPort::default()
+            });
+        }
+    }
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    vec![Container {
+        name: "named-ports".to_owned(),
+        ports: Some(ports),
+        ..Container::default()
+    }]
 }
 
 /// Starts every reflector on the current runtime; each event sends a [`Change`].
@@ -437,5 +463,53 @@ mod tests {
         assert_eq!(slice.metadata.managed_fields, None);
         assert_eq!(slice.metadata.annotations, None, "emptied annotations go");
         assert!(slice.metadata.labels.is_some(), "labels are kept");
+    }
+
+    #[test]
+    fn a_stripped_pod_keeps_what_resolution_reads_and_one_container_of_named_ports() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "catalog-1", "namespace": "shop", "labels": {"app": "catalog"},
+                "annotations": {"sidecar.istio.io/status": "{}"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "catalog-5d8f7c", "uid": "u", "controller": true}]},
+            "spec": {"serviceAccountName": "catalog", "containers": [
+                {"name": "app", "image": "catalog:1", "env": [{"name": "A", "value": "1"}],
+                 "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9000}]},
+                {"name": "istio-proxy", "image": "proxy:1",
+                 "ports": [{"name": "http-envoy-prom", "containerPort": 15090},
+                           {"name": "http", "containerPort": 18080}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.11",
+                "podIPs": [{"ip": "10.244.1.11"}], "hostIP": "10.0.0.5"}
+        }))
+        .expect("a Pod");
+        strip_pod(&mut pod);
+        assert_eq!(pod.metadata.annotations, None);
+        assert!(pod.metadata.labels.is_some() && pod.metadata.owner_references.is_some());
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.service_account_name.as_deref(), Some("catalog"));
+        let [container] = spec.containers.as_slice() else {
+            panic!("one container: {:?}", spec.containers);
+        };
+        assert_eq!(container.image, None);
+        let ports: Vec<(&str, i32)> = container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap_or(""), p.container_port))
+            .collect();
+        // The first `http` wins, as the model's lookup reads the containers in order.
+        assert_eq!(ports, [("http", 8080), ("http-envoy-prom", 15090)]);
+        let status = pod.status.as_ref().expect("status");
+        assert_eq!(status.pod_ip.as_deref(), Some("10.244.1.11"));
+        assert_eq!(status.host_ip, None);
+
+        let mut unnamed: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}]}]}
+        }))
+        .expect("a Pod");
+        strip_pod(&mut unnamed);
+        assert!(unnamed.spec.expect("spec").containers.is_empty());
     }
 }

@@ -72,8 +72,13 @@ fn fixtures(args: &Args) -> Vec<Value> {
                 out.push(json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": pod, "namespace": namespace,
                                  "labels": {"app": name, "version": version, "pod-template-hash": "5d8f7c"}},
-                    "spec": {"serviceAccountName": name, "containers": [{"name": "app", "image": "app:1",
-                             "ports": [{"name": "http", "containerPort": 8080}]}]},
+                    // As the injector leaves a meshed pod: the app and istio-proxy.
+                    "spec": {"serviceAccountName": name, "containers": [
+                        {"name": "app", "image": "app:1",
+                         "ports": [{"name": "http", "containerPort": 8080}]},
+                        {"name": "istio-proxy", "image": "outrigger-proxy:1",
+                         "args": ["run", "--concurrency", "2"],
+                         "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}]}]},
                     "status": {"phase": "Running", "podIP": ip(p), "podIPs": [{"ip": ip(p)}]}}));
                 endpoints.push(json!({"addresses": [ip(p)], "conditions": {"ready": true},
                                       "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace}}));
