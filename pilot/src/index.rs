@@ -33,7 +33,8 @@ pub struct ViewKey {
 pub struct WireResource {
     /// The canonical name: `FQDN:port` or the cluster name.
     pub name: String,
-    pub version: String,
+    /// Shared: every subscribed stream keeps it as what it last sent.
+    pub version: Arc<str>,
     encoded: Vec<u8>,
     /// Where the JSON starts in `encoded` (after the field tag and length).
     json_at: usize,
@@ -41,7 +42,7 @@ pub struct WireResource {
 
 impl WireResource {
     fn new(name: &str, json: Vec<u8>) -> Self {
-        let version = fnv1a(&json);
+        let version = Arc::from(fnv1a(&json));
         // Both messages are `bytes json = 1`: the encoding is the tag, the length, the JSON.
         let encoded = outrigger_xds_api::outrigger::v1alpha1::Endpoints { json }.encode_to_vec();
         let json_at = encoded.len() - json_len(&encoded);
@@ -705,7 +706,7 @@ spec:
         let endpoints = view.endpoints.values().map(|r| (false, r));
         destinations
             .chain(endpoints)
-            .map(|(d, r)| ((d, r.name.clone()), r.version.clone()))
+            .map(|(d, r)| ((d, r.name.clone()), r.version.to_string()))
             .collect()
     }
 
@@ -723,7 +724,7 @@ spec:
                 outrigger_xds_api::outrigger::v1alpha1::Destination::decode(resource.encoded())
                     .expect("a Destination");
             assert_eq!(decoded.json, json);
-            assert_eq!(resource.version, fnv1a(&json));
+            assert_eq!(&*resource.version, fnv1a(&json));
         }
     }
 

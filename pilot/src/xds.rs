@@ -200,8 +200,9 @@ impl AggregatedDiscoveryService for XdsServer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
     Nothing,
-    /// The client said at reconnect it has this version (`initial_resource_versions`), or we sent it.
-    Version(String),
+    /// The client said at reconnect it has this version (`initial_resource_versions`), or we
+    /// sent it (the wire resource's own, shared).
+    Version(Arc<str>),
     /// Sent in `removed_resources` (does not exist in this proxy's view).
     Removed,
 }
@@ -240,7 +241,7 @@ impl Planned {
                 } else {
                     vec![resource.name.clone()]
                 },
-                version: resource.version.clone(),
+                version: resource.version.to_string(),
                 resource: Some(encode(&self.type_url, &resource)),
                 name,
             })
@@ -483,7 +484,7 @@ impl Connection {
                 let known = request
                     .initial_resource_versions
                     .get(name)
-                    .map_or(Sent::Nothing, |v| Sent::Version(v.clone()));
+                    .map_or(Sent::Nothing, |v| Sent::Version(Arc::from(v.as_str())));
                 subscriptions.insert(name.clone(), known);
                 new.push(name.clone());
             }
@@ -492,7 +493,7 @@ impl Connection {
         for (name, version) in &request.initial_resource_versions {
             subscriptions
                 .entry(name.clone())
-                .or_insert_with(|| Sent::Version(version.clone()));
+                .or_insert_with(|| Sent::Version(Arc::from(version.as_str())));
             new.push(name.clone());
         }
         if !new.is_empty() {
@@ -518,7 +519,7 @@ impl Connection {
             };
             match view.resource(type_url, &name) {
                 Some(resource) => {
-                    if *sent != Sent::Version(resource.version.clone()) {
+                    if !matches!(sent, Sent::Version(v) if *v == resource.version) {
                         *sent = Sent::Version(resource.version.clone());
                         resources.push((name, resource.clone()));
                     }
