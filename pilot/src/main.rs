@@ -64,7 +64,8 @@ struct Cli {
     #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_STREAM_WINDOW, env = "PILOT_XDS_STREAM_WINDOW")]
     xds_stream_window: u32,
     /// HTTP/2 receive window per connection, bytes (see `DEFAULT_CONNECTION_WINDOW`: keep it
-    /// at least 4 times the stream window, or one proxy's burst of ACKs can close its connection).
+    /// at least ~6.5 times the stream window, or one proxy's burst of ACKs can close its
+    /// connection).
     #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_CONNECTION_WINDOW, env = "PILOT_XDS_CONNECTION_WINDOW")]
     xds_connection_window: u32,
     #[arg(long, default_value = "json", env = "PILOT_LOG_FORMAT")]

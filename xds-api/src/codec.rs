@@ -59,8 +59,8 @@ impl<T: prost::Message> Encoder for ExactEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        encode_reserved(&item, buf)
-            .map_err(|error| Status::internal(format!("protobuf encoding: {error}")))
+        encode_reserved(&item, buf);
+        Ok(())
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -85,12 +85,11 @@ impl Reserve for bytes::BytesMut {
     }
 }
 
-fn encode_reserved<T: prost::Message>(
-    item: &T,
-    buf: &mut impl Reserve,
-) -> Result<(), prost::EncodeError> {
+/// Reserves the encoded length, then writes: `encode_raw`, as `Message::encode` would compute
+/// the length a second time to check a capacity that the reserve has just made.
+fn encode_reserved<T: prost::Message>(item: &T, buf: &mut impl Reserve) {
     buf.reserve_for(item.encoded_len());
-    item.encode(buf)
+    item.encode_raw(buf);
 }
 
 #[cfg(test)]
@@ -135,7 +134,7 @@ mod tests {
         };
         assert!(prost::Message::encoded_len(&message) > 16 * 1024);
         let mut exact = BytesMut::with_capacity(BUFFER_BYTES);
-        encode_reserved(&message, &mut exact).expect("encodes");
+        encode_reserved(&message, &mut exact);
         assert_eq!(exact.len(), prost::Message::encoded_len(&message));
         assert_eq!(exact.capacity(), exact.len());
         let decoded: DeltaDiscoveryResponse =

@@ -101,6 +101,26 @@ async fn client_proxy(
     .await
 }
 
+/// The node id of the peer of [`ratings_v2_metadata`].
+const RATINGS_V2_ID: &str = "sidecar~10.1.0.9~ratings-v2-6f8d.books~books.svc.cluster.local";
+
+/// A peer's metadata header value written by hand as Istio's proxy writes it: workload
+/// ratings-v2 in namespace books, labels app=ratings, version=v2.
+fn ratings_v2_metadata() -> String {
+    let workload = Workload {
+        name: "ratings-v2".into(),
+        namespace: "books".into(),
+        pod_name: "ratings-v2-6f8d".into(),
+        instance_ip: Some("10.1.0.9".parse().expect("ip")),
+        ..Workload::default()
+    };
+    let labels = [("app", "ratings"), ("version", "v2")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    peer::encode(&peer::node_metadata(&workload, &labels))
+}
+
 fn assert_no_exchange_headers(answer: &Answer) {
     assert!(!answer.body.contains(METADATA_HEADER), "{}", answer.body);
     assert!(!answer.headers.contains_key(METADATA_HEADER), "{answer:?}");
@@ -224,19 +244,8 @@ async fn the_server_answers_a_peer_with_its_own_metadata_and_bad_metadata_is_unk
     assert_no_exchange_headers(&plain);
 
     // A peer written by hand as Istio's proxy writes it.
-    let peer_workload = Workload {
-        name: "ratings-v2".into(),
-        namespace: "books".into(),
-        pod_name: "ratings-v2-6f8d".into(),
-        instance_ip: Some("10.1.0.9".parse().expect("ip")),
-        ..Workload::default()
-    };
-    let pod_labels = [("app", "ratings"), ("version", "v2")]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let value = peer::encode(&peer::node_metadata(&peer_workload, &pod_labels));
-    let id = "sidecar~10.1.0.9~ratings-v2-6f8d.books~books.svc.cluster.local";
+    let value = ratings_v2_metadata();
+    let id = RATINGS_V2_ID;
     let answer = get(
         server.inbound(),
         "/from-peer",
@@ -360,18 +369,7 @@ async fn far_host() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<bool>>>)
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workload = Workload {
-        name: "ratings-v2".into(),
-        namespace: "books".into(),
-        pod_name: "ratings-v2-6f8d".into(),
-        instance_ip: Some("10.1.0.9".parse().expect("ip")),
-        ..Workload::default()
-    };
-    let labels = [("app", "ratings"), ("version", "v2")]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let metadata = peer::encode(&peer::node_metadata(&workload, &labels));
+    let metadata = ratings_v2_metadata();
     let recorded = seen.clone();
     tokio::spawn(async move {
         loop {
@@ -386,10 +384,7 @@ async fn far_host() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<bool>>>)
                     seen.lock().expect("lock").push(sent);
                     let response = http::Response::builder()
                         .header(METADATA_HEADER, metadata.as_str())
-                        .header(
-                            ID_HEADER,
-                            "sidecar~10.1.0.9~ratings-v2-6f8d.books~books.svc.cluster.local",
-                        )
+                        .header(ID_HEADER, RATINGS_V2_ID)
                         .body(Full::new(Bytes::from_static(b"far")))
                         .expect("response");
                     async move { Ok::<_, std::convert::Infallible>(response) }
