@@ -1,6 +1,6 @@
-//! Routing: a request recorded in the log, held by the gates, answered by a scripted fault or
+//! Routing: a request recorded in the log, answered by a scripted fault or
 //! turned into a target (group, version, plural, namespace, name) and a selector filter and
-//! dispatched to GET, LIST, WATCH, POST, PUT, PATCH or DELETE.
+//! dispatched to GET, LIST, WATCH, POST, PUT, PATCH or DELETE, the answer then held by the gates.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -171,11 +171,14 @@ pub(super) async fn handle(
         });
         requests.len() - 1
     };
+    // Answered from the store as it is now, then held: requests a gate releases together saw
+    // the same state, however late each one's task runs after the release.
+    let (gated_method, path) = (method.to_string(), uri.path().to_owned());
+    let response = answer(&inner, method, &uri, content_type.as_deref(), &body).await;
     let gates = lock(&inner.gates).clone();
     for gate in gates {
-        gate.pass(method.as_str(), uri.path()).await;
+        gate.pass(&gated_method, &path).await;
     }
-    let response = answer(&inner, method, &uri, content_type.as_deref(), &body).await;
     lock(&inner.requests)[index].status = Some(response.status().as_u16());
     response
 }

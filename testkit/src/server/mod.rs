@@ -400,10 +400,11 @@ impl FakeApiServer {
             .collect()
     }
 
-    /// Holds the next `n` requests of `method` on exactly `path` until all `n` have arrived,
-    /// then releases them together (a race between clients made certain); one that has waited
-    /// `timeout` goes on alone ([`Gate::timed_out`]). Later requests pass. Gates apply before
-    /// the scripted faults.
+    /// Holds the answers of the next `n` requests of `method` on exactly `path` until all `n`
+    /// have arrived, then releases them together (a race between clients made certain). Each
+    /// is answered from the store as it is when it arrives (a scripted fault included), so all
+    /// `n` saw the same state however late a released one runs; one that has waited `timeout`
+    /// goes on alone ([`Gate::timed_out`]). Later requests pass.
     pub fn hold(&self, method: &str, path: &str, n: usize, timeout: Duration) -> Gate {
         let (gate, state) = Gate::new(method, path, n, timeout);
         lock(&self.inner.gates).push(state);
