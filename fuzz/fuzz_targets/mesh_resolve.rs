@@ -16,13 +16,8 @@ fuzz_target!(|text: &str| {
         .pods
         .iter()
         .take(8)
-        .filter_map(|pod| {
-            Some(format!(
-                "{}/{}",
-                pod.metadata.namespace.as_deref().unwrap_or("default"),
-                pod.metadata.name.as_deref()?
-            ))
-        })
+        .filter(|pod| !pod.name.is_empty())
+        .map(|pod| format!("{}/{}", pod.namespace, pod.name))
         .collect();
     for name in names {
         if let Ok(proxy) = ProxyId::from_pod(&snapshot, &name) {

@@ -147,12 +147,11 @@ pub fn analyze(snapshot: &Snapshot) -> Vec<Finding> {
         let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
         for (i, subset) in dr.spec.subsets.iter().enumerate() {
             let selects = snapshot.pods.iter().any(|pod| {
-                let labels = pod.metadata.labels.clone().unwrap_or_default();
-                pod.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                pod.namespace == namespace
                     && selector
                         .iter()
                         .chain(subset.labels.iter())
-                        .all(|(k, v)| labels.get(k) == Some(v))
+                        .all(|(k, v)| pod.labels.get(k) == Some(v))
             });
             if !selects {
                 findings.push(finding(Severity::Warning, EMPTY_SUBSET, dr.display_name(), format!("spec.subsets[{i}]"), format!("subset {:?} selects no pod of Service {namespace}/{}: its cluster has no endpoints (503 UH)", subset.name, service.metadata.name.as_deref().unwrap_or(""))));

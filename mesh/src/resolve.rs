@@ -4,8 +4,9 @@
 //! validation errors are left out, as Istio's webhook would have refused them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use outrigger_api::duration::parse_duration;
@@ -27,6 +28,7 @@ use crate::names::{
     DEFAULT_RETRY_ON, ENDPOINT_LABELS, EXPORT_TO_ANNOTATION, MESH_GATEWAY, ROOT_NAMESPACE,
     SERVICE_NAME_LABEL,
 };
+use crate::pod::PodInfo;
 use crate::protocol::{self, Protocol};
 use crate::snapshot::Snapshot;
 use crate::validate;
@@ -51,16 +53,14 @@ impl ProxyId {
         let pod = snapshot
             .pods
             .iter()
-            .find(|pod| {
-                pod_namespace(pod) == namespace && pod.metadata.name.as_deref() == Some(pod_name)
-            })
+            .find(|pod| pod.namespace == namespace && pod.name == pod_name)
             .ok_or_else(|| ProxyError::NoSuchPod(name.to_owned()))?;
         Ok(Self {
             namespace: namespace.to_owned(),
             pod: pod_name.to_owned(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            service_account: service_account(pod),
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            labels: (*pod.labels).clone(),
+            service_account: pod.service_account.clone(),
+            ip: pod.ip.clone(),
         })
     }
 }
@@ -68,17 +68,6 @@ impl ProxyId {
 /// Resolves the configuration of one proxy.
 pub fn resolve(snapshot: &Snapshot, proxy: &ProxyId) -> ProxyConfig {
     Resolver::new(snapshot).resolve(proxy)
-}
-
-fn pod_namespace(pod: &Pod) -> &str {
-    pod.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-fn service_account(pod: &Pod) -> String {
-    pod.spec
-        .as_ref()
-        .and_then(|spec| spec.service_account_name.clone())
-        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// `reviews` in namespace `default` → `reviews.default.svc.cluster.local`; names with a dot and
@@ -162,7 +151,8 @@ fn to_u32(value: Option<i64>) -> Option<u32> {
 #[derive(Debug, Clone)]
 struct Candidate {
     endpoint: Endpoint,
-    selector_labels: BTreeMap<String, String>,
+    /// All labels of the endpoint's pod (subset selectors match on them).
+    selector_labels: Arc<BTreeMap<String, String>>,
 }
 
 #[derive(Debug)]
@@ -231,10 +221,11 @@ impl<'a> Resolver<'a> {
     /// Indexes the snapshot: services with their ports, protocols and endpoints; valid
     /// VirtualServices in Istio's precedence (oldest first, then namespace/name).
     pub fn new(snapshot: &'a Snapshot) -> Self {
-        let pods: HashMap<(&str, &str), &Pod> = snapshot
+        let pods: HashMap<(&str, &str), &PodInfo> = snapshot
             .pods
             .iter()
-            .filter_map(|pod| Some(((pod_namespace(pod), pod.metadata.name.as_deref()?), &**pod)))
+            .filter(|pod| !pod.name.is_empty())
+            .map(|pod| ((pod.namespace.as_str(), pod.name.as_str()), &**pod))
             .collect();
         let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for slice in &snapshot.endpoint_slices {
@@ -1002,37 +993,15 @@ fn build_cluster(
     }
 }
 
-/// Istio's workload name: the Deployment of a ReplicaSet-owned pod, else the owner, else the pod.
-fn workload_name(pod: &Pod) -> String {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let owner = pod.metadata.owner_references.as_ref().and_then(|owners| {
-        owners
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .or(owners.first())
-    });
-    let Some(owner) = owner else { return name };
-    if owner.kind == "ReplicaSet" {
-        let hash = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("pod-template-hash"));
-        if let Some(hash) = hash
-            && let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}"))
-        {
-            return deployment.to_owned();
-        }
-    }
-    owner.name.clone()
-}
-
-fn pod_endpoint(pod: Option<&Pod>, namespace: &str, address: String, health: Health) -> Candidate {
-    let all_labels = pod
-        .and_then(|p| p.metadata.labels.clone())
-        .unwrap_or_default();
-    let labels = all_labels
-        .iter()
+fn pod_endpoint(
+    pod: Option<&PodInfo>,
+    namespace: &str,
+    address: String,
+    health: Health,
+) -> Candidate {
+    let labels = pod
+        .into_iter()
+        .flat_map(|p| p.labels.iter())
         .filter(|(k, _)| ENDPOINT_LABELS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -1041,12 +1010,12 @@ fn pod_endpoint(pod: Option<&Pod>, namespace: &str, address: String, health: Hea
             address,
             health,
             labels,
-            workload: pod.map(workload_name),
-            pod: pod.and_then(|p| p.metadata.name.clone()),
+            workload: pod.map(|p| p.workload.clone()),
+            pod: pod.map(|p| p.name.clone()),
             namespace: namespace.to_owned(),
-            service_account: pod.map(service_account),
+            service_account: pod.map(|p| p.service_account.clone()),
         },
-        selector_labels: all_labels,
+        selector_labels: pod.map(|p| p.labels.clone()).unwrap_or_default(),
     }
 }
 
@@ -1058,20 +1027,9 @@ fn socket(ip: &str, port: i32) -> String {
     }
 }
 
-/// The container port a named `targetPort` means in this pod.
-fn named_port(pod: &Pod, name: &str) -> Option<i32> {
-    pod.spec.as_ref()?.containers.iter().find_map(|c| {
-        c.ports
-            .as_ref()?
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name))
-            .map(|p| p.container_port)
-    })
-}
-
 fn kube_service(
     snapshot: &Snapshot,
-    pods: &HashMap<(&str, &str), &Pod>,
+    pods: &HashMap<(&str, &str), &PodInfo>,
     slices_by_service: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
     service: &Service,
 ) -> Option<ServiceInfo> {
@@ -1201,32 +1159,21 @@ fn kube_service(
             // No EndpointSlice in the inputs (offline YAML): select the pods as the
             // EndpointSlice controller would.
             for pod in &snapshot.pods {
-                if pod_namespace(pod) != namespace {
-                    continue;
-                }
-                let labels = pod.metadata.labels.as_ref();
-                if !selector
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                if pod.namespace != namespace
+                    || !selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
                 {
                     continue;
                 }
-                let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                let Some(ip) = &pod.ip else {
                     continue;
                 };
                 let target = match &service_port.target_port {
                     Some(IntOrString::Int(port)) => Some(*port),
-                    Some(IntOrString::String(name)) => named_port(pod, name),
+                    Some(IntOrString::String(name)) => pod.named_port(name),
                     None => Some(service_port.port),
                 };
                 let Some(target) = target else { continue };
-                let ready = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                    .is_none_or(|c| c.status == "True");
-                let health = if ready {
+                let health = if pod.ready {
                     Health::Healthy
                 } else {
                     Health::Unhealthy
@@ -1234,7 +1181,7 @@ fn kube_service(
                 candidates.push(pod_endpoint(
                     Some(pod),
                     &namespace,
-                    socket(&ip, target),
+                    socket(ip, target),
                     health,
                 ));
             }
@@ -1323,7 +1270,7 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                                     namespace: namespace.clone(),
                                     service_account: e.service_account.clone(),
                                 },
-                                selector_labels: e.labels.clone(),
+                                selector_labels: Arc::new(e.labels.clone()),
                             }
                         })
                         .collect();
@@ -1338,7 +1285,7 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                                 namespace: namespace.clone(),
                                 service_account: None,
                             },
-                            selector_labels: BTreeMap::new(),
+                            selector_labels: Arc::default(),
                         });
                     }
                     candidates.sort_by(|a, b| a.endpoint.address.cmp(&b.endpoint.address));

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::error::LoadError;
 use crate::istio::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::names::ISTIO_NETWORKING_VERSIONS;
+use crate::pod::PodInfo;
 use outrigger_api::names::networking;
 
 /// Everything `resolve` and `analyze` read. Order of the vectors does not matter: consumers sort.
@@ -24,7 +25,8 @@ pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub endpoints: Vec<Endpoints>,
-    pub pods: Vec<Arc<Pod>>,
+    /// Pods as the model reads them ([`PodInfo`]), not whole k8s `Pod`s.
+    pub pods: Vec<Arc<PodInfo>>,
     pub namespaces: Vec<Arc<Namespace>>,
     pub virtual_services: Vec<VirtualService>,
     pub destination_rules: Vec<DestinationRule>,
@@ -154,9 +156,15 @@ impl Snapshot {
             ("", "Service") => push_shared(self, &where_, source_name, document, value, |s| {
                 &mut s.services
             }),
-            ("", "Pod") => {
-                push_shared(self, &where_, source_name, document, value, |s| &mut s.pods)
-            }
+            ("", "Pod") => push_as(
+                self,
+                &where_,
+                source_name,
+                document,
+                value,
+                |pod: Pod| Arc::new(PodInfo::from_pod(&pod)),
+                |s| &mut s.pods,
+            ),
             ("", "Namespace") => push_shared(self, &where_, source_name, document, value, |s| {
                 &mut s.namespaces
             }),

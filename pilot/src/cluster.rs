@@ -1,19 +1,18 @@
-//! The cluster, watched once: kube-runtime reflectors on Services, EndpointSlices, Pods (stripped
-//! to what resolution reads), Namespaces and Istio's networking kinds, a change signal per event,
+//! The cluster, watched once: kube-runtime reflectors on Services, EndpointSlices, Pods (kept as
+//! the model's compact `PodInfo`), Namespaces and Istio's networking kinds, a change signal per event,
 //! readiness once every reflector has listed, and the stores turned into a mesh `Snapshot`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, Pod, PodSpec, PodStatus, Service,
-};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use outrigger_mesh::Snapshot;
+use outrigger_mesh::{PodInfo, Snapshot};
 use tokio::sync::mpsc;
 
 /// What changed. Every change triggers a debounced rebuild; a batch of only `Slice`, `Pod` and
@@ -54,10 +53,10 @@ impl Change {
         }
     }
 
-    fn of_pod(pod: &Pod) -> Self {
+    fn of_pod(pod: &ReflectedPod) -> Self {
         Self::Pod {
-            namespace: namespace_of(&pod.metadata),
-            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.0.namespace.clone(),
+            name: pod.0.name.clone(),
         }
     }
 
@@ -119,7 +118,7 @@ pub const ISTIO_VERSION: &str = "v1";
 pub struct Stores {
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
-    pub pods: Store<Pod>,
+    pub pods: Store<ReflectedPod>,
     pub namespaces: Store<Namespace>,
     pub istio: Vec<(&'static str, Store<DynamicObject>)>,
     synced: Arc<Vec<(&'static str, AtomicBool)>>,
@@ -167,7 +166,7 @@ impl Stores {
         // The stores' own `Arc`s: a snapshot shares the objects instead of copying them.
         snapshot.services = self.services.state();
         snapshot.endpoint_slices = self.endpoint_slices.state();
-        snapshot.pods = self.pods.state();
+        snapshot.pods = self.pods.state().iter().map(|p| p.0.clone()).collect();
         snapshot.namespaces = self.namespaces.state();
         let mut errors = Vec::new();
         for (kind, store) in &self.istio {
@@ -258,60 +257,64 @@ pub fn strip_service(service: &mut Service) {
     }
 }
 
-/// Keeps only what resolution reads of a Pod: labels, owner, service account, named container
-/// ports, phase and IPs (a 10,000-pod store stays small).
-pub fn strip_pod(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.annotations = None;
-    meta.managed_fields = None;
-    meta.finalizers = None;
-    if let Some(spec) = pod.spec.take() {
-        pod.spec = Some(PodSpec {
-            service_account_name: spec.service_account_name,
-            containers: named_ports_only(spec.containers),
-            ..PodSpec::default()
-        });
-    }
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            pod_ip: status.pod_ip,
-            pod_ips: status.pod_ips,
-            ..PodStatus::default()
-        });
+/// A pod in pilot's store: the model's [`PodInfo`] (a few hundred bytes; a k8s `Pod`, even
+/// stripped, is several KB, and the store holds every pod of the cluster), shared with every
+/// snapshot built from the store.
+#[derive(Debug, Clone)]
+pub struct ReflectedPod(pub Arc<PodInfo>);
+
+impl ReflectedPod {
+    pub fn from_pod(pod: &Pod) -> Self {
+        Self(Arc::new(PodInfo::from_pod(pod)))
     }
 }
 
-/// The containers as resolution reads them: only a named `targetPort` looks into them, for the
-/// first container port of that name. So one container (a k8s `Container` is ~2 KB even when
-/// empty) holding each name's first port, or none: a meshed pod (app and `istio-proxy`)
-/// keeps one instead of two or three.
-fn named_ports_only(containers: Vec<Container>) -> Vec<Container> {
-    let mut ports: Vec<ContainerPort> = Vec::new();
-    for port in containers
-        .into_iter()
-        .flat_map(|c| c.ports.unwrap_or_default())
-    {
-        if let Some(name) = port.name
-            && !ports
-                .iter()
-                .any(|p| p.name.as_deref() == Some(name.as_str()))
-        {
-            ports.push(ContainerPort {
-                name: Some(name),
-                container_port: port.container_port,
-                ..ContainerPort::default()
-            });
-        }
+impl Lookup for ReflectedPod {
+    type DynamicType = ();
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Pod".into()
     }
-    if ports.is_empty() {
-        return Vec::new();
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
     }
-    vec![Container {
-        name: "named-ports".to_owned(),
-        ports: Some(ports),
-        ..Container::default()
-    }]
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "pods".into()
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(self.0.name.as_str().into())
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        Some(self.0.namespace.as_str().into())
+    }
+
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+/// A watcher event of Pods as one of [`ReflectedPod`]s: the k8s `Pod` is dropped as soon as
+/// it is read.
+fn reflected(event: watcher::Event<Pod>) -> watcher::Event<ReflectedPod> {
+    match event {
+        watcher::Event::Apply(pod) => watcher::Event::Apply(ReflectedPod::from_pod(&pod)),
+        watcher::Event::Delete(pod) => watcher::Event::Delete(ReflectedPod::from_pod(&pod)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(pod) => watcher::Event::InitApply(ReflectedPod::from_pod(&pod)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 /// Starts every reflector on the current runtime; each event sends a [`Change`].
@@ -339,10 +342,10 @@ pub fn start(client: kube::Client, changes: mpsc::UnboundedSender<Change>) -> St
     );
     spawn_reflector("EndpointSlice", Change::of_slice, stream, &synced, &changes);
 
-    let (pods, writer) = reflector::store::<Pod>();
+    let (pods, writer) = reflector::store::<ReflectedPod>();
     let stream = reflector::reflector(
         writer,
-        watcher(Api::<Pod>::all(client.clone()), config.clone()).modify(strip_pod),
+        watcher(Api::<Pod>::all(client.clone()), config.clone()).map(|event| event.map(reflected)),
     );
     spawn_reflector("Pod", Change::of_pod, stream, &synced, &changes);
 
@@ -466,50 +469,37 @@ mod tests {
     }
 
     #[test]
-    fn a_stripped_pod_keeps_what_resolution_reads_and_one_container_of_named_ports() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+    fn a_reflected_pod_is_the_models_pod_under_its_own_name() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "catalog-1", "namespace": "shop", "labels": {"app": "catalog"},
-                "annotations": {"sidecar.istio.io/status": "{}"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "name": "catalog-5d8f7c", "uid": "u", "controller": true}]},
+                "annotations": {"sidecar.istio.io/status": "{}"}},
             "spec": {"serviceAccountName": "catalog", "containers": [
-                {"name": "app", "image": "catalog:1", "env": [{"name": "A", "value": "1"}],
-                 "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9000}]},
-                {"name": "istio-proxy", "image": "proxy:1",
-                 "ports": [{"name": "http-envoy-prom", "containerPort": 15090},
-                           {"name": "http", "containerPort": 18080}]}]},
-            "status": {"phase": "Running", "podIP": "10.244.1.11",
-                "podIPs": [{"ip": "10.244.1.11"}], "hostIP": "10.0.0.5"}
+                {"name": "app", "image": "catalog:1",
+                 "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.11"}
         }))
         .expect("a Pod");
-        strip_pod(&mut pod);
-        assert_eq!(pod.metadata.annotations, None);
-        assert!(pod.metadata.labels.is_some() && pod.metadata.owner_references.is_some());
-        let spec = pod.spec.as_ref().expect("spec");
-        assert_eq!(spec.service_account_name.as_deref(), Some("catalog"));
-        let [container] = spec.containers.as_slice() else {
-            panic!("one container: {:?}", spec.containers);
+        let watcher::Event::Apply(stored) = reflected(watcher::Event::Apply(pod.clone())) else {
+            panic!("an Apply stays an Apply");
         };
-        assert_eq!(container.image, None);
-        let ports: Vec<(&str, i32)> = container
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| (p.name.as_deref().unwrap_or(""), p.container_port))
-            .collect();
-        // The first `http` wins, as the model's lookup reads the containers in order.
-        assert_eq!(ports, [("http", 8080), ("http-envoy-prom", 15090)]);
-        let status = pod.status.as_ref().expect("status");
-        assert_eq!(status.pod_ip.as_deref(), Some("10.244.1.11"));
-        assert_eq!(status.host_ip, None);
-
-        let mut unnamed: Pod = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}]}]}
-        }))
-        .expect("a Pod");
-        strip_pod(&mut unnamed);
-        assert!(unnamed.spec.expect("spec").containers.is_empty());
+        assert_eq!(*stored.0, PodInfo::from_pod(&pod));
+        let object = stored.to_object_ref(());
+        assert_eq!(
+            (object.name.as_str(), object.namespace.as_deref()),
+            ("catalog-1", Some("shop")),
+            "the store keys it as the Pod it came from"
+        );
+        assert_eq!(
+            Change::of_pod(&stored),
+            Change::Pod {
+                namespace: "shop".into(),
+                name: "catalog-1".into()
+            }
+        );
+        assert!(matches!(
+            reflected(watcher::Event::InitDone),
+            watcher::Event::InitDone
+        ));
     }
 }

@@ -355,11 +355,7 @@ impl Generation {
             .pods
             .iter()
             .enumerate()
-            .map(|(index, pod)| {
-                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                ((namespace, name), index)
-            })
+            .map(|(index, pod)| ((pod.namespace.clone(), pod.name.clone()), index))
             .collect();
         Self {
             number,
@@ -579,11 +575,7 @@ impl Generation {
     }
 
     /// The pod `namespace/name`, if the reflector has it.
-    pub fn pod(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Option<&Arc<k8s_openapi::api::core::v1::Pod>> {
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Arc<outrigger_mesh::PodInfo>> {
         self.pods
             .get(&(namespace.to_owned(), name.to_owned()))
             .and_then(|index| self.snapshot.pods.get(*index))

@@ -409,12 +409,8 @@ impl Connection {
         }
         let pod = generation.pod(&node.namespace, &node.pod);
         if let (Some(identity), Some(pod)) = (&self.identity, pod) {
-            let account = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.service_account_name.as_deref())
-                .unwrap_or("default");
-            if account != identity.service_account {
+            let account = &pod.service_account;
+            if *account != identity.service_account {
                 return Err(Status::permission_denied(format!(
                     "outrigger-pilot: pod {}/{} runs as service account {account:?}, the token is {:?}'s",
                     node.namespace, node.pod, identity.service_account
@@ -422,11 +418,7 @@ impl Connection {
             }
         }
         // A pod not in the store yet (just created) gets its namespace's view without labels.
-        let labels = pod
-            .and_then(|p| p.metadata.labels.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
         let key = generation.view_key(&node.namespace, &labels);
         tracing::info!(peer = %self.peer, namespace = %node.namespace, pod = %node.pod, "proxy connected");
         self.server.active.add(&key);

@@ -40,13 +40,8 @@ fn pods(snapshot: &Snapshot) -> Vec<String> {
     snapshot
         .pods
         .iter()
-        .filter_map(|p| {
-            Some(format!(
-                "{}/{}",
-                p.metadata.namespace.as_deref().unwrap_or("default"),
-                p.metadata.name.as_deref()?
-            ))
-        })
+        .filter(|p| !p.name.is_empty())
+        .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect()
 }
 

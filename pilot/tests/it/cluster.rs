@@ -1,5 +1,5 @@
 //! The reflectors against the fake API server: readiness after every first list, the stores as
-//! a mesh Snapshot, pods stripped, and changes during the test signalled and reflected.
+//! a mesh Snapshot, pods kept as the model's `PodInfo`, and changes during the test signalled and reflected.
 
 use outrigger_pilot::cluster::{self, Change};
 use serde_json::json;
@@ -30,16 +30,17 @@ async fn reflectors_sync_and_follow_changes() {
     let pod = snapshot
         .pods
         .iter()
-        .find(|p| p.metadata.name.as_deref() == Some("catalog-v1-6d8f7c9b5-abcde"))
+        .find(|p| p.name == "catalog-v1-6d8f7c9b5-abcde")
         .expect("pod");
-    assert!(pod.metadata.annotations.is_none(), "annotations dropped");
-    let spec = pod.spec.as_ref().expect("spec");
-    assert_eq!(spec.service_account_name.as_deref(), Some("catalog"));
-    assert!(spec.node_name.is_none() && spec.containers[0].env.is_none());
-    assert_eq!(spec.containers[0].ports.as_ref().map(Vec::len), Some(1));
-    let status = pod.status.as_ref().expect("status");
-    assert_eq!(status.pod_ip.as_deref(), Some("10.244.1.11"));
-    assert!(status.host_ip.is_none());
+    assert_eq!(pod.namespace, "shop");
+    assert_eq!(pod.service_account, "catalog");
+    assert_eq!(
+        pod.workload, "catalog-v1",
+        "the Deployment of its ReplicaSet"
+    );
+    assert_eq!(pod.ip.as_deref(), Some("10.244.1.11"));
+    assert_eq!(pod.named_ports, [("http".to_owned(), 8080)]);
+    assert_eq!(pod.labels.get("version").map(String::as_str), Some("v1"));
 
     // A pod's change reaches the Services of the slices that name it; a slice's its own.
     let catalog = [("shop".to_owned(), "catalog".to_owned())].into();
