@@ -106,6 +106,10 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
                     "activeRequests": c.active.load(Ordering::Relaxed),
                     "maxRequests": c.max_active,
                     "overflows": c.overflows.load(Ordering::Relaxed),
+                    "maxConnections": c.connections.max(),
+                    "connectionsOpen": c.connections.open(),
+                    "maxPendingRequests": c.connections.max_pending(),
+                    "pendingRequests": c.connections.pending(),
                     "outlierDetection": c.outlier.is_some(),
                     "endpoints": c.endpoints.iter().map(|e| json!({
                         "address": e.address,
@@ -131,13 +135,22 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
         out += &format!("{name}::lb_policy::{}\n", c.lb_policy());
         out += &format!(
             "{name}::circuit_breakers::max_requests::{}\n",
-            c.max_active
-                .map_or("unlimited".to_owned(), |m| m.to_string())
+            limit_text(c.max_active)
+        );
+        out += &format!(
+            "{name}::circuit_breakers::max_connections::{}\n",
+            limit_text(c.connections.max())
+        );
+        out += &format!(
+            "{name}::circuit_breakers::max_pending_requests::{}\n",
+            limit_text(c.connections.max_pending())
         );
         out += &format!(
             "{name}::circuit_breakers::rq_overflow::{}\n",
             c.overflows.load(Ordering::Relaxed)
         );
+        out += &format!("{name}::cx_active::{}\n", c.connections.open());
+        out += &format!("{name}::rq_pending_active::{}\n", c.connections.pending());
         for e in &c.endpoints {
             let prefix = format!("{name}::{}", e.address);
             out += &format!("{prefix}::health_flags::{}\n", health_flags(e, now));
@@ -152,6 +165,11 @@ async fn clusters(State(state): State<AdminState>, Query(query): Query<ClustersQ
         }
     }
     text_response(out)
+}
+
+/// A cap as `/clusters` shows it.
+fn limit_text(limit: Option<u32>) -> String {
+    limit.map_or("unlimited".to_owned(), |m| m.to_string())
 }
 
 async fn stats(State(state): State<AdminState>) -> Response {

@@ -1,7 +1,7 @@
 //! Upstream clusters at run time: their endpoints with active-request counts and outlier
 //! state, the load balancer (`LEAST_REQUEST` by power of two choices, `ROUND_ROBIN`, `RANDOM`,
 //! `consistentHash` on a ring) over the endpoints not ejected, and the connection-pool limits
-//! that answer 503 `UO` on overflow.
+//! that answer 503 `UO` on overflow (requests here, connections in [`crate::l7::limit`]).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -14,6 +14,7 @@ use outrigger_mesh::config::{Cluster, Health};
 use outrigger_mesh::protocol::Protocol;
 
 use crate::l7::hash::{HashError, HashPolicy};
+use crate::l7::limit::ConnectionLimit;
 use crate::l7::outlier::{self, Detector, Observed, Policy};
 use crate::l7::upstream::Pool;
 
@@ -84,11 +85,6 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    /// The endpoint's connection pool.
-    pub fn pool(&self) -> &Arc<Pool> {
-        self.pool.get_or_init(Pool::new)
-    }
-
     /// Connections opened so far (Envoy's `cx_total`).
     pub fn connections_opened(&self) -> u64 {
         self.pool
@@ -131,10 +127,13 @@ pub struct ClusterState {
     pub idle_timeout: Option<Duration>,
     /// `maxRequestsPerConnection`: an upstream connection closes after this many requests.
     pub max_requests_per_connection: Option<u32>,
-    /// Requests in flight over the whole cluster and the cap (`http2MaxRequests`, and for
-    /// HTTP/1 `maxConnections + http1MaxPendingRequests`).
+    /// Requests in flight over the whole cluster and the cap (`http2MaxRequests`, Envoy's
+    /// `max_requests`, whatever the protocol).
     pub active: Arc<AtomicU32>,
     pub max_active: Option<u32>,
+    /// Upstream connections over the whole cluster against `maxConnections`, and the
+    /// requests waiting for one against `http1MaxPendingRequests`.
+    pub connections: Arc<ConnectionLimit>,
     /// Retries in flight and the cap (`maxRetries`).
     pub retries: Arc<AtomicU32>,
     pub max_retries: Option<u32>,
@@ -232,16 +231,6 @@ impl ClusterState {
         };
         let pool = &cluster.connection_pool;
         let http2 = matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc);
-        let http1_cap = match (pool.max_connections, pool.http1_max_pending_requests) {
-            (Some(connections), Some(pending)) if !http2 => {
-                Some(connections.saturating_add(pending))
-            }
-            _ => None,
-        };
-        let max_active = match (http1_cap, pool.http2_max_requests) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         Ok(ClusterState {
             name: cluster.name.clone(),
             host: cluster.host.clone(),
@@ -257,7 +246,11 @@ impl ClusterState {
             idle_timeout: pool.idle_timeout_ms.map(Duration::from_millis),
             max_requests_per_connection: pool.max_requests_per_connection,
             active: Arc::default(),
-            max_active,
+            max_active: pool.http2_max_requests,
+            connections: Arc::new(ConnectionLimit::new(
+                pool.max_connections,
+                pool.http1_max_pending_requests,
+            )),
             retries: Arc::default(),
             max_retries: pool.max_retries,
             overflows: Arc::default(),
@@ -267,6 +260,43 @@ impl ClusterState {
         })
     }
 
+    /// A cluster `c` of healthy endpoints at `addresses`, for tests of other modules.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        addresses: &[std::net::SocketAddr],
+        protocol: Protocol,
+        connection_pool: outrigger_mesh::config::ConnectionPool,
+    ) -> Self {
+        let endpoints = addresses
+            .iter()
+            .map(|address| outrigger_mesh::config::Endpoint {
+                address: address.to_string(),
+                health: Health::Healthy,
+                labels: Default::default(),
+                workload: None,
+                pod: None,
+                namespace: "test".into(),
+                service_account: None,
+            })
+            .collect();
+        let cluster = Cluster {
+            name: "c".into(),
+            host: "c.test.svc.cluster.local".into(),
+            port: 80,
+            subset: None,
+            protocol,
+            destination_rule: None,
+            load_balancer: "ROUND_ROBIN".into(),
+            consistent_hash: None,
+            connection_pool,
+            outlier_detection: None,
+            tls: None,
+            mesh_external: false,
+            endpoints,
+        };
+        ClusterState::build(&cluster, &mut Interner::default()).expect("a valid test cluster")
+    }
+
     /// Envoy's name of the balancer in force (`RING_HASH` or `MAGLEV` with `consistentHash`).
     pub fn lb_policy(&self) -> &'static str {
         self.hash
@@ -274,7 +304,14 @@ impl ClusterState {
             .map_or(self.balancer.as_str(), |h| h.lb_policy)
     }
 
-    /// A request slot, or `None` when the pool limits are reached (503 `UO`).
+    /// The connection pool of endpoint `index`, created on first use.
+    pub fn pool(&self, index: usize) -> &Arc<Pool> {
+        self.endpoints[index]
+            .pool
+            .get_or_init(|| Pool::new(self.connections.clone()))
+    }
+
+    /// A request slot, or `None` when `http2MaxRequests` requests are in flight (503 `UO`).
     pub fn request_slot(&self) -> Option<Slot> {
         let slot = acquire(&self.active, self.max_active);
         if slot.is_none() {
@@ -477,7 +514,7 @@ impl Clusters {
     }
 
     /// Shares the counters of the clusters and endpoints that `previous` had too, so the load
-    /// in flight and the pool limits carry over a reload.
+    /// in flight, the connections open and the pool limits carry over a reload.
     pub fn inherit(&mut self, previous: &Clusters) {
         for (name, state) in &mut self.0 {
             let Some(old) = previous.0.get(name) else {
@@ -489,6 +526,9 @@ impl Clusters {
             state.active = old.active.clone();
             state.retries = old.retries.clone();
             state.overflows = old.overflows.clone();
+            // The connections still open count against the new caps.
+            old.connections.set_caps(&state.connections);
+            state.connections = old.connections.clone();
             for endpoint in &mut state.endpoints {
                 if let Some(before) = old.endpoints.iter().find(|e| e.address == endpoint.address) {
                     endpoint.active = before.active.clone();
@@ -608,17 +648,68 @@ mod tests {
     #[test]
     fn pool_limits_overflow_and_slots_are_given_back() {
         let pool = ConnectionPool {
+            http2_max_requests: Some(2),
+            ..Default::default()
+        };
+        let c = cluster("RANDOM", &[Health::Healthy], pool);
+        let a = c.request_slot().expect("first");
+        let _b = c.request_slot().expect("second");
+        assert!(c.request_slot().is_none(), "third overflows");
+        drop(a);
+        assert!(c.request_slot().is_some(), "a slot was freed");
+        assert_eq!(c.overflows.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn connection_caps_no_longer_cap_requests_in_flight() {
+        // Envoy: maxConnections caps connections and http1MaxPendingRequests the requests
+        // waiting for one (l7::upstream); requests in flight only by http2MaxRequests.
+        let pool = ConnectionPool {
             max_connections: Some(1),
             http1_max_pending_requests: Some(1),
             ..Default::default()
         };
         let c = cluster("RANDOM", &[Health::Healthy], pool);
-        let a = c.request_slot().expect("first");
-        let _b = c.request_slot().expect("second (pending)");
-        assert!(c.request_slot().is_none(), "third overflows");
-        drop(a);
-        assert!(c.request_slot().is_some(), "a slot was freed");
-        assert_eq!(c.overflows.load(Ordering::Relaxed), 1);
+        let slots: Vec<_> = (0..5).map(|_| c.request_slot()).collect();
+        assert!(slots.iter().all(Option::is_some));
+        assert_eq!(c.max_active, None);
+        assert_eq!(c.connections.max(), Some(1));
+        assert_eq!(c.connections.max_pending(), Some(1));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_connection_count_under_the_new_caps() {
+        let make = |max| {
+            cluster(
+                "RANDOM",
+                &[Health::Healthy],
+                ConnectionPool {
+                    max_connections: max,
+                    ..Default::default()
+                },
+            )
+        };
+        let before = make(None);
+        let open = before.connections.try_open().expect("unlimited");
+        let name = before.name.clone();
+        let previous = Clusters(HashMap::from([(name.clone(), Arc::new(before))]));
+        let mut next = Clusters(HashMap::from([(name.clone(), Arc::new(make(Some(1))))]));
+        next.inherit(&previous);
+        let after = next.get(&name).expect("the cluster");
+        assert_eq!(
+            after.connections.open(),
+            1,
+            "the open connection still counts"
+        );
+        assert!(
+            after.connections.try_open().is_none(),
+            "at the new cap of 1"
+        );
+        drop(open);
+        assert!(
+            after.connections.try_open().is_some(),
+            "its slot was given back"
+        );
     }
 
     fn detection(max_ejection_percent: u32, min_health_percent: Option<u32>) -> OutlierDetection {
@@ -742,7 +833,7 @@ mod tests {
         let before = make();
         before.observe(1, ERROR);
         before.observe(1, ERROR);
-        let pool = before.endpoints[0].pool().clone();
+        let pool = before.pool(0).clone();
         let name = before.name.clone();
         let previous = Clusters(HashMap::from([(name.clone(), Arc::new(before))]));
         let mut next = Clusters(HashMap::from([(name.clone(), Arc::new(make()))]));
@@ -752,7 +843,7 @@ mod tests {
             after.endpoints[1].outlier.is_ejected(outlier::now_ms()),
             "still ejected"
         );
-        assert!(Arc::ptr_eq(after.endpoints[0].pool(), &pool), "same pool");
+        assert!(Arc::ptr_eq(after.pool(0), &pool), "same pool");
         for _ in 0..30 {
             assert_ne!(after.pick(&[], None), Some(1));
         }

@@ -541,7 +541,7 @@ impl Outbound {
                 (Some(per_try), None) => Some(Instant::now() + per_try),
                 (None, deadline) => deadline,
             };
-            let sent = client.request(endpoint, upstream_request);
+            let sent = client.request(cluster, index, upstream_request);
             let result = match limit {
                 Some(limit) => tokio::time::timeout_at(limit, sent).await.ok(),
                 None => Some(sent.await),
@@ -553,6 +553,16 @@ impl Outbound {
                         Outcome::Response(response.status().as_u16(), grpc),
                         Some(response),
                     )
+                }
+                // At maxConnections with http1MaxPendingRequests already waiting: not retried
+                // (Envoy does not retry an overflow) and not the endpoint's fault.
+                Some(Err(error)) if error.is_overflow() => {
+                    cluster.overflows.fetch_add(1, Ordering::Relaxed);
+                    return local(
+                        record,
+                        Flag::UpstreamOverflow,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    );
                 }
                 Some(Err(error)) if error.is_connect() => {
                     tracing::debug!(%error, address = %endpoint.address, "upstream connect failed");
@@ -654,7 +664,7 @@ impl Outbound {
         ) {
             Ok(request) => {
                 let client = self.upstream.client(cluster);
-                let (address, pool) = (endpoint.address.clone(), endpoint.pool().clone());
+                let (address, pool) = (endpoint.address.clone(), cluster.pool(index).clone());
                 self.mirrors.send(
                     request,
                     timeout.unwrap_or(mirror::DEFAULT_TIMEOUT),

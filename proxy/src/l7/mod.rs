@@ -7,6 +7,7 @@ pub mod hash;
 pub mod headers;
 pub mod http;
 pub mod inbound;
+pub mod limit;
 pub mod mirror;
 pub mod outlier;
 pub mod peer;

@@ -4,10 +4,13 @@
 //! `idleTimeout` without requests. HTTP/2 requests carry the route's authority as
 //! `:authority`; the endpoint address only picks the socket. As Envoy's, the pool is per
 //! worker ([`crate::worker`]): a request uses only connections its own thread opened (and
-//! drives), so one HTTP/2 connection per endpoint and worker.
+//! drives), so one HTTP/2 connection per endpoint and worker. Every connection holds a slot of
+//! its cluster's [`ConnectionLimit`] while it is open; at `maxConnections` an HTTP/1 request
+//! waits for a connection of its endpoint to become idle or for a slot to be freed.
 
 use std::future::Future;
 use std::io;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -19,9 +22,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::l7::balance::{ClusterState, EndpointState};
+use crate::l7::balance::ClusterState;
+use crate::l7::limit::{ConnectionLimit, Permit};
 
 /// Bodies on both sides of the proxy.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -31,6 +36,10 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(90);
 /// How many times a request that never reached a reused connection (it closed in between) is
 /// sent again on a new one.
 const STALE_RETRIES: usize = 2;
+/// How often a request waiting for a connection looks at the pools again on its own. Every
+/// change it waits for wakes it; this only catches connections that went back to the pool
+/// before a reload set `maxConnections` (those rejoin the pool busy, without telling anyone).
+const WAIT_RECHECK: Duration = Duration::from_millis(100);
 
 /// Why an upstream request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,8 @@ pub enum Error {
     },
     #[error("connect to {address} failed while this request waited for it")]
     ConnectWaited { address: String },
+    #[error("the cluster is at maxConnections and http1MaxPendingRequests requests already wait")]
+    Overflow,
     #[error("the upstream request failed")]
     Request(#[source] hyper::Error),
 }
@@ -58,7 +69,12 @@ pub enum Error {
 impl Error {
     /// No connection was made (Envoy's connect failure, `UF`).
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Error::Request(_))
+        !matches!(self, Error::Request(_) | Error::Overflow)
+    }
+
+    /// The connection-pool limits refused the request (Envoy's overflow, `UO`).
+    pub fn is_overflow(&self) -> bool {
+        matches!(self, Error::Overflow)
     }
 }
 
@@ -106,16 +122,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Sends `request` to `endpoint` on a pooled connection (or a new one). HTTP/1 requests
-    /// must have origin-form URIs and a `Host`; HTTP/2 ones an absolute URI whose authority is
-    /// the `:authority` to send.
+    /// Sends `request` to the cluster's endpoint `index` on a pooled connection (or a new
+    /// one). HTTP/1 requests must have origin-form URIs and a `Host`; HTTP/2 ones an absolute
+    /// URI whose authority is the `:authority` to send.
     pub async fn request(
         &self,
-        endpoint: &EndpointState,
+        cluster: &ClusterState,
+        index: usize,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
-        self.request_to(&endpoint.address, endpoint.pool(), request)
-            .await
+        let address = &cluster.endpoints[index].address;
+        self.request_to(address, cluster.pool(index), request).await
     }
 
     /// [`Client::request`] to an endpoint's address and pool, for a request that outlives the
@@ -143,18 +160,28 @@ impl Client {
         loop {
             let (mut conn, reused) = match pool.idle_http1() {
                 Some(conn) => (conn, true),
-                None => (pool.connect_http1(address, self.settings).await?, false),
+                None => match pool.limit.try_open() {
+                    Some(slot) => (
+                        pool.connect_http1(address, self.settings, slot).await?,
+                        false,
+                    ),
+                    None => match pool.wait_http1().await? {
+                        Waited::Idle(conn) => (conn, true),
+                        Waited::Slot(slot) => (
+                            pool.connect_http1(address, self.settings, slot).await?,
+                            false,
+                        ),
+                    },
+                },
             };
             conn.served += 1;
             let sent = conn.send.try_send_request(request);
-            // Dispatched: the connection goes back to the pool at once (it is not ready again
-            // before this exchange is over), unless it has served its share.
+            // Dispatched: the connection goes back to the pool, unless it has served its share.
             if self
                 .settings
                 .max_requests
                 .is_none_or(|max| conn.served < max)
             {
-                conn.idle_since = Instant::now();
                 pool.put_http1(conn);
             }
             match sent.await {
@@ -201,10 +228,34 @@ struct Http2Conn {
 /// One worker's HTTP/2 connection slot.
 type Http2Slot = Arc<tokio::sync::Mutex<Option<Http2Conn>>>;
 
+/// The HTTP/1 side of a pool.
+#[derive(Default)]
+struct Http1Pool {
+    /// Idle connections of every worker (each takes only its own). Without `maxConnections`
+    /// a connection is put back as soon as its request is dispatched (it is not ready before
+    /// the exchange is over); with it, once it is ready, so a waiting request hears of it.
+    idle: Vec<Http1Conn>,
+    /// Requests waiting for a connection of this endpoint, oldest first.
+    waiting: Vec<Waiter>,
+}
+
+/// A request of worker `worker` waiting for an idle connection (handed over on `conn`).
+struct Waiter {
+    worker: usize,
+    conn: oneshot::Sender<Http1Conn>,
+}
+
+/// What a request waiting at `maxConnections` got first.
+enum Waited {
+    /// A connection of its endpoint and worker that became idle.
+    Idle(Http1Conn),
+    /// A freed slot: it may connect.
+    Slot(Permit),
+}
+
 /// The connections to one endpoint.
 pub struct Pool {
-    /// Idle HTTP/1 connections of every worker (each takes only its own).
-    http1: Mutex<Vec<Http1Conn>>,
+    http1: Mutex<Http1Pool>,
     /// HTTP/2 slots by worker, created on a worker's first request.
     http2: Mutex<Vec<(usize, Http2Slot)>>,
     next_id: AtomicU64,
@@ -215,6 +266,8 @@ pub struct Pool {
     pub opened: AtomicU64,
     /// Connections open now, in the pool or not (Envoy's `cx_active`).
     pub open: AtomicU64,
+    /// The cluster's cap on connections, which every connection holds a slot of.
+    limit: Arc<ConnectionLimit>,
     /// The pool itself, for the connection tasks' idle checks.
     this: Weak<Pool>,
 }
@@ -228,46 +281,164 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub fn new() -> Arc<Pool> {
-        Arc::new_cyclic(|this| Pool {
+    /// The pool of an endpoint of the cluster whose connections `limit` caps.
+    pub fn new(limit: Arc<ConnectionLimit>) -> Arc<Pool> {
+        let pool = Arc::new_cyclic(|this| Pool {
             http1: Mutex::default(),
             http2: Mutex::default(),
             next_id: AtomicU64::new(0),
             http2_failures: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             open: AtomicU64::new(0),
+            limit: limit.clone(),
             this: this.clone(),
-        })
+        });
+        limit.register(Arc::downgrade(&pool));
+        pool
     }
 
     fn weak(&self) -> Weak<Pool> {
         self.this.clone()
     }
 
+    fn lock_http1(&self) -> std::sync::MutexGuard<'_, Http1Pool> {
+        self.http1.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Idle HTTP/1 connections open now (for tests and `/clusters`).
     pub fn idle_connections(&self) -> usize {
-        let idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
-        idle.iter().filter(|c| !c.send.is_closed()).count()
+        let http1 = self.lock_http1();
+        http1.idle.iter().filter(|c| !c.send.is_closed()).count()
     }
 
     /// A keep-alive connection of this worker ready for a request; closed ones are dropped
     /// on the way.
     fn idle_http1(&self) -> Option<Http1Conn> {
+        take_idle(&mut self.lock_http1(), crate::worker::index())
+    }
+
+    /// Puts a dispatched connection back: at once without `maxConnections` (the hot path, as
+    /// before the cap existed), else when its exchange is over, from a small task.
+    fn put_http1(&self, mut conn: Http1Conn) {
+        if !self.limit.is_capped() {
+            conn.idle_since = Instant::now();
+            self.lock_http1().idle.push(conn);
+            return;
+        }
+        let pool = self.weak();
+        tokio::spawn(async move {
+            if conn.send.ready().await.is_ok()
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.ready_http1(conn);
+            }
+        });
+    }
+
+    /// A connection whose exchange is over (under `maxConnections`): to the oldest request of
+    /// its worker waiting on this endpoint; else, when requests of the cluster wait for a
+    /// slot, closed so that one of them gets its slot; else idle in the pool.
+    fn ready_http1(&self, mut conn: Http1Conn) {
+        conn.idle_since = Instant::now();
+        let mut http1 = self.lock_http1();
+        while let Some(at) = http1.waiting.iter().position(|w| w.worker == conn.worker) {
+            match http1.waiting.remove(at).conn.send(conn) {
+                Ok(()) => return,
+                // That request is gone (its timeout, or its client left).
+                Err(back) => conn = back,
+            }
+        }
+        if self.limit.pending() > 0 {
+            drop(http1);
+            tracing::debug!(
+                id = conn.id,
+                "closing an idle upstream connection for a waiting request"
+            );
+            return;
+        }
+        http1.idle.push(conn);
+    }
+
+    /// Waits, counted as pending (over `http1MaxPendingRequests`: [`Error::Overflow`]), for
+    /// whichever comes first: a connection of this endpoint and worker becoming idle, or a
+    /// free slot of the cluster. While none is free it closes one idle connection that this
+    /// request cannot use (another endpoint's, or another worker's), so that a cluster at its
+    /// cap with idle connections elsewhere cannot keep this request waiting for ever.
+    async fn wait_http1(&self) -> Result<Waited, Error> {
+        let Some(_pending) = self.limit.start_pending() else {
+            return Err(Error::Overflow);
+        };
         let worker = crate::worker::index();
-        let mut idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|c| !c.send.is_closed());
-        let ready = idle
-            .iter()
-            .rposition(|c| c.worker == worker && c.send.is_ready())?;
-        Some(idle.swap_remove(ready))
+        let (tx, mut rx) = oneshot::channel();
+        {
+            // Registered together with the idle check, so a connection put back in between
+            // comes here.
+            let mut http1 = self.lock_http1();
+            if let Some(conn) = take_idle(&mut http1, worker) {
+                return Ok(Waited::Idle(conn));
+            }
+            http1.waiting.retain(|w| !w.conn.is_closed());
+            http1.waiting.push(Waiter { worker, conn: tx });
+        }
+        let mut listening = true;
+        loop {
+            let mut freed = pin!(self.limit.freed());
+            freed.as_mut().enable();
+            if let Some(conn) = take_idle(&mut self.lock_http1(), worker) {
+                return Ok(Waited::Idle(conn));
+            }
+            if let Some(slot) = self.limit.try_open() {
+                // A connection handed over meanwhile is better than a new one.
+                return Ok(match rx.try_recv() {
+                    Ok(conn) => Waited::Idle(conn),
+                    Err(_) => Waited::Slot(slot),
+                });
+            }
+            self.close_idle_elsewhere(worker);
+            tokio::select! {
+                biased;
+                conn = &mut rx, if listening => match conn {
+                    Ok(conn) => return Ok(Waited::Idle(conn)),
+                    // Not while this request waits (the pool drops only waiters whose receiver
+                    // is gone); a slot is then all there is to wait for.
+                    Err(_) => listening = false,
+                },
+                () = &mut freed => {}
+                () = tokio::time::sleep(WAIT_RECHECK) => {}
+            }
+        }
     }
 
-    fn put_http1(&self, conn: Http1Conn) {
-        let mut idle = self.http1.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push(conn);
+    /// Closes one idle HTTP/1 connection of the cluster that a request of `worker` to this
+    /// endpoint cannot use; its slot is given back when its task ends.
+    fn close_idle_elsewhere(&self, worker: usize) {
+        for pool in self.limit.pools() {
+            let own = std::ptr::eq(Arc::as_ptr(&pool), self);
+            let closed = {
+                let mut http1 = pool.lock_http1();
+                http1.idle.retain(|c| !c.send.is_closed());
+                let at = http1
+                    .idle
+                    .iter()
+                    .position(|c| c.send.is_ready() && !(own && c.worker == worker));
+                at.map(|at| http1.idle.swap_remove(at))
+            };
+            if let Some(conn) = closed {
+                tracing::debug!(
+                    id = conn.id,
+                    "closing an idle upstream connection to free its slot for a waiting request"
+                );
+                return;
+            }
+        }
     }
 
-    async fn connect_http1(&self, address: &str, settings: Settings) -> Result<Http1Conn, Error> {
+    async fn connect_http1(
+        &self,
+        address: &str,
+        settings: Settings,
+        slot: Permit,
+    ) -> Result<Http1Conn, Error> {
         let io = connect(address, settings.connect_timeout).await?;
         let (send, conn) = http1::Builder::new()
             .handshake(io)
@@ -278,7 +449,13 @@ impl Pool {
             })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
-        drive(conn.with_upgrades(), self.weak(), id, settings.idle_timeout);
+        drive(
+            conn.with_upgrades(),
+            self.weak(),
+            id,
+            settings.idle_timeout,
+            slot,
+        );
         Ok(Http1Conn {
             id,
             worker: crate::worker::index(),
@@ -331,7 +508,9 @@ impl Pool {
                 };
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                drive(conn, self.weak(), id, settings.idle_timeout);
+                // Counted against maxConnections but never refused or waited for (README).
+                let counted = self.limit.open_anyway();
+                drive(conn, self.weak(), id, settings.idle_timeout, counted);
                 slot.insert(Http2Conn {
                     id,
                     send,
@@ -366,7 +545,8 @@ impl Pool {
         // A busy connection is checked again soon, so it closes at most idle/8 late.
         let soon = (idle / 8).max(Duration::from_millis(10));
         {
-            let mut conns = self.http1.lock().unwrap_or_else(|p| p.into_inner());
+            let mut http1 = self.lock_http1();
+            let conns = &mut http1.idle;
             if let Some(at) = conns.iter().position(|c| c.id == id) {
                 let conn = &mut conns[at];
                 if !conn.send.is_ready() {
@@ -426,18 +606,33 @@ async fn connect(address: &str, timeout: Duration) -> Result<TokioIo<TcpStream>,
     Ok(TokioIo::new(stream))
 }
 
+/// A keep-alive connection of `worker` ready for a request; closed ones are dropped on the way.
+fn take_idle(http1: &mut Http1Pool, worker: usize) -> Option<Http1Conn> {
+    http1.idle.retain(|c| !c.send.is_closed());
+    let ready = http1
+        .idle
+        .iter()
+        .rposition(|c| c.worker == worker && c.send.is_ready())?;
+    Some(http1.idle.swap_remove(ready))
+}
+
 /// Runs a connection until it ends; every idle period it asks the pool whether the connection
-/// has been idle too long (the pool then drops its handle and the connection closes).
-fn drive<C, E>(conn: C, pool: Weak<Pool>, id: u64, idle: Duration)
+/// has been idle too long (the pool then drops its handle and the connection closes). The
+/// task holds the connection's `slot` of the cluster's cap, given back when the task ends
+/// (after the connection's socket is closed: the connection is dropped first).
+fn drive<C, E>(conn: C, pool: Weak<Pool>, id: u64, idle: Duration, slot: Permit)
 where
     C: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send,
 {
     /// Counts the connection open while its task runs.
-    struct Open(Weak<Pool>);
+    struct Open {
+        pool: Weak<Pool>,
+        _slot: Permit,
+    }
     impl Drop for Open {
         fn drop(&mut self) {
-            if let Some(pool) = self.0.upgrade() {
+            if let Some(pool) = self.pool.upgrade() {
                 pool.open.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -445,7 +640,10 @@ where
     if let Some(pool) = pool.upgrade() {
         pool.open.fetch_add(1, Ordering::Relaxed);
     }
-    let open = Open(pool.clone());
+    let open = Open {
+        pool: pool.clone(),
+        _slot: slot,
+    };
     tokio::spawn(async move {
         let _open = open;
         let mut conn = std::pin::pin!(conn);

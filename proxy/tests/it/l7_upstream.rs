@@ -1,6 +1,7 @@
 //! The upstream side of the HTTP path in-process: outlier detection, consistent hashing and the
 //! connection pool, against apps on loopback addresses (127.0.0.51-53 "flaky", 61-63
-//! "sticky", 71-73 "cookie", 91-93 "session", 81 "pooled", 101 "idle", 111 "multiplexed")
+//! "sticky", 71-73 "cookie", 91-93 "session", 81 "pooled", 101 "idle", 111 "multiplexed", 131
+//! "capped")
 //! with a configuration written by `outrigger-routes build`.
 
 use std::collections::BTreeSet;
@@ -29,6 +30,7 @@ const POOLED: &str = "10.96.0.80:9080";
 const IDLE: &str = "10.96.0.100:9080";
 const MULTIPLEXED: &str = "10.96.0.110:9080";
 const SILENT: &str = "10.96.0.120:9080";
+const CAPPED: &str = "10.96.0.130:9080";
 
 /// One app instance: answers `status` (500 on `/fail`, after 700 ms on `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
@@ -147,6 +149,8 @@ fn topology(port: u16) -> String {
     text += &service("multiplexed", "10.96.0.110", "http2");
     text += &pod("silent-1", "silent", "127.0.0.121");
     text += &service("silent", "10.96.0.120", "http2");
+    text += &pod("capped-1", "capped", "127.0.0.131");
+    text += &service("capped", "10.96.0.130", "http");
     text += r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: flaky, namespace: demo}
@@ -230,6 +234,16 @@ spec:
       tcp: {connectTimeout: 1s}
 ---
 apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: capped, namespace: demo}
+spec:
+  host: capped
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: silent, namespace: demo}
 spec:
@@ -247,7 +261,7 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
     let probe = std::net::TcpListener::bind("127.0.0.51:0").expect("free port");
     let port = probe.local_addr().expect("addr").port();
     drop(probe);
-    let apps: [(&str, &'static str, u16); 15] = [
+    let apps: [(&str, &'static str, u16); 16] = [
         ("127.0.0.51", "flaky-1", 500),
         ("127.0.0.52", "flaky-2", 200),
         ("127.0.0.53", "flaky-3", 200),
@@ -263,6 +277,7 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
         ("127.0.0.93", "session-3", 200),
         ("127.0.0.101", "idle-1", 200),
         ("127.0.0.111", "multiplexed-1", 200),
+        ("127.0.0.131", "capped-1", 200),
     ];
     for (ip, name, status) in apps {
         app(format!("{ip}:{port}").parse().expect("addr"), name, status).await;
@@ -623,4 +638,74 @@ async fn requests_waiting_for_a_failing_http2_connect_fail_with_it() {
     // One connect attempt (1 s) for all four, not one after the other (4 s).
     let took = started.elapsed();
     assert!(took < Duration::from_millis(2500), "took {took:?}");
+}
+
+#[tokio::test]
+async fn max_connections_one_serves_a_pending_request_in_turn_and_overflows_the_next() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = upstream_demo(dir.path()).await;
+    // One worker: two workers would each hold the slot in turn over their own connection.
+    let args = RunArgs {
+        config_file: Some(config.clone()),
+        admin_port: Some(0),
+        concurrency: Some(1),
+        ..RunArgs::default()
+    };
+    let proxy = start_proxy(fixed(CAPPED.parse().expect("addr")), args).await;
+    let addr = proxy.outbound();
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move {
+                let answer = Conn::open(addr, false).await.get("/slow", &[]).await;
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.expect("call"));
+    }
+    answers.sort_by_key(|(answer, took)| (answer.status, *took));
+    let statuses: Vec<u16> = answers.iter().map(|(a, _)| a.status).collect();
+    assert_eq!(statuses, [200, 200, 503], "{answers:?}");
+    let (first, second) = (&answers[0], &answers[1]);
+    assert_eq!(
+        first.0.headers["x-peer"], second.0.headers["x-peer"],
+        "one upstream connection"
+    );
+    assert!(
+        second.1 >= Duration::from_millis(1400),
+        "the pending one after the first (700 ms each): {answers:?}"
+    );
+    let lines = endpoint_lines(&proxy, "127.0.0.131:").await;
+    assert!(
+        lines.iter().any(|l| l.ends_with("::cx_total::1")),
+        "{lines:?}"
+    );
+    let (_, clusters) = http(proxy.admin(), "GET", "/clusters").await;
+    let cluster = "outbound|9080||capped.demo.svc.cluster.local";
+    for line in [
+        "::circuit_breakers::max_connections::1",
+        "::circuit_breakers::max_pending_requests::1",
+        "::circuit_breakers::max_requests::unlimited",
+        "::circuit_breakers::rq_overflow::1",
+        "::cx_active::1",
+        "::rq_pending_active::0",
+    ] {
+        assert!(
+            clusters.contains(&format!("{cluster}{line}\n")),
+            "{line}: {clusters}"
+        );
+    }
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total{",
+            &[r#"response_code="503""#, r#"response_flags="UO""#]
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
