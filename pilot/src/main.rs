@@ -72,11 +72,13 @@ struct Cli {
     log_format: LogFormat,
 }
 
-/// Views and wire resources are many short-lived allocations per rebuild; mimalloc returns
-/// them to the system better than glibc malloc (peak RSS in bench/pilot-load).
+/// Views and wire resources are many short-lived allocations per rebuild, beside 2,000
+/// long-lived streams. jemalloc keeps the least beyond the live heap: in bench/pilot-load, with
+/// 133 MiB live at rest, the RSS was 208 MiB under jemalloc, 274 MiB under mimalloc (250 MiB
+/// with its purge delay at 0), and more under glibc malloc.
 #[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// `--features dhat-heap`: every allocation counted by site, the profile written at exit.
 #[cfg(feature = "dhat-heap")]
