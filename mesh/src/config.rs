@@ -3,7 +3,7 @@
 //! This is the file `outrigger-routes build` writes and `outrigger-proxy run --config-file` reads.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,11 +96,13 @@ impl ProxyConfig {
         Ok(())
     }
 
-    /// A new config with the version computed from the content.
+    /// A new config with the version computed from the content: the FNV-1a hash of its JSON,
+    /// hashed as it is written (a namespace's view is megabytes of JSON, never held).
     pub(crate) fn seal(mut self) -> Self {
         self.version = String::new();
-        let text = serde_json::to_vec(&self).expect("a ProxyConfig always serializes");
-        self.version = format!("{:016x}", fnv1a(&text));
+        let mut hash = Fnv1a::default();
+        serde_json::to_writer(&mut hash, &self).expect("a ProxyConfig always serializes");
+        self.version = format!("{:016x}", hash.0);
         self
     }
 
@@ -119,11 +121,30 @@ impl ProxyConfig {
     }
 }
 
-/// FNV-1a, 64 bits: small, stable across releases and platforms.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// FNV-1a, 64 bits, over what is written to it: small, stable across releases and platforms.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = bytes.iter().fold(self.0, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn no_labels(labels: &Arc<BTreeMap<String, String>>) -> bool {
+    labels.is_empty()
 }
 
 /// Which proxy the configuration is for.
@@ -505,8 +526,9 @@ pub struct Endpoint {
     /// `ip:port` (or `hostname:port` for DNS ServiceEntries).
     pub address: String,
     pub health: Health,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    /// Shared: every endpoint of a pod, in every cluster and subset, has the same labels.
+    #[serde(default, skip_serializing_if = "no_labels")]
+    pub labels: Arc<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -524,4 +546,29 @@ pub enum Health {
     Healthy,
     Draining,
     Unhealthy,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn the_version_hash_is_fnv1a_of_the_whole_json_however_it_is_written() {
+        let mut whole = Fnv1a::default();
+        whole.write_all(b"a").expect("hash");
+        // FNV-1a 64 of "a", the published test vector.
+        assert_eq!(whole.0, 0xaf63_dc4c_8601_ec8c);
+
+        let config = ProxyConfig::empty(ProxyInfo::default());
+        let text = serde_json::to_vec(&config).expect("json");
+        let mut at_once = Fnv1a::default();
+        at_once.write_all(&text).expect("hash");
+        let mut in_pieces = Fnv1a::default();
+        for piece in text.chunks(3) {
+            in_pieces.write_all(piece).expect("hash");
+        }
+        assert_eq!(at_once.0, in_pieces.0);
+        assert_eq!(config.seal().version, format!("{:016x}", at_once.0));
+    }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::names::ENDPOINT_LABELS;
+
 /// What resolution reads of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
@@ -16,6 +18,9 @@ pub struct PodInfo {
     /// Every label: Service selectors, DestinationRule subsets and `sourceLabels` match on
     /// them. Shared, since each endpoint candidate of the pod refers to them.
     pub labels: Arc<BTreeMap<String, String>>,
+    /// The labels an endpoint of this pod carries ([`ENDPOINT_LABELS`]: what metrics and
+    /// subsets by version need), shared by all its endpoints in every cluster.
+    pub endpoint_labels: Arc<BTreeMap<String, String>>,
     /// Istio's workload name: the Deployment of a ReplicaSet-owned pod, else the controller
     /// (or first owner), else the pod itself.
     pub workload: String,
@@ -62,6 +67,13 @@ impl PodInfo {
                 .clone()
                 .unwrap_or_else(|| "default".to_owned()),
             name,
+            endpoint_labels: Arc::new(
+                labels
+                    .iter()
+                    .filter(|(k, _)| ENDPOINT_LABELS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             labels: Arc::new(labels),
             workload,
             service_account: spec
@@ -132,6 +144,11 @@ mod tests {
         assert_eq!(info.namespace, "shop");
         assert_eq!(info.name, "reviews-v2-7d4f9-abcde");
         assert_eq!(info.labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(
+            info.endpoint_labels.keys().collect::<Vec<_>>(),
+            ["app", "version"],
+            "the pod-template-hash is no endpoint label"
+        );
         assert_eq!(info.workload, "reviews-v2", "the controller's Deployment");
         assert_eq!(info.service_account, "bookinfo-reviews");
         assert_eq!(info.ip.as_deref(), Some("10.1.2.3"));

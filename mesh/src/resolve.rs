@@ -25,8 +25,7 @@ use crate::istio::{
 use crate::names::{
     CLUSTER_DOMAIN, DEFAULT_BASE_EJECTION_MS, DEFAULT_CONSECUTIVE_5XX, DEFAULT_LOAD_BALANCER,
     DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_OUTLIER_INTERVAL_MS, DEFAULT_RETRY_ATTEMPTS,
-    DEFAULT_RETRY_ON, ENDPOINT_LABELS, EXPORT_TO_ANNOTATION, MESH_GATEWAY, ROOT_NAMESPACE,
-    SERVICE_NAME_LABEL,
+    DEFAULT_RETRY_ON, EXPORT_TO_ANNOTATION, MESH_GATEWAY, ROOT_NAMESPACE, SERVICE_NAME_LABEL,
 };
 use crate::pod::PodInfo;
 use crate::protocol::{self, Protocol};
@@ -999,17 +998,11 @@ fn pod_endpoint(
     address: String,
     health: Health,
 ) -> Candidate {
-    let labels = pod
-        .into_iter()
-        .flat_map(|p| p.labels.iter())
-        .filter(|(k, _)| ENDPOINT_LABELS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     Candidate {
         endpoint: Endpoint {
             address,
             health,
-            labels,
+            labels: pod.map(|p| p.endpoint_labels.clone()).unwrap_or_default(),
             workload: pod.map(|p| p.workload.clone()),
             pod: pod.map(|p| p.name.clone()),
             namespace: namespace.to_owned(),
@@ -1260,17 +1253,18 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                         .iter()
                         .map(|e| {
                             let p = e.ports.get(&port.name).copied().unwrap_or(target);
+                            let labels = Arc::new(e.labels.clone());
                             Candidate {
                                 endpoint: Endpoint {
                                     address: socket(&e.address, i32::try_from(p).unwrap_or(0)),
                                     health: Health::Healthy,
-                                    labels: e.labels.clone(),
+                                    labels: labels.clone(),
                                     workload: None,
                                     pod: None,
                                     namespace: namespace.clone(),
                                     service_account: e.service_account.clone(),
                                 },
-                                selector_labels: Arc::new(e.labels.clone()),
+                                selector_labels: labels,
                             }
                         })
                         .collect();
@@ -1279,7 +1273,7 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                             endpoint: Endpoint {
                                 address: format!("{host}:{target}"),
                                 health: Health::Healthy,
-                                labels: BTreeMap::new(),
+                                labels: Arc::default(),
                                 workload: None,
                                 pod: None,
                                 namespace: namespace.clone(),
