@@ -654,6 +654,73 @@ mod tests {
         .unwrap()
     }
 
+    /// The structural property the large configuration's RSS relies on (bench/http-load):
+    /// endpoints that repeat a value share one allocation of it, and the model keeps no second
+    /// copy of the endpoints.
+    #[test]
+    fn endpoints_share_repeated_labels_and_strings_and_leave_the_model() {
+        let endpoint = |address: &str| Endpoint {
+            address: address.into(),
+            health: Health::Healthy,
+            labels: [("app".to_owned(), "web".to_owned()), ("version".to_owned(), "v1".to_owned())]
+                .into(),
+            workload: Some("web".into()),
+            pod: Some("web-1".into()),
+            namespace: "shop".into(),
+            service_account: Some("web".into()),
+        };
+        let cluster = |name: &str, addresses: &[&str]| Cluster {
+            name: name.into(),
+            host: "web.shop.svc.cluster.local".into(),
+            port: 8080,
+            subset: None,
+            protocol: Protocol::Http,
+            destination_rule: None,
+            load_balancer: "LEAST_REQUEST".into(),
+            consistent_hash: None,
+            connection_pool: ConnectionPool::default(),
+            outlier_detection: None,
+            tls: None,
+            mesh_external: false,
+            endpoints: addresses.iter().map(|a| endpoint(a)).collect(),
+        };
+        let mut config: MeshConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "outrigger.dev/v1alpha1", "kind": "ProxyConfig", "version": "v",
+            "proxy": {"namespace": "shop", "pod": "c", "labels": {}, "serviceAccount": "default"},
+            "destinations": {}, "addresses": {}, "hostAliases": {}, "clusters": {},
+        }))
+        .unwrap();
+        for name in ["a", "b"] {
+            let c = cluster(name, &["10.0.0.1:8080", "10.0.0.2:8080"]);
+            config.clusters.insert(name.into(), c);
+        }
+        let clusters = Clusters::build(&mut config).unwrap();
+        assert!(config.clusters.values().all(|c| c.endpoints.is_empty()));
+        let all: Vec<&EndpointState> = ["a", "b"]
+            .iter()
+            .flat_map(|n| clusters.get(n).unwrap().endpoints.iter())
+            .collect();
+        assert_eq!(all.len(), 4);
+        let first = all[0];
+        for other in &all[1..] {
+            assert!(Arc::ptr_eq(&first.model.labels, &other.model.labels));
+            assert!(Arc::ptr_eq(&first.namespace, &other.namespace));
+            assert!(Arc::ptr_eq(&first.workload, &other.workload));
+            assert!(Arc::ptr_eq(&first.app, &other.app));
+            let (Some(a), Some(b)) = (&first.model.service_account, &other.model.service_account)
+            else {
+                panic!("service accounts kept");
+            };
+            assert!(Arc::ptr_eq(a, b));
+        }
+        // The same workload name and pod name strings are one allocation too.
+        assert!(Arc::ptr_eq(
+            first.model.workload.as_ref().unwrap(),
+            &first.workload
+        ));
+        assert_eq!(first.to_model(), endpoint("10.0.0.1:8080"));
+    }
+
     #[test]
     fn round_robin_visits_every_healthy_endpoint_in_turn() {
         let c = cluster(

@@ -405,3 +405,71 @@ impl ConfigStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two clusters whose endpoints repeat labels, namespace, workload and service account, as
+    /// the pods of one Deployment do; one endpoint has none of the optional fields.
+    fn config_text() -> String {
+        let endpoint = |address: &str, pod: &str| {
+            serde_json::json!({
+                "address": address, "health": "healthy",
+                "labels": {"app": "web", "version": "v1"},
+                "workload": "web", "pod": pod, "namespace": "shop", "serviceAccount": "web",
+            })
+        };
+        let cluster = |name: &str, endpoints: serde_json::Value| {
+            serde_json::json!({
+                "name": name, "host": "web.shop.svc.cluster.local", "port": 8080,
+                "subset": null, "protocol": "http", "loadBalancer": "LEAST_REQUEST",
+                "connectionPool": {}, "endpoints": endpoints,
+            })
+        };
+        serde_json::json!({
+            "apiVersion": PROXY_CONFIG_API_VERSION, "kind": PROXY_CONFIG_KIND,
+            "version": "0123456789abcdef",
+            "proxy": {"namespace": "shop", "pod": "client", "labels": {}, "serviceAccount": "default"},
+            "destinations": {}, "addresses": {}, "hostAliases": {},
+            "clusters": {
+                "outbound|8080||web.shop.svc.cluster.local": cluster(
+                    "outbound|8080||web.shop.svc.cluster.local",
+                    serde_json::json!([endpoint("10.0.0.1:8080", "web-1"), endpoint("10.0.0.2:8080", "web-2")]),
+                ),
+                "outbound|8080|v1|web.shop.svc.cluster.local": cluster(
+                    "outbound|8080|v1|web.shop.svc.cluster.local",
+                    serde_json::json!([
+                        endpoint("10.0.0.1:8080", "web-1"),
+                        {"address": "10.0.0.9:8080", "health": "draining", "namespace": "shop"},
+                    ]),
+                ),
+            },
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn config_json_is_the_model_as_loaded_with_the_endpoints_put_back() {
+        let text = config_text();
+        let model = parse(&text, Path::new("test.json")).unwrap();
+        let loaded = Loaded::new(model.clone()).unwrap();
+        // The run-time state holds the endpoints; the model in `Loaded` keeps none.
+        assert!(loaded.config.clusters.values().all(|c| c.endpoints.is_empty()));
+        assert_eq!(loaded.config_json(), serde_json::to_value(&model).unwrap());
+    }
+
+    #[test]
+    fn a_json_file_is_read_as_the_text_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.json");
+        std::fs::write(&path, format!("\n  {}", config_text())).unwrap();
+        let loaded = load(&path).unwrap();
+        let model = parse(&config_text(), &path).unwrap();
+        assert_eq!(loaded.config_json(), serde_json::to_value(&model).unwrap());
+
+        std::fs::write(&path, "{\"apiVersion\": 1}").unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("apiVersion"), "{error}");
+    }
+}
