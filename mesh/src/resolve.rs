@@ -999,12 +999,13 @@ fn pod_endpoint(
     address: String,
     health: Health,
 ) -> Candidate {
-    let labels = pod
-        .into_iter()
-        .flat_map(|p| p.labels.iter())
-        .filter(|(k, _)| ENDPOINT_LABELS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let labels = Arc::new(
+        pod.into_iter()
+            .flat_map(|p| p.labels.iter())
+            .filter(|(k, _)| ENDPOINT_LABELS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     Candidate {
         endpoint: Endpoint {
             address,
@@ -1264,7 +1265,7 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                                 endpoint: Endpoint {
                                     address: socket(&e.address, i32::try_from(p).unwrap_or(0)),
                                     health: Health::Healthy,
-                                    labels: e.labels.clone(),
+                                    labels: Arc::new(e.labels.clone()),
                                     workload: None,
                                     pod: None,
                                     namespace: namespace.clone(),
@@ -1279,7 +1280,7 @@ fn service_entry(se: &istio::ServiceEntry) -> Vec<ServiceInfo> {
                             endpoint: Endpoint {
                                 address: format!("{host}:{target}"),
                                 health: Health::Healthy,
-                                labels: BTreeMap::new(),
+                                labels: Arc::default(),
                                 workload: None,
                                 pod: None,
                                 namespace: namespace.clone(),

@@ -106,7 +106,7 @@ impl EndpointState {
         Endpoint {
             address: self.address.clone(),
             health: self.health,
-            labels: (*self.model.labels).clone(),
+            labels: self.model.labels.clone(),
             workload: self.model.workload.as_deref().map(str::to_owned),
             pod: self.model.pod.as_deref().map(str::to_owned),
             namespace: self.namespace.to_string(),
@@ -505,13 +505,16 @@ impl Interner {
         shared
     }
 
-    fn labels(&mut self, labels: BTreeMap<String, String>) -> Arc<BTreeMap<String, String>> {
-        if let Some(shared) = self.labels.get(&labels) {
+    /// The model's map when the parse shared it already (`sharing_labels`), else one per value.
+    fn labels(
+        &mut self,
+        labels: Arc<BTreeMap<String, String>>,
+    ) -> Arc<BTreeMap<String, String>> {
+        if let Some(shared) = self.labels.get(&*labels) {
             return shared.clone();
         }
-        let shared = Arc::new(labels);
-        self.labels.insert(shared.clone());
-        shared
+        self.labels.insert(labels.clone());
+        labels
     }
 }
 
@@ -662,8 +665,11 @@ mod tests {
         let endpoint = |address: &str| Endpoint {
             address: address.into(),
             health: Health::Healthy,
-            labels: [("app".to_owned(), "web".to_owned()), ("version".to_owned(), "v1".to_owned())]
-                .into(),
+            // Its own map per endpoint: the build shares equal ones.
+            labels: Arc::new(BTreeMap::from([
+                ("app".to_owned(), "web".to_owned()),
+                ("version".to_owned(), "v1".to_owned()),
+            ])),
             workload: Some("web".into()),
             pod: Some("web-1".into()),
             namespace: "shop".into(),

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use outrigger_mesh::ProxyConfig as MeshConfig;
+use outrigger_mesh::config::sharing_labels;
 use outrigger_mesh::names::{PROXY_CONFIG_API_VERSION, PROXY_CONFIG_KIND};
 use tokio_util::sync::CancellationToken;
 
@@ -143,7 +144,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let config = if starts_with_brace(&mut reader).map_err(read_error)? {
         let mut de = serde_json::Deserializer::from_reader(reader);
         // What follows the document is not read (as `parse`, which does not look either).
-        let config = serde_path_to_error::deserialize(&mut de)
+        let config = sharing_labels(|| serde_path_to_error::deserialize(&mut de))
             .map_err(|e| parse_error(path, e.path().to_string(), e.inner().to_string()))?;
         check(config, path)?
     } else {
@@ -193,11 +194,11 @@ fn parse_error(path: &Path, field: String, message: String) -> LoadError {
 pub fn parse(text: &str, path: &Path) -> Result<MeshConfig, LoadError> {
     let config: MeshConfig = if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de)
+        sharing_labels(|| serde_path_to_error::deserialize(&mut de))
             .map_err(|e| parse_error(path, e.path().to_string(), e.inner().to_string()))?
     } else {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
+        sharing_labels(|| serde_path_to_error::deserialize(de))
             .map_err(|e| parse_error(path, e.path().to_string(), e.inner().to_string()))?
     };
     check(config, path)
@@ -457,6 +458,20 @@ mod tests {
         // The run-time state holds the endpoints; the model in `Loaded` keeps none.
         assert!(loaded.config.clusters.values().all(|c| c.endpoints.is_empty()));
         assert_eq!(loaded.config_json(), serde_json::to_value(&model).unwrap());
+    }
+
+    #[test]
+    fn endpoints_with_equal_labels_share_one_map_as_they_are_parsed() {
+        let model = parse(&config_text(), Path::new("test.json")).unwrap();
+        let labels: Vec<_> = model
+            .clusters
+            .values()
+            .flat_map(|c| &c.endpoints)
+            .filter(|e| !e.labels.is_empty())
+            .map(|e| e.labels.clone())
+            .collect();
+        assert_eq!(labels.len(), 3);
+        assert!(labels.iter().all(|l| std::sync::Arc::ptr_eq(l, &labels[0])));
     }
 
     #[test]
