@@ -533,6 +533,9 @@ pub enum Health {
     Unhealthy,
 }
 
+/// The label maps seen so far while sharing.
+type SeenLabels = HashSet<Arc<BTreeMap<String, String>>>;
+
 fn labels_are_empty(labels: &Arc<BTreeMap<String, String>>) -> bool {
     labels.is_empty()
 }
@@ -546,7 +549,7 @@ fn serialize_labels<S: serde::Serializer>(
 
 thread_local! {
     /// The label maps deserialized so far inside [`sharing_labels`] on this thread.
-    static SHARED_LABELS: RefCell<Option<HashSet<Arc<BTreeMap<String, String>>>>> =
+    static SHARED_LABELS: RefCell<Option<SeenLabels>> =
         const { RefCell::new(None) };
 }
 
@@ -556,7 +559,7 @@ thread_local! {
 /// peak near the size of what stays (the proxy's RSS, bench/http-load). Outside it, each
 /// endpoint gets its own map.
 pub fn sharing_labels<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(Option<HashSet<Arc<BTreeMap<String, String>>>>);
+    struct Reset(Option<SeenLabels>);
     impl Drop for Reset {
         fn drop(&mut self) {
             let previous = self.0.take();
@@ -572,15 +575,17 @@ fn deserialize_labels<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
     let labels = BTreeMap::<String, String>::deserialize(deserializer)?;
-    Ok(SHARED_LABELS.with(|shared| match shared.borrow_mut().as_mut() {
-        None => Arc::new(labels),
-        Some(seen) => match seen.get(&labels) {
-            Some(map) => map.clone(),
-            None => {
-                let map = Arc::new(labels);
-                seen.insert(map.clone());
-                map
-            }
-        },
-    }))
+    Ok(
+        SHARED_LABELS.with(|shared| match shared.borrow_mut().as_mut() {
+            None => Arc::new(labels),
+            Some(seen) => match seen.get(&labels) {
+                Some(map) => map.clone(),
+                None => {
+                    let map = Arc::new(labels);
+                    seen.insert(map.clone());
+                    map
+                }
+            },
+        }),
+    )
 }

@@ -45,9 +45,15 @@ fn main() -> anyhow::Result<()> {
     );
     let config = &loaded.config;
     let parts: [(&str, usize); 5] = [
-        ("config.destinations", size_of(|| config.destinations.clone()).0),
+        (
+            "config.destinations",
+            size_of(|| config.destinations.clone()).0,
+        ),
         ("config.addresses", size_of(|| config.addresses.clone()).0),
-        ("config.hostAliases", size_of(|| config.host_aliases.clone()).0),
+        (
+            "config.hostAliases",
+            size_of(|| config.host_aliases.clone()).0,
+        ),
         ("config.clusters", size_of(|| config.clusters.clone()).0),
         (
             "config.clusters[].endpoints",
@@ -68,10 +74,15 @@ fn main() -> anyhow::Result<()> {
     let model: outrigger_mesh::ProxyConfig = serde_json::from_value(loaded.config_json())?;
     let clusters_state = size_of(|| {
         let mut model = model.clone();
-        outrigger_proxy::l7::balance::Clusters::build(&mut model).expect("the loaded clusters build")
+        outrigger_proxy::l7::balance::Clusters::build(&mut model)
+            .expect("the loaded clusters build")
     })
     .0;
-    println!("  {:<32} {}", "run-time clusters (rebuilt)", mib(clusters_state));
+    println!(
+        "  {:<32} {}",
+        "run-time clusters (rebuilt)",
+        mib(clusters_state)
+    );
     drop(model);
     drop(loaded);
     println!("after drop: live {}", mib(live() - base));

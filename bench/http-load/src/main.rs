@@ -15,7 +15,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None | Some("run") => orchestrate::run(),
-        Some("--rss-only") => orchestrate::parse_rss_only(&args[1..]).and_then(orchestrate::rss_only),
+        Some("--rss-only") => {
+            orchestrate::parse_rss_only(&args[1..]).and_then(orchestrate::rss_only)
+        }
         Some("large-config") => match args.get(1) {
             Some(out) => orchestrate::write_large_config(std::path::Path::new(out)),
             None => Err(anyhow::anyhow!("usage: http-load large-config OUT.json")),

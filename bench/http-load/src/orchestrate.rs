@@ -285,7 +285,9 @@ pub fn parse_rss_only(args: &[String]) -> Result<RssOnly> {
                 let (name, value) = pair.split_once('=').context("--env NAME=VALUE")?;
                 options.env.push((name.to_owned(), value.to_owned()));
             }
-            other => bail!("--rss-only: unknown argument {other:?} (--proxy BIN, --env NAME=VALUE)"),
+            other => {
+                bail!("--rss-only: unknown argument {other:?} (--proxy BIN, --env NAME=VALUE)")
+            }
         }
     }
     Ok(options)
@@ -300,11 +302,7 @@ pub fn rss_only(options: RssOnly) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         topology.bins.proxy = stage(proxy, &dir)?;
     }
-    println!(
-        "proxy: {} {:?}",
-        topology.bins.proxy.display(),
-        options.env
-    );
+    println!("proxy: {} {:?}", topology.bins.proxy.display(), options.env);
     large_rss(&topology, "b", &options.env)
 }
 

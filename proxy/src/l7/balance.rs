@@ -506,10 +506,7 @@ impl Interner {
     }
 
     /// The model's map when the parse shared it already (`sharing_labels`), else one per value.
-    fn labels(
-        &mut self,
-        labels: Arc<BTreeMap<String, String>>,
-    ) -> Arc<BTreeMap<String, String>> {
+    fn labels(&mut self, labels: Arc<BTreeMap<String, String>>) -> Arc<BTreeMap<String, String>> {
         if let Some(shared) = self.labels.get(&*labels) {
             return shared.clone();
         }
@@ -563,7 +560,11 @@ impl Clusters {
     /// The model's endpoints of cluster `name`, as the configuration listed them.
     pub fn endpoints_of(&self, name: &str) -> Vec<Endpoint> {
         self.0.get(name).map_or_else(Vec::new, |state| {
-            state.endpoints.iter().map(EndpointState::to_model).collect()
+            state
+                .endpoints
+                .iter()
+                .map(EndpointState::to_model)
+                .collect()
         })
     }
 

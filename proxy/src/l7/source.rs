@@ -96,7 +96,8 @@ impl Loaded {
     /// The configuration in force as it was loaded (`/config_dump`): the model with each
     /// cluster's endpoints put back from the run-time state.
     pub fn config_json(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(&self.config).expect("a ProxyConfig always serializes");
+        let mut value =
+            serde_json::to_value(&self.config).expect("a ProxyConfig always serializes");
         if let Some(clusters) = value.get_mut("clusters").and_then(|c| c.as_object_mut()) {
             for (name, cluster) in clusters {
                 let endpoints = self.clusters.endpoints_of(name);
@@ -456,7 +457,13 @@ mod tests {
         let model = parse(&text, Path::new("test.json")).unwrap();
         let loaded = Loaded::new(model.clone()).unwrap();
         // The run-time state holds the endpoints; the model in `Loaded` keeps none.
-        assert!(loaded.config.clusters.values().all(|c| c.endpoints.is_empty()));
+        assert!(
+            loaded
+                .config
+                .clusters
+                .values()
+                .all(|c| c.endpoints.is_empty())
+        );
         assert_eq!(loaded.config_json(), serde_json::to_value(&model).unwrap());
     }
 
