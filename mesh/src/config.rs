@@ -2,7 +2,8 @@
 //! proxy asks (`ClusterIP:port`, `host:port`, cluster name); no selector or short name left.
 //! This is the file `outrigger-routes build` writes and `outrigger-proxy run --config-file` reads.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -141,10 +142,6 @@ impl std::io::Write for Fnv1a {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn no_labels(labels: &Arc<BTreeMap<String, String>>) -> bool {
-    labels.is_empty()
 }
 
 /// Which proxy the configuration is for.
@@ -526,8 +523,13 @@ pub struct Endpoint {
     /// `ip:port` (or `hostname:port` for DNS ServiceEntries).
     pub address: String,
     pub health: Health,
-    /// Shared: every endpoint of a pod, in every cluster and subset, has the same labels.
-    #[serde(default, skip_serializing_if = "no_labels")]
+    /// Shared by the endpoints with the same labels (see [`sharing_labels`]).
+    #[serde(
+        default,
+        skip_serializing_if = "labels_are_empty",
+        serialize_with = "serialize_labels",
+        deserialize_with = "deserialize_labels"
+    )]
     pub labels: Arc<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
@@ -546,6 +548,63 @@ pub enum Health {
     Healthy,
     Draining,
     Unhealthy,
+}
+
+/// The label maps seen so far while sharing.
+type SeenLabels = HashSet<Arc<BTreeMap<String, String>>>;
+
+fn labels_are_empty(labels: &Arc<BTreeMap<String, String>>) -> bool {
+    labels.is_empty()
+}
+
+fn serialize_labels<S: serde::Serializer>(
+    labels: &Arc<BTreeMap<String, String>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    labels.as_ref().serialize(serializer)
+}
+
+thread_local! {
+    /// The label maps deserialized so far inside [`sharing_labels`] on this thread.
+    static SHARED_LABELS: RefCell<Option<SeenLabels>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `f` (a deserialization of a `ProxyConfig`) so that endpoints with equal labels share
+/// one map, as they are parsed. Ten thousand endpoints have a few hundred distinct label sets,
+/// and a map's node is about 540 bytes even for two labels: sharing while parsing keeps the
+/// peak near the size of what stays (the proxy's RSS, bench/http-load). Outside it, each
+/// endpoint gets its own map.
+pub fn sharing_labels<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<SeenLabels>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SHARED_LABELS.with(|shared| *shared.borrow_mut() = previous);
+        }
+    }
+    let previous = SHARED_LABELS.with(|shared| shared.borrow_mut().replace(HashSet::new()));
+    let _reset = Reset(previous);
+    f()
+}
+
+fn deserialize_labels<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
+    let labels = BTreeMap::<String, String>::deserialize(deserializer)?;
+    Ok(
+        SHARED_LABELS.with(|shared| match shared.borrow_mut().as_mut() {
+            None => Arc::new(labels),
+            Some(seen) => match seen.get(&labels) {
+                Some(map) => map.clone(),
+                None => {
+                    let map = Arc::new(labels);
+                    seen.insert(map.clone());
+                    map
+                }
+            },
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ async fn config_dump(State(state): State<AdminState>) -> Response {
                 "discovery": store.source_status(),
                 "loadedAtUnixSeconds": loaded_at,
                 "mode": "l7",
-                "config": loaded.config,
+                "config": loaded.config_json(),
             })
         }
     };

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use outrigger_e2e::bins::workspace_bin;
+use outrigger_e2e::bins::{stage, workspace_bin};
 use outrigger_e2e::process::Guarded;
 use outrigger_e2e::topology::{APP_UID, INIT_ARGS, PROXY_UID, Topology};
 
@@ -240,14 +240,21 @@ pub fn run() -> Result<()> {
     drop(nginx);
     drop(haproxy);
 
-    // Memory with a large configuration: 1,000 services of 10 pods each, one VirtualService
-    // (header rule + default) per service: 2,000 routes, 10,000 endpoints.
-    let large = build(&topology, "large", &large_inputs())?;
+    large_rss(&topology, "b", &[])
+}
+
+/// Memory with a large configuration: 1,000 services of 10 pods each, one VirtualService
+/// (header rule + default) per service: 2,000 routes, 10,000 endpoints. The proxy runs in
+/// `pod` (not captured) as the throughput run's does; RSS is read a second after it is ready.
+fn large_rss(topology: &Topology, pod: &str, env: &[(String, String)]) -> Result<()> {
+    let large = build(topology, "large", &large_inputs())?;
     let size = std::fs::metadata(&large)?.len();
-    let proxy_b = topology.start_proxy("b", &quiet, &["--config-file", path_str(&large)?])?;
+    let mut vars = vec![("RUST_LOG", "warn")];
+    vars.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let proxy = topology.start_proxy(pod, &vars, &["--config-file", path_str(&large)?])?;
     std::thread::sleep(Duration::from_secs(1));
-    let rss = memory_kib(proxy_b.process.child.id(), "VmRSS:")?;
-    let hwm = memory_kib(proxy_b.process.child.id(), "VmHWM:")?;
+    let rss = memory_kib(proxy.process.child.id(), "VmRSS:")?;
+    let hwm = memory_kib(proxy.process.child.id(), "VmHWM:")?;
     println!(
         "outrigger-proxy with 1,000 destinations, 2,000 routes, 10,000 endpoints ({:.1} MiB of JSON): RSS {:.1} MiB (peak {:.1} MiB while loading)",
         size as f64 / 1048576.0,
@@ -255,6 +262,57 @@ pub fn run() -> Result<()> {
         hwm as f64 / 1024.0
     );
     Ok(())
+}
+
+/// `--rss-only [--proxy BIN] [--env NAME=VALUE]...`: which proxy binary to measure (default:
+/// the workspace's) and extra environment for it (e.g. `MALLOC_ARENA_MAX=2`).
+#[derive(Debug, Default)]
+pub struct RssOnly {
+    proxy: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+pub fn parse_rss_only(args: &[String]) -> Result<RssOnly> {
+    let mut options = RssOnly::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--proxy" => {
+                options.proxy = Some(args.next().context("--proxy BIN")?.into());
+            }
+            "--env" => {
+                let pair = args.next().context("--env NAME=VALUE")?;
+                let (name, value) = pair.split_once('=').context("--env NAME=VALUE")?;
+                options.env.push((name.to_owned(), value.to_owned()));
+            }
+            other => {
+                bail!("--rss-only: unknown argument {other:?} (--proxy BIN, --env NAME=VALUE)")
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Only the large-configuration RSS: one pod, no capture, no client, no nginx or haproxy.
+pub fn rss_only(options: RssOnly) -> Result<()> {
+    let me: PathBuf = std::env::current_exe()?;
+    let mut topology = Topology::new(&["b"], &me)?;
+    if let Some(proxy) = &options.proxy {
+        let dir = topology.dir.path().join("proxy-under-test");
+        std::fs::create_dir_all(&dir)?;
+        topology.bins.proxy = stage(proxy, &dir)?;
+    }
+    println!("proxy: {} {:?}", topology.bins.proxy.display(), options.env);
+    large_rss(&topology, "b", &options.env)
+}
+
+/// `large-config OUT`: the large configuration as the RSS measurement loads it (the real
+/// `outrigger-routes build`), for heap profiles (`proxy/examples/config_heap.rs`).
+pub fn write_large_config(out: &Path) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("large.yaml");
+    std::fs::write(&input, large_inputs())?;
+    routes_build(&input, out)
 }
 
 /// In pod a, ahead of outrigger's capture: the app UID's connections to `ip:PORT` go to
@@ -375,11 +433,17 @@ fn build(topology: &Topology, name: &str, inputs: &str) -> Result<PathBuf> {
     let input = dir.join(format!("{name}.yaml"));
     std::fs::write(&input, inputs)?;
     let output = dir.join(format!("{name}.json"));
+    routes_build(&input, &output)?;
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o644))?;
+    Ok(output)
+}
+
+fn routes_build(input: &Path, output: &Path) -> Result<()> {
     let out = Command::new(workspace_bin("outrigger-routes"))
         .args(["build", "-f"])
-        .arg(&input)
+        .arg(input)
         .args(["--for", "bench/client", "-o"])
-        .arg(&output)
+        .arg(output)
         .output()?;
     if !out.status.success() {
         bail!(
@@ -387,8 +451,7 @@ fn build(topology: &Topology, name: &str, inputs: &str) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o644))?;
-    Ok(output)
+    Ok(())
 }
 
 fn spawn_as_proxy_uid(

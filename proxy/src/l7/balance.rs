@@ -4,13 +4,13 @@
 //! that answer 503 `UO` on overflow (requests here, connections in [`crate::l7::limit`]).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use outrigger_mesh::ProxyConfig as MeshConfig;
-use outrigger_mesh::config::{Cluster, Health};
+use outrigger_mesh::config::{Cluster, Endpoint, Health};
 use outrigger_mesh::protocol::Protocol;
 
 use crate::l7::hash::{HashError, HashPolicy};
@@ -60,7 +60,9 @@ impl Balancer {
     }
 }
 
-/// One upstream address with what metrics and `/clusters` need.
+/// One upstream address with what metrics and `/clusters` need. It is the only copy of the
+/// configuration's endpoint: [`Clusters::build`] moves the endpoints out of the model, and
+/// [`EndpointState::to_model`] gives them back for `/config_dump`.
 #[derive(Debug)]
 pub struct EndpointState {
     /// `ip:port` or `hostname:port`, as the URI authority of upstream requests.
@@ -71,6 +73,8 @@ pub struct EndpointState {
     pub namespace: Arc<str>,
     pub app: Arc<str>,
     pub version: Arc<str>,
+    /// The rest of the model's endpoint, for `/config_dump` only.
+    model: ModelFields,
     /// Requests in flight to this endpoint (shared with the previous configuration's entry
     /// for the same address, so a reload does not forget the load).
     pub active: Arc<AtomicU32>,
@@ -84,7 +88,32 @@ pub struct EndpointState {
     pool: OnceLock<Arc<Pool>>,
 }
 
+/// The fields of the model's endpoint that the run-time state does not use. The label map is
+/// shared by every endpoint with the same labels (the pods of one Deployment), the strings by
+/// every endpoint with the same value (a pod's name is often its workload's).
+#[derive(Debug)]
+struct ModelFields {
+    labels: Arc<BTreeMap<String, String>>,
+    /// The model's `workload` (`None` is shown as `unknown` in the metric label).
+    workload: Option<Arc<str>>,
+    pod: Option<Arc<str>>,
+    service_account: Option<Arc<str>>,
+}
+
 impl EndpointState {
+    /// The configuration's endpoint this state was built from, field for field.
+    pub fn to_model(&self) -> Endpoint {
+        Endpoint {
+            address: self.address.clone(),
+            health: self.health,
+            labels: self.model.labels.clone(),
+            workload: self.model.workload.as_deref().map(str::to_owned),
+            pod: self.model.pod.as_deref().map(str::to_owned),
+            namespace: self.namespace.to_string(),
+            service_account: self.model.service_account.as_deref().map(str::to_owned),
+        }
+    }
+
     /// Connections opened so far (Envoy's `cx_total`).
     pub fn connections_opened(&self) -> u64 {
         self.pool
@@ -166,9 +195,12 @@ fn acquire(counter: &Arc<AtomicU32>, limit: Option<u32>) -> Option<Slot> {
 }
 
 impl ClusterState {
-    fn build(cluster: &Cluster, names: &mut Interner) -> Result<Self, BuildError> {
-        let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
-        for (index, endpoint) in cluster.endpoints.iter().enumerate() {
+    /// Builds the run-time state of `cluster`, moving its endpoints out of it (the state keeps
+    /// the only copy; see [`EndpointState::to_model`]).
+    fn build(cluster: &mut Cluster, names: &mut Interner) -> Result<Self, BuildError> {
+        let model = std::mem::take(&mut cluster.endpoints);
+        let mut endpoints = Vec::with_capacity(model.len());
+        for (index, endpoint) in model.into_iter().enumerate() {
             let valid = endpoint
                 .address
                 .rsplit_once(':')
@@ -177,7 +209,7 @@ impl ClusterState {
                 return Err(BuildError::Endpoint {
                     cluster: cluster.name.clone(),
                     index,
-                    address: endpoint.address.clone(),
+                    address: endpoint.address,
                 });
             }
             let label = |keys: &[&str]| {
@@ -195,18 +227,23 @@ impl ClusterState {
                 "app.kubernetes.io/version",
                 "version",
             ]);
+            let (app, version) = (names.get(app), names.get(version));
+            let workload = endpoint.workload.as_deref().map(|w| names.get(w));
             endpoints.push(EndpointState {
-                address: endpoint.address.clone(),
                 health: endpoint.health,
-                workload: names.get(
-                    endpoint
-                        .workload
-                        .as_deref()
-                        .unwrap_or(crate::workload::UNKNOWN),
-                ),
+                workload: workload
+                    .clone()
+                    .unwrap_or_else(|| names.get(crate::workload::UNKNOWN)),
                 namespace: names.get(&endpoint.namespace),
-                app: names.get(app),
-                version: names.get(version),
+                app,
+                version,
+                model: ModelFields {
+                    labels: names.labels(endpoint.labels),
+                    workload,
+                    pod: endpoint.pod.as_deref().map(|p| names.get(p)),
+                    service_account: endpoint.service_account.as_deref().map(|s| names.get(s)),
+                },
+                address: endpoint.address,
                 active: Arc::default(),
                 total: Arc::default(),
                 outlier: if cluster.outlier_detection.is_some() {
@@ -279,7 +316,7 @@ impl ClusterState {
                 service_account: None,
             })
             .collect();
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             name: "c".into(),
             host: "c.test.svc.cluster.local".into(),
             port: 80,
@@ -294,7 +331,7 @@ impl ClusterState {
             mesh_external: false,
             endpoints,
         };
-        ClusterState::build(&cluster, &mut Interner::default()).expect("a valid test cluster")
+        ClusterState::build(&mut cluster, &mut Interner::default()).expect("a valid test cluster")
     }
 
     /// Envoy's name of the balancer in force (`RING_HASH` or `MAGLEV` with `consistentHash`).
@@ -450,18 +487,31 @@ impl ClusterState {
     }
 }
 
-/// One shared copy of each label value while a configuration is built.
+/// One shared copy of each string and of each label map of the endpoints while a
+/// configuration is built (10,000 endpoints have a few hundred distinct values).
 #[derive(Debug, Default)]
-struct Interner(HashSet<Arc<str>>);
+struct Interner {
+    strings: HashSet<Arc<str>>,
+    labels: HashSet<Arc<BTreeMap<String, String>>>,
+}
 
 impl Interner {
     fn get(&mut self, value: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(value) {
+        if let Some(shared) = self.strings.get(value) {
             return shared.clone();
         }
         let shared: Arc<str> = Arc::from(value);
-        self.0.insert(shared.clone());
+        self.strings.insert(shared.clone());
         shared
+    }
+
+    /// The model's map when the parse shared it already (`sharing_labels`), else one per value.
+    fn labels(&mut self, labels: Arc<BTreeMap<String, String>>) -> Arc<BTreeMap<String, String>> {
+        if let Some(shared) = self.labels.get(&*labels) {
+            return shared.clone();
+        }
+        self.labels.insert(labels.clone());
+        labels
     }
 }
 
@@ -480,11 +530,12 @@ pub struct Clusters(HashMap<String, Arc<ClusterState>>);
 
 impl Clusters {
     /// Builds the run-time state; an endpoint address that is not `host:port` or a bad
-    /// `consistentHash` is refused.
-    pub fn build(config: &MeshConfig) -> Result<Self, BuildError> {
+    /// `consistentHash` is refused. The endpoints move out of `config` into the state (each
+    /// cluster of `config` is left with none); [`Clusters::endpoints_of`] gives them back.
+    pub fn build(config: &mut MeshConfig) -> Result<Self, BuildError> {
         let mut clusters = HashMap::with_capacity(config.clusters.len());
         let mut names = Interner::default();
-        for (name, cluster) in &config.clusters {
+        for (name, cluster) in &mut config.clusters {
             let state = ClusterState::build(cluster, &mut names).map_err(|error| match error {
                 // The configuration's key names the cluster in errors.
                 BuildError::Endpoint { index, address, .. } => BuildError::Endpoint {
@@ -504,6 +555,17 @@ impl Clusters {
 
     pub fn get(&self, name: &str) -> Option<&Arc<ClusterState>> {
         self.0.get(name)
+    }
+
+    /// The model's endpoints of cluster `name`, as the configuration listed them.
+    pub fn endpoints_of(&self, name: &str) -> Vec<Endpoint> {
+        self.0.get(name).map_or_else(Vec::new, |state| {
+            state
+                .endpoints
+                .iter()
+                .map(EndpointState::to_model)
+                .collect()
+        })
     }
 
     /// Sorted by name (for `/clusters`).
@@ -576,7 +638,7 @@ mod tests {
             })
             .collect();
         ClusterState::build(
-            &Cluster {
+            &mut Cluster {
                 name: "outbound|8080||c.shop.svc.cluster.local".into(),
                 host: "c.shop.svc.cluster.local".into(),
                 port: 8080,
@@ -594,6 +656,76 @@ mod tests {
             &mut Interner::default(),
         )
         .unwrap()
+    }
+
+    /// The structural property the large configuration's RSS relies on (bench/http-load):
+    /// endpoints that repeat a value share one allocation of it, and the model keeps no second
+    /// copy of the endpoints.
+    #[test]
+    fn endpoints_share_repeated_labels_and_strings_and_leave_the_model() {
+        let endpoint = |address: &str| Endpoint {
+            address: address.into(),
+            health: Health::Healthy,
+            // Its own map per endpoint: the build shares equal ones.
+            labels: Arc::new(BTreeMap::from([
+                ("app".to_owned(), "web".to_owned()),
+                ("version".to_owned(), "v1".to_owned()),
+            ])),
+            workload: Some("web".into()),
+            pod: Some("web-1".into()),
+            namespace: "shop".into(),
+            service_account: Some("web".into()),
+        };
+        let cluster = |name: &str, addresses: &[&str]| Cluster {
+            name: name.into(),
+            host: "web.shop.svc.cluster.local".into(),
+            port: 8080,
+            subset: None,
+            protocol: Protocol::Http,
+            destination_rule: None,
+            load_balancer: "LEAST_REQUEST".into(),
+            consistent_hash: None,
+            connection_pool: ConnectionPool::default(),
+            outlier_detection: None,
+            tls: None,
+            mesh_external: false,
+            endpoints: addresses.iter().map(|a| endpoint(a)).collect(),
+        };
+        let mut config: MeshConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "outrigger.dev/v1alpha1", "kind": "ProxyConfig", "version": "v",
+            "proxy": {"namespace": "shop", "pod": "c", "labels": {}, "serviceAccount": "default"},
+            "destinations": {}, "addresses": {}, "hostAliases": {}, "clusters": {},
+        }))
+        .unwrap();
+        for name in ["a", "b"] {
+            let c = cluster(name, &["10.0.0.1:8080", "10.0.0.2:8080"]);
+            config.clusters.insert(name.into(), c);
+        }
+        let clusters = Clusters::build(&mut config).unwrap();
+        assert!(config.clusters.values().all(|c| c.endpoints.is_empty()));
+        let all: Vec<&EndpointState> = ["a", "b"]
+            .iter()
+            .flat_map(|n| clusters.get(n).unwrap().endpoints.iter())
+            .collect();
+        assert_eq!(all.len(), 4);
+        let first = all[0];
+        for other in &all[1..] {
+            assert!(Arc::ptr_eq(&first.model.labels, &other.model.labels));
+            assert!(Arc::ptr_eq(&first.namespace, &other.namespace));
+            assert!(Arc::ptr_eq(&first.workload, &other.workload));
+            assert!(Arc::ptr_eq(&first.app, &other.app));
+            let (Some(a), Some(b)) = (&first.model.service_account, &other.model.service_account)
+            else {
+                panic!("service accounts kept");
+            };
+            assert!(Arc::ptr_eq(a, b));
+        }
+        // The same workload name and pod name strings are one allocation too.
+        assert!(Arc::ptr_eq(
+            first.model.workload.as_ref().unwrap(),
+            &first.workload
+        ));
+        assert_eq!(first.to_model(), endpoint("10.0.0.1:8080"));
     }
 
     #[test]

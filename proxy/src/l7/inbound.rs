@@ -321,13 +321,17 @@ fn own_ports(loaded: &Loaded) -> Ports {
     let config = &loaded.config;
     let own_ip: Option<IpAddr> = config.proxy.ip.as_deref().and_then(|ip| ip.parse().ok());
     let mut ports = HashMap::new();
-    for cluster in config.clusters.values() {
+    for (name, cluster) in &config.clusters {
+        // The endpoints live in the run-time state (the model's clusters have none left).
+        let Some(state) = loaded.clusters.get(name) else {
+            continue;
+        };
         let service = config
             .destinations
             .get(&format!("{}:{}", cluster.host, cluster.port))
             .map(|d| d.service.clone())
             .unwrap_or_else(|| UNKNOWN.to_owned());
-        for endpoint in &cluster.endpoints {
+        for endpoint in &state.endpoints {
             let Ok(address) = endpoint.address.parse::<std::net::SocketAddr>() else {
                 continue;
             };

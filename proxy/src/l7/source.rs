@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use outrigger_mesh::ProxyConfig as MeshConfig;
+use outrigger_mesh::config::sharing_labels;
 use outrigger_mesh::names::{PROXY_CONFIG_API_VERSION, PROXY_CONFIG_KIND};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,8 @@ pub enum LoadError {
 /// A configuration in force: the model plus the run-time state built from it.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The model, except the clusters' `endpoints`: those moved into `clusters` (one copy of
+    /// 10,000 endpoints, not two). [`Loaded::config_json`] is the whole model.
     pub config: MeshConfig,
     pub clusters: Clusters,
     /// Every route's `retryOn` list, parsed once here (by its text; routes share a few lists).
@@ -80,14 +83,29 @@ impl Loaded {
 
     /// The run-time state of a checked configuration; fails on a cluster the proxy cannot run
     /// (an endpoint address that is not `ip:port`, a bad `consistentHash`).
-    pub fn new(config: MeshConfig) -> Result<Self, BuildError> {
-        let clusters = Clusters::build(&config)?;
+    pub fn new(mut config: MeshConfig) -> Result<Self, BuildError> {
+        let clusters = Clusters::build(&mut config)?;
         Ok(Loaded {
             retry_on: parse_retry_lists(&config),
             config,
             clusters,
             loaded_at: SystemTime::now(),
         })
+    }
+
+    /// The configuration in force as it was loaded (`/config_dump`): the model with each
+    /// cluster's endpoints put back from the run-time state.
+    pub fn config_json(&self) -> serde_json::Value {
+        let mut value =
+            serde_json::to_value(&self.config).expect("a ProxyConfig always serializes");
+        if let Some(clusters) = value.get_mut("clusters").and_then(|c| c.as_object_mut()) {
+            for (name, cluster) in clusters {
+                let endpoints = self.clusters.endpoints_of(name);
+                cluster["endpoints"] =
+                    serde_json::to_value(endpoints).expect("endpoints always serialize");
+            }
+        }
+        value
     }
 
     /// The parsed `retryOn` of a route of this configuration.
@@ -113,21 +131,56 @@ fn parse_retry_lists(config: &MeshConfig) -> HashMap<String, RetryOn> {
 }
 
 /// Reads and checks a `ProxyConfig` file (JSON when it starts with `{`, else YAML).
+///
+/// JSON is parsed as it is read (a buffered reader, never the whole text in memory): the
+/// text of a large configuration (5.6 MiB for 10,000 endpoints) would otherwise sit beside
+/// the model built from it and raise the peak RSS by as much.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let read_error = |source| LoadError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let config = parse(&text, path)?;
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, file);
+    let config = if starts_with_brace(&mut reader).map_err(read_error)? {
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        // What follows the document is not read (as `parse`, which does not look either).
+        let config = sharing_labels(|| serde_path_to_error::deserialize(&mut de))
+            .map_err(|e| parse_error(path, e.path().to_string(), e.inner().to_string()))?;
+        check(config, path)?
+    } else {
+        let mut text = String::new();
+        io::Read::read_to_string(&mut reader, &mut text).map_err(read_error)?;
+        parse(&text, path)?
+    };
     Loaded::new(config).map_err(|error| LoadError::Cluster {
         path: path.to_owned(),
         message: error.to_string(),
     })
 }
 
-/// Parses and checks the text of a `ProxyConfig` (`path` only names it in errors).
-pub fn parse(text: &str, path: &Path) -> Result<MeshConfig, LoadError> {
-    let parse_error = |field: String, message: String| LoadError::Parse {
+/// Whether the first byte after leading whitespace is `{` (JSON); consumes only whitespace.
+fn starts_with_brace(reader: &mut impl io::BufRead) -> io::Result<bool> {
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(false);
+        }
+        let blanks = buffer
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        if blanks < buffer.len() {
+            let first = buffer[blanks];
+            reader.consume(blanks);
+            return Ok(first == b'{');
+        }
+        reader.consume(blanks);
+    }
+}
+
+fn parse_error(path: &Path, field: String, message: String) -> LoadError {
+    LoadError::Parse {
         path: path.to_owned(),
         field: if field.is_empty() || field == "?" {
             ".".into()
@@ -135,16 +188,25 @@ pub fn parse(text: &str, path: &Path) -> Result<MeshConfig, LoadError> {
             field
         },
         message,
-    };
+    }
+}
+
+/// Parses and checks the text of a `ProxyConfig` (`path` only names it in errors).
+pub fn parse(text: &str, path: &Path) -> Result<MeshConfig, LoadError> {
     let config: MeshConfig = if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| parse_error(e.path().to_string(), e.inner().to_string()))?
+        sharing_labels(|| serde_path_to_error::deserialize(&mut de))
+            .map_err(|e| parse_error(path, e.path().to_string(), e.inner().to_string()))?
     } else {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| parse_error(e.path().to_string(), e.inner().to_string()))?
+        sharing_labels(|| serde_path_to_error::deserialize(de))
+            .map_err(|e| parse_error(path, e.path().to_string(), e.inner().to_string()))?
     };
+    check(config, path)
+}
+
+/// The checks after parsing: `apiVersion`, `kind`, and every route table compiles.
+fn check(config: MeshConfig, path: &Path) -> Result<MeshConfig, LoadError> {
     if config.api_version != PROXY_CONFIG_API_VERSION {
         return Err(LoadError::ApiVersion {
             path: path.to_owned(),
@@ -343,5 +405,93 @@ impl ConfigStore {
                 tracing::warn!(%error, "configuration check failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two clusters whose endpoints repeat labels, namespace, workload and service account, as
+    /// the pods of one Deployment do; one endpoint has none of the optional fields.
+    fn config_text() -> String {
+        let endpoint = |address: &str, pod: &str| {
+            serde_json::json!({
+                "address": address, "health": "healthy",
+                "labels": {"app": "web", "version": "v1"},
+                "workload": "web", "pod": pod, "namespace": "shop", "serviceAccount": "web",
+            })
+        };
+        let cluster = |name: &str, endpoints: serde_json::Value| {
+            serde_json::json!({
+                "name": name, "host": "web.shop.svc.cluster.local", "port": 8080,
+                "subset": null, "protocol": "http", "loadBalancer": "LEAST_REQUEST",
+                "connectionPool": {}, "endpoints": endpoints,
+            })
+        };
+        serde_json::json!({
+            "apiVersion": PROXY_CONFIG_API_VERSION, "kind": PROXY_CONFIG_KIND,
+            "version": "0123456789abcdef",
+            "proxy": {"namespace": "shop", "pod": "client", "labels": {}, "serviceAccount": "default"},
+            "destinations": {}, "addresses": {}, "hostAliases": {},
+            "clusters": {
+                "outbound|8080||web.shop.svc.cluster.local": cluster(
+                    "outbound|8080||web.shop.svc.cluster.local",
+                    serde_json::json!([endpoint("10.0.0.1:8080", "web-1"), endpoint("10.0.0.2:8080", "web-2")]),
+                ),
+                "outbound|8080|v1|web.shop.svc.cluster.local": cluster(
+                    "outbound|8080|v1|web.shop.svc.cluster.local",
+                    serde_json::json!([
+                        endpoint("10.0.0.1:8080", "web-1"),
+                        {"address": "10.0.0.9:8080", "health": "draining", "namespace": "shop"},
+                    ]),
+                ),
+            },
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn config_json_is_the_model_as_loaded_with_the_endpoints_put_back() {
+        let text = config_text();
+        let model = parse(&text, Path::new("test.json")).unwrap();
+        let loaded = Loaded::new(model.clone()).unwrap();
+        // The run-time state holds the endpoints; the model in `Loaded` keeps none.
+        assert!(
+            loaded
+                .config
+                .clusters
+                .values()
+                .all(|c| c.endpoints.is_empty())
+        );
+        assert_eq!(loaded.config_json(), serde_json::to_value(&model).unwrap());
+    }
+
+    #[test]
+    fn endpoints_with_equal_labels_share_one_map_as_they_are_parsed() {
+        let model = parse(&config_text(), Path::new("test.json")).unwrap();
+        let labels: Vec<_> = model
+            .clusters
+            .values()
+            .flat_map(|c| &c.endpoints)
+            .filter(|e| !e.labels.is_empty())
+            .map(|e| e.labels.clone())
+            .collect();
+        assert_eq!(labels.len(), 3);
+        assert!(labels.iter().all(|l| std::sync::Arc::ptr_eq(l, &labels[0])));
+    }
+
+    #[test]
+    fn a_json_file_is_read_as_the_text_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.json");
+        std::fs::write(&path, format!("\n  {}", config_text())).unwrap();
+        let loaded = load(&path).unwrap();
+        let model = parse(&config_text(), &path).unwrap();
+        assert_eq!(loaded.config_json(), serde_json::to_value(&model).unwrap());
+
+        std::fs::write(&path, "{\"apiVersion\": 1}").unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("apiVersion"), "{error}");
     }
 }

@@ -68,9 +68,12 @@ async fn outbound_relays_with_half_close_and_counts_it() {
 
 #[tokio::test]
 async fn a_refused_upstream_resets_the_client() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Bound but not listening: a connect is refused, and the port stays ours for the whole
+    // test (a released port was taken by a listener bound meanwhile, the proxy's own among
+    // them, and the test failed now and then).
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let closed_addr = closed.local_addr().unwrap();
-    drop(closed);
     let proxy = start_proxy(fixed(closed_addr), RunArgs::default()).await;
     let mut client = TcpStream::connect(proxy.outbound()).await.unwrap();
     let mut buf = [0u8; 1];
