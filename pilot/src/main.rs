@@ -55,10 +55,18 @@ struct Cli {
     /// end by themselves; the proxies reconnect to another replica and resubscribe).
     #[arg(long, default_value = "5s", env = "PILOT_SHUTDOWN_DRAIN", value_parser = duration)]
     shutdown_drain: Duration,
-    /// Responses handed to tonic per xDS stream ahead of the proxy's reading (the rest wait,
-    /// planned, in the stream's outbox).
+    /// Responses sent per xDS stream and not yet answered (ACK/NACK) by the proxy; the rest
+    /// wait, planned, in the stream's outbox.
     #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_QUEUE_DEPTH, env = "PILOT_XDS_QUEUE_DEPTH")]
     xds_queue_depth: usize,
+    /// Responses sent and not yet answered across all xDS streams: bounds the encoded
+    /// responses waiting in HTTP/2 buffers while a push goes to every proxy at once.
+    #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_UNACKED_RESPONSES, env = "PILOT_XDS_UNACKED_RESPONSES")]
+    xds_unacked_responses: usize,
+    /// How long an unanswered response counts against --xds-unacked-responses (a proxy that
+    /// stops reading then holds back only its own stream).
+    #[arg(long, default_value = "5s", env = "PILOT_XDS_ACK_WAIT", value_parser = duration)]
+    xds_ack_wait: Duration,
     /// HTTP/2 receive window per stream, bytes (the proxies only send small requests and ACKs;
     /// hyper's default is 1 MiB).
     #[arg(long, default_value_t = outrigger_pilot::xds::DEFAULT_STREAM_WINDOW, env = "PILOT_XDS_STREAM_WINDOW")]
@@ -165,12 +173,13 @@ async fn serve(cli: &Cli, pilot: &Pilot) -> anyhow::Result<()> {
             .initial_stream_window_size(cli.xds_stream_window)
             .initial_connection_window_size(cli.xds_connection_window)
     };
-    let xds = || {
-        pilot
-            .xds()
-            .with_queue_depth(cli.xds_queue_depth)
-            .into_service()
-    };
+    // One server for both ports, so they share the bound on unanswered responses.
+    let server = pilot
+        .xds()
+        .with_queue_depth(cli.xds_queue_depth)
+        .with_unacked_responses(cli.xds_unacked_responses)
+        .with_ack_wait(cli.xds_ack_wait);
+    let xds = || server.clone().into_service();
     let plain = windows(tonic::transport::Server::builder())
         .add_service(xds())
         .serve_with_shutdown(cli.xds_address, outrigger_runtime::shutdown_signal());

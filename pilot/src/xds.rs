@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -98,6 +98,9 @@ pub struct XdsServer {
     metrics: Arc<Metrics>,
     active: Arc<ActiveViews>,
     queue_depth: usize,
+    /// Shares of [`DEFAULT_UNACKED_RESPONSES`]: one per response sent and not yet answered.
+    unacked: Arc<Semaphore>,
+    ack_wait: Duration,
 }
 
 /// HTTP/2 receive window per stream (`--xds-stream-window`): proxies send only small requests.
@@ -111,10 +114,25 @@ pub const DEFAULT_STREAM_WINDOW: u32 = 64 * 1024;
 /// connection window must be at least ~6.5 times the stream window. 1 MiB over 64 KiB is 16.
 pub const DEFAULT_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-/// Responses handed to tonic per stream ahead of the proxy (the default of `--xds-queue-depth`);
-/// the rest wait in the stream's outbox, planned (names and shared resources), and become
-/// protobuf only when tonic takes them.
+/// Responses sent to a proxy and not yet answered by it (ACK or NACK), per stream (the default
+/// of `--xds-queue-depth`); the rest wait in the stream's outbox, planned (names and shared
+/// resources), and become protobuf only when they are sent. A response is answered once the
+/// proxy has it, so this is flow control by ACK (Istio's `PILOT_ENABLE_FLOW_CONTROL`, per
+/// response): what pilot holds for a proxy that reads slowly stays a few responses, not
+/// everything h2's windows would let it buffer.
 pub const DEFAULT_QUEUE_DEPTH: usize = 4;
+
+/// Responses sent and not yet answered across all streams (`--xds-unacked-responses`). While an
+/// initial push or a change goes to 2,000 proxies at once, every encoded response waits in h2's
+/// buffers until the socket takes it; this bounds that to about this many times
+/// [`MAX_RESPONSE_BYTES`] (bench/pilot-load: the heap peaked with 58 MiB of them, and 11 MiB of
+/// h2 frame slots, without it).
+pub const DEFAULT_UNACKED_RESPONSES: usize = 1024;
+
+/// How long an unanswered response keeps its share of [`DEFAULT_UNACKED_RESPONSES`]: a proxy
+/// that stops reading holds its stream's queue depth of responses, but not the other proxies'
+/// pushes, beyond this. Its own stream still waits for its answers.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
 
 impl XdsServer {
     pub fn new(
@@ -129,13 +147,29 @@ impl XdsServer {
             metrics,
             active,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            unacked: Arc::new(Semaphore::new(DEFAULT_UNACKED_RESPONSES)),
+            ack_wait: DEFAULT_ACK_WAIT,
         }
     }
 
-    /// Responses queued per stream (at least 1).
+    /// Responses unanswered per stream (at least 1).
     #[must_use]
     pub fn with_queue_depth(mut self, depth: usize) -> Self {
         self.queue_depth = depth.max(1);
+        self
+    }
+
+    /// Responses unanswered across every stream of this server and its clones (at least 1).
+    #[must_use]
+    pub fn with_unacked_responses(mut self, responses: usize) -> Self {
+        self.unacked = Arc::new(Semaphore::new(responses.max(1)));
+        self
+    }
+
+    /// How long an unanswered response holds its share of the server-wide bound.
+    #[must_use]
+    pub fn with_ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
         self
     }
 
@@ -189,6 +223,7 @@ impl AggregatedDiscoveryService for XdsServer {
             pending: HashMap::new(),
             acked_generation: 0,
             outbox: VecDeque::new(),
+            unanswered: VecDeque::new(),
             behind: false,
         };
         tokio::spawn(connection.run(request.into_inner()));
@@ -228,6 +263,17 @@ struct Planned {
     resources: Vec<(String, Arc<WireResource>)>,
     removed: Vec<String>,
     nonce: String,
+    /// `nonce` as the number it is.
+    number: u64,
+}
+
+/// A response sent and not yet answered.
+#[derive(Debug)]
+struct Unanswered {
+    nonce: u64,
+    sent: Instant,
+    /// Its share of the server-wide bound, given back at the answer or after the ACK wait.
+    share: Option<OwnedSemaphorePermit>,
 }
 
 impl Planned {
@@ -295,10 +341,30 @@ struct Connection {
     /// closes a whole connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_data_frames") whose
     /// small unread DATA frames exceed its budget, and every stream on it fails with it.
     outbox: VecDeque<Box<Planned>>,
+    /// Responses sent and not yet answered, in the order sent (at most the queue depth).
+    unanswered: VecDeque<Unanswered>,
     /// A newer generation arrived while the outbox was not empty: its push is planned once the
     /// outbox has drained, against the generation current then (a slow proxy gets the latest
     /// versions once, not every generation in between).
     behind: bool,
+}
+
+/// A share of the server-wide bound, then room in the stream's queue to tonic. Dropped
+/// half-way (another branch won), the share goes back.
+async fn send_slot<'a>(
+    unacked: &Arc<Semaphore>,
+    tx: &'a mpsc::Sender<Queued>,
+) -> Option<(OwnedSemaphorePermit, mpsc::Permit<'a, Queued>)> {
+    let share = unacked.clone().acquire_owned().await.ok()?;
+    let permit = tx.reserve().await.ok()?;
+    Some((share, permit))
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn type_label(type_url: &str) -> &'static str {
@@ -352,9 +418,13 @@ impl Connection {
                 return Err(Status::unavailable("outrigger-pilot is shutting down"));
             }
         };
-        // A handle of its own: the select's futures borrow it while a branch borrows `self`.
+        // Handles of its own: the select's futures borrow them while a branch borrows `self`.
         let tx = self.tx.clone();
+        let unacked = self.server.unacked.clone();
         loop {
+            let may_send =
+                !self.outbox.is_empty() && self.unanswered.len() < self.server.queue_depth;
+            let share_due = self.share_due();
             tokio::select! {
                 request = requests.next() => {
                     let request = match request {
@@ -375,12 +445,18 @@ impl Connection {
                     generation = next;
                     self.behind = self.key.is_some();
                 }
-                permit = tx.reserve(), if !self.outbox.is_empty() => {
-                    let permit = permit.map_err(|_| Status::cancelled("proxy went away"))?;
+                slot = send_slot(&unacked, &tx), if may_send => {
+                    let (share, permit) = slot.ok_or_else(|| Status::cancelled("proxy went away"))?;
                     if let Some(planned) = self.outbox.pop_front() {
+                        self.unanswered.push_back(Unanswered {
+                            nonce: planned.number,
+                            sent: Instant::now(),
+                            share: Some(share),
+                        });
                         permit.send(Ok(planned));
                     }
                 }
+                () = sleep_until(share_due), if share_due.is_some() => self.give_back_overdue_shares(),
             }
             if self.behind && self.outbox.is_empty() {
                 self.behind = false;
@@ -388,6 +464,38 @@ impl Connection {
                     self.push(&generation, type_url, None);
                 }
             }
+        }
+    }
+
+    /// When the oldest unanswered response that still holds a share must give it back.
+    fn share_due(&self) -> Option<Instant> {
+        self.unanswered
+            .iter()
+            .find(|u| u.share.is_some())
+            .map(|u| u.sent + self.server.ack_wait)
+    }
+
+    fn give_back_overdue_shares(&mut self) {
+        let now = Instant::now();
+        let mut overdue = 0;
+        for unanswered in &mut self.unanswered {
+            if unanswered.share.is_some() && unanswered.sent + self.server.ack_wait <= now {
+                unanswered.share = None;
+                overdue += 1;
+            }
+        }
+        if overdue > 0 {
+            tracing::warn!(peer = %self.peer, node = ?self.node.as_ref().map(|n| format!("{}/{}", n.namespace, n.pod)),
+                responses = overdue, wait = ?self.server.ack_wait,
+                "proxy has not answered (ACK/NACK) its responses in time: they no longer hold back other proxies' pushes; its own stream waits");
+        }
+    }
+
+    /// The proxy answered `nonce`: it has every response sent before it too (one stream, in
+    /// order), so they stop counting against the bounds, answered or not.
+    fn answered(&mut self, nonce: u64) {
+        while self.unanswered.front().is_some_and(|u| u.nonce <= nonce) {
+            self.unanswered.pop_front();
         }
     }
 
@@ -441,7 +549,11 @@ impl Connection {
                 "outrigger-pilot serves {DESTINATION_TYPE} and {ENDPOINTS_TYPE}, not {type_url:?}"
             )));
         }
-        if let Ok(nonce) = request.response_nonce.parse::<u64>()
+        let nonce = request.response_nonce.parse::<u64>().ok();
+        if let Some(nonce) = nonce {
+            self.answered(nonce);
+        }
+        if let Some(nonce) = nonce
             && let Some((sent_type, number, changed_at)) = self.pending.remove(&nonce)
         {
             if self.pending.is_empty() {
@@ -552,6 +664,7 @@ impl Connection {
                     Vec::new()
                 },
                 nonce,
+                number: self.nonce,
             };
             self.server.metrics.push(type_label(type_url));
             self.outbox.push_back(Box::new(planned));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use outrigger_pilot::app::{Debounce, Pilot};
 use outrigger_pilot::auth::Authenticator;
 use outrigger_pilot::index::{DESTINATION_TYPE, ENDPOINTS_TYPE};
+use outrigger_pilot::xds::XdsServer;
 use outrigger_testkit::FakeApiServer;
 use outrigger_xds_api::envoy::config::core::v3::Node;
 use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -59,6 +60,14 @@ async fn harness() -> Harness {
 
 /// The harness, pilot's HTTP/2 receive windows at (stream, connection) bytes when given.
 async fn harness_with_windows(windows: Option<(u32, u32)>) -> Harness {
+    harness_with(windows, |xds| xds).await
+}
+
+/// The harness with pilot's xDS server configured by `configure`.
+async fn harness_with(
+    windows: Option<(u32, u32)>,
+    configure: impl FnOnce(XdsServer) -> XdsServer,
+) -> Harness {
     let api = api_server().await;
     token_reviews(&api);
     let client = api.client().expect("client");
@@ -71,7 +80,7 @@ async fn harness_with_windows(windows: Option<(u32, u32)>) -> Harness {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let service = pilot.xds().into_service();
+    let service = configure(pilot.xds()).into_service();
     let mut server = tonic::transport::Server::builder();
     if let Some((stream, connection)) = windows {
         server = server
@@ -394,6 +403,9 @@ async fn a_burst_of_small_requests_keeps_its_connection() {
                     assert_eq!(response.resources.len(), 1);
                     assert_eq!(response.resources[0].name, "catalog:8080");
                     answered += 1;
+                    // Pilot sends a few answers ahead of the ACKs only; the ACKs are more
+                    // small frames in the burst.
+                    proxy.ack(&response).await;
                 }
                 Err(status) => {
                     sender.abort();
@@ -417,6 +429,108 @@ async fn a_burst_of_small_requests_keeps_its_connection() {
         status.message().contains("error reading a body"),
         "the connection closed under the stream: {status}"
     );
+}
+
+/// An unsubscribe and subscribe of one name: pilot answers each with the resource again.
+fn resubscribe() -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: DESTINATION_TYPE.to_owned(),
+        resource_names_unsubscribe: vec!["catalog:8080".to_owned()],
+        resource_names_subscribe: vec!["catalog:8080".to_owned()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_gets_at_most_its_queue_depth_of_unanswered_responses() {
+    let h = harness_with(None, |xds| xds.with_queue_depth(2)).await;
+    let mut proxy = connect(&h.url, "token-storefront", STOREFRONT)
+        .await
+        .expect("admitted");
+    proxy.subscribe(DESTINATION_TYPE, &["catalog:8080"]).await;
+    let first = proxy.next().await.expect("first answer");
+    for _ in 0..5 {
+        proxy.send(resubscribe()).await;
+    }
+    // Six answers are due; two may be unanswered at once.
+    let second = proxy.next().await.expect("second answer");
+    proxy.nothing_for(Duration::from_millis(300)).await;
+    // An answer to the later nonce covers the earlier one too (one stream, in order).
+    proxy.ack(&second).await;
+    let third = proxy.next().await.expect("third");
+    let fourth = proxy.next().await.expect("fourth");
+    proxy.nothing_for(Duration::from_millis(300)).await;
+    proxy.ack(&third).await;
+    let fifth = proxy.next().await.expect("fifth");
+    proxy.nothing_for(Duration::from_millis(300)).await;
+    proxy.ack(&fifth).await;
+    let sixth = proxy.next().await.expect("sixth");
+    proxy.ack(&sixth).await;
+    proxy.nothing_for(Duration::from_millis(300)).await;
+    let nonces: Vec<u64> = [&first, &second, &third, &fourth, &fifth, &sixth]
+        .iter()
+        .map(|r| r.nonce.parse().expect("numeric nonce"))
+        .collect();
+    assert!(
+        nonces.windows(2).all(|w| w[0] < w[1]),
+        "in order: {nonces:?}"
+    );
+    assert!(fourth.resources.len() == 1 && sixth.resources[0].name == "catalog:8080");
+}
+
+#[tokio::test]
+async fn unanswered_responses_are_bounded_across_proxies_and_the_bound_frees_at_the_answer() {
+    let h = harness_with(None, |xds| {
+        xds.with_unacked_responses(1)
+            .with_ack_wait(Duration::from_secs(60))
+    })
+    .await;
+    let mut a = connect(&h.url, "token-storefront", STOREFRONT)
+        .await
+        .expect("admitted");
+    a.subscribe(DESTINATION_TYPE, &["catalog:8080"]).await;
+    let held = a.next().await.expect("a's answer");
+    let mut b = connect(&h.url, "token-storefront", STOREFRONT)
+        .await
+        .expect("admitted");
+    b.subscribe(DESTINATION_TYPE, &["catalog:8080"]).await;
+    b.nothing_for(Duration::from_millis(500)).await;
+    a.ack(&held).await;
+    assert_eq!(b.recv().await.resources[0].name, "catalog:8080");
+}
+
+#[tokio::test]
+async fn a_proxy_that_does_not_answer_holds_back_the_others_only_for_the_ack_wait() {
+    let h = harness_with(None, |xds| {
+        xds.with_unacked_responses(1)
+            .with_ack_wait(Duration::from_secs(2))
+    })
+    .await;
+    let mut silent = connect(&h.url, "token-storefront", STOREFRONT)
+        .await
+        .expect("admitted");
+    silent.subscribe(DESTINATION_TYPE, &["catalog:8080"]).await;
+    silent.next().await.expect("its answer, never acknowledged");
+    let held_at = std::time::Instant::now();
+    let mut other = connect(&h.url, "token-storefront", STOREFRONT)
+        .await
+        .expect("admitted");
+    other.subscribe(DESTINATION_TYPE, &["catalog:8080"]).await;
+    other.nothing_for(Duration::from_millis(500)).await;
+    assert_eq!(other.recv().await.resources[0].name, "catalog:8080");
+    assert!(
+        held_at.elapsed() >= Duration::from_millis(1500),
+        "answered after {:?}, before the silent proxy's ack wait ran out",
+        held_at.elapsed()
+    );
+    // The silent proxy's own stream still waits for it: a new answer is due, and with the
+    // other proxy's response answered, the server-wide bound is free again.
+    silent.send(resubscribe()).await;
+    let next = silent
+        .next()
+        .await
+        .expect("its stream goes on within its queue depth");
+    assert_eq!(next.resources[0].name, "catalog:8080");
 }
 
 #[tokio::test]
