@@ -7,4 +7,5 @@ pub mod auth;
 pub mod cluster;
 pub mod index;
 pub mod metrics;
+pub mod name_pool;
 pub mod xds;

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{self, Authenticator, Identity};
 use crate::index::{DESTINATION_TYPE, ENDPOINTS_TYPE, Generation, ViewKey, WireResource};
 use crate::metrics::Metrics;
+use crate::name_pool::NamePool;
 use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -101,6 +102,8 @@ pub struct XdsServer {
     /// Shares of [`DEFAULT_UNACKED_RESPONSES`]: one per response sent and not yet answered.
     unacked: Arc<Semaphore>,
     ack_wait: Duration,
+    /// The subscribed names of every stream, one copy each.
+    names: Arc<NamePool>,
 }
 
 /// HTTP/2 receive window per stream (`--xds-stream-window`): proxies send only small requests.
@@ -149,6 +152,7 @@ impl XdsServer {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             unacked: Arc::new(Semaphore::new(DEFAULT_UNACKED_RESPONSES)),
             ack_wait: DEFAULT_ACK_WAIT,
+            names: Arc::default(),
         }
     }
 
@@ -218,7 +222,7 @@ impl AggregatedDiscoveryService for XdsServer {
             tx,
             node: None,
             key: None,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             nonce: 0,
             pending: HashMap::new(),
             acked_generation: 0,
@@ -242,6 +246,24 @@ enum Sent {
     Removed,
 }
 
+/// A stream's subscriptions: resource name (pooled) → what was sent, per type.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    destinations: BTreeMap<Arc<str>, Sent>,
+    endpoints: BTreeMap<Arc<str>, Sent>,
+}
+
+impl Subscriptions {
+    /// The subscriptions of a type URL we serve.
+    fn of(&mut self, type_url: &str) -> Option<&mut BTreeMap<Arc<str>, Sent>> {
+        match type_url {
+            DESTINATION_TYPE => Some(&mut self.destinations),
+            ENDPOINTS_TYPE => Some(&mut self.endpoints),
+            _ => None,
+        }
+    }
+}
+
 /// At most this many bytes of resources per response (a larger resource goes alone). tonic
 /// keeps each stream's encode buffer at the size of its largest message (exactly, with
 /// `outrigger_xds_api::codec`), so this bounds what every connected proxy costs at rest after
@@ -260,8 +282,8 @@ struct Planned {
     system_version_info: String,
     type_url: String,
     /// (name asked, resource).
-    resources: Vec<(String, Arc<WireResource>)>,
-    removed: Vec<String>,
+    resources: Vec<(Arc<str>, Arc<WireResource>)>,
+    removed: Vec<Arc<str>>,
     nonce: String,
     /// `nonce` as the number it is.
     number: u64,
@@ -282,29 +304,31 @@ impl Planned {
             .resources
             .into_iter()
             .map(|(name, resource)| Resource {
-                aliases: if resource.name == name {
+                aliases: if resource.name == *name {
                     Vec::new()
                 } else {
                     vec![resource.name.clone()]
                 },
                 version: resource.version.to_string(),
                 resource: Some(encode(&self.type_url, &resource)),
-                name,
+                name: name.to_string(),
             })
             .collect();
         DeltaDiscoveryResponse {
             system_version_info: self.system_version_info,
             resources,
             type_url: self.type_url,
-            removed_resources: self.removed,
+            removed_resources: self.removed.iter().map(|n| n.to_string()).collect(),
             nonce: self.nonce,
         }
     }
 }
 
 /// `resources` cut into groups of at most `MAX_RESPONSE_BYTES` encoded bytes (at least one each).
-fn chunks(resources: Vec<(String, Arc<WireResource>)>) -> Vec<Vec<(String, Arc<WireResource>)>> {
-    let mut out: Vec<Vec<(String, Arc<WireResource>)>> = Vec::new();
+fn chunks(
+    resources: Vec<(Arc<str>, Arc<WireResource>)>,
+) -> Vec<Vec<(Arc<str>, Arc<WireResource>)>> {
+    let mut out: Vec<Vec<(Arc<str>, Arc<WireResource>)>> = Vec::new();
     let mut size = 0;
     for (name, resource) in resources {
         let bytes = resource.encoded().len() + name.len();
@@ -329,8 +353,7 @@ struct Connection {
     tx: mpsc::Sender<Queued>,
     node: Option<NodeId>,
     key: Option<ViewKey>,
-    /// type URL → resource name → what was sent.
-    subscriptions: HashMap<String, BTreeMap<String, Sent>>,
+    subscriptions: Subscriptions,
     nonce: u64,
     /// nonce → (type label, generation number, when its first change was seen). Our nonces are
     /// numbers; the map gives its room back once it is empty (an initial push leaves hundreds).
@@ -578,27 +601,32 @@ impl Connection {
                 None => {}
             }
         }
-        let subscriptions = self.subscriptions.entry(type_url.clone()).or_default();
+        let names = &self.server.names;
+        let Some(subscriptions) = self.subscriptions.of(&type_url) else {
+            return Ok(());
+        };
         for name in &request.resource_names_unsubscribe {
-            subscriptions.remove(name);
+            subscriptions.remove(name.as_str());
         }
         let mut new = Vec::new();
         for name in &request.resource_names_subscribe {
-            if !subscriptions.contains_key(name) {
+            if !subscriptions.contains_key(name.as_str()) {
                 let known = request
                     .initial_resource_versions
                     .get(name)
                     .map_or(Sent::Nothing, |v| Sent::Version(Arc::from(v.as_str())));
+                let name = names.intern(name);
                 subscriptions.insert(name.clone(), known);
-                new.push(name.clone());
+                new.push(name);
             }
         }
         // Names the client says it has but did not subscribe to are kept too (Envoy's rule).
         for (name, version) in &request.initial_resource_versions {
+            let name = names.intern(name);
             subscriptions
                 .entry(name.clone())
                 .or_insert_with(|| Sent::Version(Arc::from(version.as_str())));
-            new.push(name.clone());
+            new.push(name);
         }
         if !new.is_empty() {
             self.push(generation, &type_url, Some(new));
@@ -608,15 +636,15 @@ impl Connection {
 
     /// Sends the subscribed resources of `type_url` (only `names` when given) whose version in
     /// this generation differs from what the proxy has, into the outbox.
-    fn push(&mut self, generation: &Generation, type_url: &str, names: Option<Vec<String>>) {
+    fn push(&mut self, generation: &Generation, type_url: &str, names: Option<Vec<Arc<str>>>) {
         let Some(key) = &self.key else { return };
         let view = generation.view(key);
-        let Some(subscriptions) = self.subscriptions.get_mut(type_url) else {
+        let Some(subscriptions) = self.subscriptions.of(type_url) else {
             return;
         };
         let mut resources = Vec::new();
         let mut removed = Vec::new();
-        let names: Vec<String> = names.unwrap_or_else(|| subscriptions.keys().cloned().collect());
+        let names = names.unwrap_or_else(|| subscriptions.keys().cloned().collect());
         for name in names {
             let Some(sent) = subscriptions.get_mut(&name) else {
                 continue;
@@ -676,9 +704,9 @@ impl Connection {
 mod tests {
     use super::*;
 
-    fn resource(name: &str, bytes: usize) -> (String, Arc<WireResource>) {
+    fn resource(name: &str, bytes: usize) -> (Arc<str>, Arc<WireResource>) {
         let pool = crate::index::WirePool::default();
-        (name.to_owned(), pool.intern(name, vec![b'x'; bytes]))
+        (Arc::from(name), pool.intern(name, vec![b'x'; bytes]))
     }
 
     #[test]
@@ -694,7 +722,7 @@ mod tests {
             let bytes: usize = group.iter().map(|(n, r)| n.len() + r.encoded().len()).sum();
             assert!(bytes <= MAX_RESPONSE_BYTES, "{bytes}");
         }
-        let names: Vec<&str> = groups.iter().flatten().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = groups.iter().flatten().map(|(n, _)| &**n).collect();
         let expected: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
         assert_eq!(names, expected, "in order");
         // A resource larger than the bound goes alone, never dropped.
