@@ -536,14 +536,12 @@ impl Outbound {
                 }
             };
             let _active = EndpointLoad::start(endpoint);
-            let limit = match (per_try, deadline) {
-                (Some(per_try), Some(deadline)) => Some((Instant::now() + per_try).min(deadline)),
-                (Some(per_try), None) => Some(Instant::now() + per_try),
-                (None, deadline) => deadline,
-            };
-            let sent = client.request(cluster, index, upstream_request);
-            let result = match limit {
-                Some(limit) => tokio::time::timeout_at(limit, sent).await.ok(),
+            // The route's deadline bounds the whole try, a wait for a `maxConnections` slot
+            // included; `perTryTimeout` only the try once its connection is in hand (Envoy's
+            // per-try timer starts when the pool is ready).
+            let sent = client.try_request(cluster, index, upstream_request, per_try);
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, sent).await.ok(),
                 None => Some(sent.await),
             };
             let (outcome, response) = match result {
@@ -564,6 +562,10 @@ impl Outbound {
                         StatusCode::SERVICE_UNAVAILABLE,
                     );
                 }
+                Some(Err(error)) if error.is_per_try_timeout() => {
+                    tracing::debug!(%error, address = %endpoint.address, "upstream try timed out");
+                    (Outcome::PerTryTimeout, None)
+                }
                 Some(Err(error)) if error.is_connect() => {
                     tracing::debug!(%error, address = %endpoint.address, "upstream connect failed");
                     (Outcome::ConnectFailure, None)
@@ -572,11 +574,10 @@ impl Outbound {
                     tracing::debug!(%error, address = %endpoint.address, "upstream request failed");
                     (Outcome::Reset, None)
                 }
-                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                None => {
                     cluster.observe(index, Observed::timeout());
                     return local(record, Flag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT);
                 }
-                None => (Outcome::PerTryTimeout, None),
             };
             cluster.observe(index, Observed::of(outcome));
             let retriable = retry_on.retries(outcome);

@@ -6,7 +6,9 @@
 //! worker ([`crate::worker`]): a request uses only connections its own thread opened (and
 //! drives), so one HTTP/2 connection per endpoint and worker. Every connection holds a slot of
 //! its cluster's [`ConnectionLimit`] while it is open; at `maxConnections` an HTTP/1 request
-//! waits for a connection of its endpoint to become idle or for a slot to be freed.
+//! waits for a connection of its endpoint to become idle or for a slot to be freed. A try's
+//! `perTryTimeout` starts once its connection is in hand, as Envoy starts its per-try timer when
+//! the pool is ready.
 
 use std::future::Future;
 use std::io;
@@ -62,6 +64,8 @@ pub enum Error {
     ConnectWaited { address: String },
     #[error("the cluster is at maxConnections and http1MaxPendingRequests requests already wait")]
     Overflow,
+    #[error("no response headers within the per-try timeout of {timeout:?}")]
+    PerTryTimeout { timeout: Duration },
     #[error("the upstream request failed")]
     Request(#[source] hyper::Error),
 }
@@ -69,7 +73,15 @@ pub enum Error {
 impl Error {
     /// No connection was made (Envoy's connect failure, `UF`).
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Error::Request(_) | Error::Overflow)
+        !matches!(
+            self,
+            Error::Request(_) | Error::Overflow | Error::PerTryTimeout { .. }
+        )
+    }
+
+    /// The try had its connection but no response headers within its `perTryTimeout`.
+    pub fn is_per_try_timeout(&self) -> bool {
+        matches!(self, Error::PerTryTimeout { .. })
     }
 
     /// The connection-pool limits refused the request (Envoy's overflow, `UO`).
@@ -131,8 +143,25 @@ impl Client {
         index: usize,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
+        self.try_request(cluster, index, request, None).await
+    }
+
+    /// [`Client::request`] as one try of a route: `per_try` (the route's `perTryTimeout`)
+    /// bounds it from the moment its connection is in hand (an idle one, a new one once
+    /// connected, or the endpoint's HTTP/2 connection) to its response headers, as Envoy
+    /// starts its per-try timer when the pool is ready; the wait for a `maxConnections` slot
+    /// and the connect are not under it (the caller's route timeout bounds them). Past it:
+    /// [`Error::PerTryTimeout`].
+    pub async fn try_request(
+        &self,
+        cluster: &ClusterState,
+        index: usize,
+        request: Request<Body>,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Incoming>, Error> {
         let address = &cluster.endpoints[index].address;
-        self.request_to(address, cluster.pool(index), request).await
+        self.send(address, cluster.pool(index), request, per_try)
+            .await
     }
 
     /// [`Client::request`] to an endpoint's address and pool, for a request that outlives the
@@ -143,10 +172,20 @@ impl Client {
         pool: &Arc<Pool>,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
+        self.send(address, pool, request, None).await
+    }
+
+    async fn send(
+        &self,
+        address: &str,
+        pool: &Arc<Pool>,
+        request: Request<Body>,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Incoming>, Error> {
         if self.settings.http2 {
-            self.request_http2(address, pool, request).await
+            self.request_http2(address, pool, request, per_try).await
         } else {
-            self.request_http1(address, pool, request).await
+            self.request_http1(address, pool, request, per_try).await
         }
     }
 
@@ -155,8 +194,12 @@ impl Client {
         address: &str,
         pool: &Arc<Pool>,
         mut request: Request<Body>,
+        per_try: Option<Duration>,
     ) -> Result<Response<Incoming>, Error> {
         let mut stale = 0;
+        // When the first connection was in hand: a request sent again because its reused
+        // connection had closed stays under the same per-try clock.
+        let mut in_hand = None;
         loop {
             let (mut conn, reused) = match pool.idle_http1() {
                 Some(conn) => (conn, true),
@@ -174,6 +217,7 @@ impl Client {
                     },
                 },
             };
+            let per_try = per_try.map(|t| (*in_hand.get_or_insert_with(Instant::now), t));
             conn.served += 1;
             let sent = conn.send.try_send_request(request);
             // Dispatched: the connection goes back to the pool, unless it has served its share.
@@ -184,7 +228,7 @@ impl Client {
             {
                 pool.put_http1(conn);
             }
-            match sent.await {
+            match within(per_try, sent).await? {
                 Ok(response) => return Ok(response),
                 Err(mut error) => match error.take_message() {
                     // Never written: the reused connection was closed in between.
@@ -203,9 +247,26 @@ impl Client {
         address: &str,
         pool: &Arc<Pool>,
         request: Request<Body>,
+        per_try: Option<Duration>,
     ) -> Result<Response<Incoming>, Error> {
         let mut send = pool.http2_sender(address, self.settings).await?;
-        send.send_request(request).await.map_err(Error::Request)
+        let per_try = per_try.map(|t| (Instant::now(), t));
+        within(per_try, send.send_request(request))
+            .await?
+            .map_err(Error::Request)
+    }
+}
+
+/// `sent` bounded by a per-try clock (when it started, how long it runs), if any.
+async fn within<T>(
+    per_try: Option<(Instant, Duration)>,
+    sent: impl Future<Output = T>,
+) -> Result<T, Error> {
+    match per_try {
+        Some((started, timeout)) => tokio::time::timeout_at(started + timeout, sent)
+            .await
+            .map_err(|_| Error::PerTryTimeout { timeout }),
+        None => Ok(sent.await),
     }
 }
 

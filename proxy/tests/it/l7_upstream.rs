@@ -32,7 +32,7 @@ const MULTIPLEXED: &str = "10.96.0.110:9080";
 const SILENT: &str = "10.96.0.120:9080";
 const CAPPED: &str = "10.96.0.130:9080";
 
-/// One app instance: answers `status` (500 on `/fail`, after 700 ms on `/slow`) with `x-version: <name>` and `x-peer:
+/// One app instance: answers `status` (500 on `/fail`, after 700 ms on any path with `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
 async fn app(addr: SocketAddr, name: &'static str, status: u16) {
     let listener = TcpListener::bind(addr).await.expect("bind app");
@@ -76,7 +76,7 @@ async fn answer(
     for (header, value) in req.headers() {
         body += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
     }
-    if req.uri().path().starts_with("/slow") {
+    if req.uri().path().contains("/slow") {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let status = if req.uri().path().starts_with("/fail") {
@@ -242,6 +242,23 @@ spec:
     connectionPool:
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: capped, namespace: demo}
+spec:
+  hosts: [capped]
+  http:
+  - name: paced
+    match: [{uri: {prefix: /paced}}]
+    timeout: 3s
+    retries: {attempts: 1, perTryTimeout: 300ms}
+    route: [{destination: {host: capped}}]
+  - name: hurried
+    match: [{uri: {prefix: /hurried}}]
+    timeout: 200ms
+    route: [{destination: {host: capped}}]
+  - route: [{destination: {host: capped}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -643,15 +660,7 @@ async fn requests_waiting_for_a_failing_http2_connect_fail_with_it() {
 #[tokio::test]
 async fn max_connections_one_serves_a_pending_request_in_turn_and_overflows_the_next() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = upstream_demo(dir.path()).await;
-    // One worker: two workers would each hold the slot in turn over their own connection.
-    let args = RunArgs {
-        config_file: Some(config.clone()),
-        admin_port: Some(0),
-        concurrency: Some(1),
-        ..RunArgs::default()
-    };
-    let proxy = start_proxy(fixed(CAPPED.parse().expect("addr")), args).await;
+    let proxy = capped_proxy(dir.path()).await;
     let addr = proxy.outbound();
     let started = std::time::Instant::now();
     let calls: Vec<_> = (0..3)
@@ -706,6 +715,68 @@ async fn max_connections_one_serves_a_pending_request_in_turn_and_overflows_the_
             &[r#"response_code="503""#, r#"response_flags="UO""#]
         ),
         Some(1.0),
+        "{text}"
+    );
+}
+
+/// The capped cluster (`maxConnections: 1`, one pending request) behind a proxy with one
+/// worker (two workers would each hold the slot in turn over their own connection).
+async fn capped_proxy(dir: &Path) -> TestProxy {
+    let config = upstream_demo(dir).await;
+    let args = RunArgs {
+        config_file: Some(config),
+        admin_port: Some(0),
+        concurrency: Some(1),
+        ..RunArgs::default()
+    };
+    start_proxy(fixed(CAPPED.parse().expect("addr")), args).await
+}
+
+#[tokio::test]
+async fn per_try_timeout_starts_when_the_connection_is_in_hand_and_the_route_timeout_bounds_the_wait()
+ {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proxy = capped_proxy(dir.path()).await;
+    let addr = proxy.outbound();
+    let get = move |path: &'static str| async move {
+        let started = std::time::Instant::now();
+        let answer = Conn::open(addr, false).await.get(path, &[]).await;
+        (answer, started.elapsed())
+    };
+    // `/slow` holds the only connection for 700 ms; `/paced` (perTryTimeout 300 ms, timeout
+    // 3 s) waits about 600 ms for it, longer than its per-try timeout, then is answered at once.
+    let holder = tokio::spawn(get("/slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (paced, took) = get("/paced").await;
+    assert_eq!(paced.status, 200, "served once the slot freed: {paced:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "it did wait for the slot: {took:?}"
+    );
+    assert_eq!(holder.await.expect("holder").0.status, 200);
+    // The route's timeout still bounds the wait: `/hurried` (200 ms) gives up waiting.
+    let holder = tokio::spawn(get("/slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (hurried, took) = get("/hurried").await;
+    assert_eq!(hurried.status, 504, "{hurried:?}");
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    assert_eq!(holder.await.expect("holder").0.status, 200);
+    // The per-try timeout still bounds the try itself once it has its connection.
+    let (slow, took) = get("/paced/slow").await;
+    assert_eq!(slow.status, 504, "{slow:?}");
+    assert_eq!(slow.body, "upstream request timeout");
+    assert!(
+        took < Duration::from_millis(650),
+        "per try, not the app's 700 ms: {took:?}"
+    );
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total{",
+            &[r#"response_code="504""#, r#"response_flags="UT""#]
+        ),
+        Some(2.0),
         "{text}"
     );
 }
