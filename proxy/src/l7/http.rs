@@ -40,7 +40,7 @@ use crate::l7::peer::{self, Local, OwnLabels, Peers};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Label, Measured, MirrorResult, RequestLabels};
-use crate::l7::upstream::{Body, Upstream};
+use crate::l7::upstream::{Body, UpgradedConnection, Upstream};
 use crate::workload::{UNKNOWN, Workload};
 
 /// Bodies up to this size are buffered so the request can be retried; a larger (or unsized)
@@ -614,7 +614,9 @@ impl Outbound {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+                // The upgraded connection keeps its maxConnections slot until the tunnel closes.
+                let held = response.extensions_mut().remove::<UpgradedConnection>();
+                tunnel(client_upgrade, hyper::upgrade::on(&mut response), held);
             } else {
                 record.deadline = deadline;
             }
@@ -917,9 +919,12 @@ fn build_request(
 }
 
 /// Joins the two upgraded connections (WebSocket and other `Upgrade`s) and copies both ways.
+/// `held` (the pooled upstream connection's count as open, with its `maxConnections` slot) is
+/// given back when the tunnel closes, after the upstream socket is closed.
 pub(crate) fn tunnel(
     client: Option<hyper::upgrade::OnUpgrade>,
     upstream: hyper::upgrade::OnUpgrade,
+    held: Option<UpgradedConnection>,
 ) {
     let Some(client) = client else {
         tracing::debug!("101 from upstream but the client connection cannot be upgraded");
@@ -934,9 +939,11 @@ pub(crate) fn tunnel(
                 {
                     tracing::debug!(%error, "upgraded connection ended with an error");
                 }
+                drop(upstream);
             }
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
+        drop(held);
     });
 }
 

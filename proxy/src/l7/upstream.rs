@@ -6,7 +6,8 @@
 //! worker ([`crate::worker`]): a request uses only connections its own thread opened (and
 //! drives), so one HTTP/2 connection per endpoint and worker. Every connection holds a slot of
 //! its cluster's [`ConnectionLimit`] while it is open; at `maxConnections` an HTTP/1 request
-//! waits for a connection of its endpoint to become idle or for a slot to be freed. A try's
+//! waits for a connection of its endpoint to become idle or for a slot to be freed. An
+//! upgraded HTTP/1.1 connection (WebSocket) keeps its slot until its tunnel closes. A try's
 //! `perTryTimeout` starts once its connection is in hand, as Envoy starts its per-try timer when
 //! the pool is ready.
 
@@ -218,6 +219,13 @@ impl Client {
                 },
             };
             let per_try = per_try.map(|t| (*in_hand.get_or_insert_with(Instant::now), t));
+            // An upgrade keeps the connection counted open for its tunnel: taken while the
+            // connection's task still holds it, before the 101 can end that task.
+            let upgrade = request
+                .headers()
+                .contains_key(http::header::UPGRADE)
+                .then(|| conn.open.upgrade())
+                .flatten();
             conn.served += 1;
             let sent = conn.send.try_send_request(request);
             // Dispatched: the connection goes back to the pool, unless it has served its share.
@@ -229,7 +237,16 @@ impl Client {
                 pool.put_http1(conn);
             }
             match within(per_try, sent).await? {
-                Ok(response) => return Ok(response),
+                Ok(mut response) => {
+                    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(open) = upgrade
+                    {
+                        response
+                            .extensions_mut()
+                            .insert(UpgradedConnection { _open: open });
+                    }
+                    return Ok(response);
+                }
                 Err(mut error) => match error.take_message() {
                     // Never written: the reused connection was closed in between.
                     Some(unsent) if reused && stale < STALE_RETRIES => {
@@ -277,6 +294,9 @@ struct Http1Conn {
     send: http1::SendRequest<Body>,
     served: u32,
     idle_since: Instant,
+    /// The connection's count as open, held by its task; an upgrade request takes a share of
+    /// it for the tunnel (a `Weak`, so a closed connection in the pool holds no slot).
+    open: Weak<OpenConnection>,
 }
 
 struct Http2Conn {
@@ -510,7 +530,7 @@ impl Pool {
             })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
-        drive(
+        let open = drive(
             conn.with_upgrades(),
             self.weak(),
             id,
@@ -523,6 +543,7 @@ impl Pool {
             send,
             served: 0,
             idle_since: Instant::now(),
+            open,
         })
     }
 
@@ -571,7 +592,8 @@ impl Pool {
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 // Counted against maxConnections but never refused or waited for (README).
                 let counted = self.limit.open_anyway();
-                drive(conn, self.weak(), id, settings.idle_timeout, counted);
+                // HTTP/2 is not upgraded here: no handle on the count is needed.
+                let _ = drive(conn, self.weak(), id, settings.idle_timeout, counted);
                 slot.insert(Http2Conn {
                     id,
                     send,
@@ -677,34 +699,56 @@ fn take_idle(http1: &mut Http1Pool, worker: usize) -> Option<Http1Conn> {
     Some(http1.idle.swap_remove(ready))
 }
 
+/// One upstream connection counted open: in its pool's `open` (`cx_active`) and with its slot
+/// of the cluster's `maxConnections`, until the last holder lets go: the task that drives it,
+/// and for an upgraded HTTP/1.1 connection the tunnel that carries its bytes
+/// ([`UpgradedConnection`]).
+#[derive(Debug)]
+pub struct OpenConnection {
+    pool: Weak<Pool>,
+    _slot: Permit,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Carried in the extensions of a `101` response: the upgraded connection's count as open,
+/// for the tunnel to hold until it closes (Envoy keeps an upgraded stream's upstream
+/// connection busy, under `max_connections`, until the stream ends).
+#[derive(Debug, Clone)]
+pub struct UpgradedConnection {
+    _open: Arc<OpenConnection>,
+}
+
 /// Runs a connection until it ends; every idle period it asks the pool whether the connection
 /// has been idle too long (the pool then drops its handle and the connection closes). The
 /// task holds the connection's `slot` of the cluster's cap, given back when the task ends
-/// (after the connection's socket is closed: the connection is dropped first).
-fn drive<C, E>(conn: C, pool: Weak<Pool>, id: u64, idle: Duration, slot: Permit)
+/// (after the connection's socket is closed: the connection is dropped first), or, after an
+/// upgrade, when the tunnel lets go of it too. Returns a handle on that count for upgrades.
+fn drive<C, E>(
+    conn: C,
+    pool: Weak<Pool>,
+    id: u64,
+    idle: Duration,
+    slot: Permit,
+) -> Weak<OpenConnection>
 where
     C: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send,
 {
-    /// Counts the connection open while its task runs.
-    struct Open {
-        pool: Weak<Pool>,
-        _slot: Permit,
-    }
-    impl Drop for Open {
-        fn drop(&mut self) {
-            if let Some(pool) = self.pool.upgrade() {
-                pool.open.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
     if let Some(pool) = pool.upgrade() {
         pool.open.fetch_add(1, Ordering::Relaxed);
     }
-    let open = Open {
+    let open = Arc::new(OpenConnection {
         pool: pool.clone(),
         _slot: slot,
-    };
+    });
+    let handle = Arc::downgrade(&open);
     tokio::spawn(async move {
         let _open = open;
         let mut conn = std::pin::pin!(conn);
@@ -736,4 +780,5 @@ where
             }
         }
     });
+    handle
 }

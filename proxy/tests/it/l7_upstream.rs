@@ -16,10 +16,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use outrigger_proxy::cli::RunArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::config_file::routes_build;
-use crate::l7::{Conn, demo_proxy};
+use crate::l7::{Conn, demo_proxy, open_websocket, upgrade_echo};
 use crate::support::*;
 
 const FLAKY: &str = "10.96.0.50:9080";
@@ -32,7 +33,7 @@ const MULTIPLEXED: &str = "10.96.0.110:9080";
 const SILENT: &str = "10.96.0.120:9080";
 const CAPPED: &str = "10.96.0.130:9080";
 
-/// One app instance: answers `status` (500 on `/fail`, after 700 ms on any path with `/slow`) with `x-version: <name>` and `x-peer:
+/// One app instance (an `Upgrade` gets 101 and an echo): answers `status` (500 on `/fail`, after 700 ms on any path with `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
 async fn app(addr: SocketAddr, name: &'static str, status: u16) {
     let listener = TcpListener::bind(addr).await.expect("bind app");
@@ -45,7 +46,7 @@ async fn app(addr: SocketAddr, name: &'static str, status: u16) {
                 let service =
                     hyper::service::service_fn(move |req| answer(req, name, status, peer));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
@@ -53,11 +54,14 @@ async fn app(addr: SocketAddr, name: &'static str, status: u16) {
 }
 
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     name: &'static str,
     status: u16,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(upgrade_echo(&mut req));
+    }
     let authority = req
         .uri()
         .authority()
@@ -777,6 +781,56 @@ async fn per_try_timeout_starts_when_the_connection_is_in_hand_and_the_route_tim
             &[r#"response_code="504""#, r#"response_flags="UT""#]
         ),
         Some(2.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_holds_its_max_connections_slot_until_the_tunnel_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proxy = capped_proxy(dir.path()).await;
+    let addr = proxy.outbound();
+    let mut tunnel = open_websocket(addr).await;
+    tunnel.write_all(b"ping").await.expect("send");
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"ping");
+    let (_, clusters) = http(proxy.admin(), "GET", "/clusters").await;
+    let cluster = "outbound|9080||capped.demo.svc.cluster.local";
+    assert!(
+        clusters.contains(&format!("{cluster}::cx_active::1\n")),
+        "the tunnel's connection is open: {clusters}"
+    );
+    // The tunnel holds the only slot: the next request waits (http1MaxPendingRequests 1) and
+    // the one after overflows.
+    let waiting = tokio::spawn(async move { Conn::open(addr, false).await.get("/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a request waits while the tunnel is open"
+    );
+    let overflow = Conn::open(addr, false).await.get("/", &[]).await;
+    assert_eq!(overflow.status, 503, "{overflow:?}");
+    // Closing the tunnel gives the slot to the waiting request.
+    drop(tunnel);
+    let served = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("served once the tunnel closed")
+        .expect("the call ran");
+    assert_eq!(served.status, 200, "{served:?}");
+    // And a new tunnel gets a connection again.
+    let mut again = open_websocket(addr).await;
+    again.write_all(b"pong").await.expect("send");
+    again.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"pong");
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total{",
+            &[r#"response_code="503""#, r#"response_flags="UO""#]
+        ),
+        Some(1.0),
         "{text}"
     );
 }
