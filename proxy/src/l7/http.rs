@@ -19,7 +19,6 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use outrigger_api::names::label;
 use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
 use outrigger_mesh::config::{
     ActionKind, DestinationConfig, FaultAbort, Mirror, OutboundTrafficPolicy, Route,
@@ -786,26 +785,6 @@ impl Drop for EndpointLoad<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Istio's `app` and `version` of a workload from its labels: the canonical name/revision,
-/// else `app.kubernetes.io/*`, else `app`/`version`.
-pub(crate) fn app_and_version(
-    labels: &std::collections::BTreeMap<String, String>,
-) -> (Label, Label) {
-    let label = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| labels.get(*k))
-            .map_or_else(Label::unknown, |v| Label::from(v.as_str()))
-    };
-    (
-        label(&[label::CANONICAL_NAME, label::K8S_APP_NAME, label::APP]),
-        label(&[
-            label::CANONICAL_REVISION,
-            label::K8S_APP_VERSION,
-            label::VERSION,
-        ]),
-    )
 }
 
 fn hit(percentage: f64) -> bool {
