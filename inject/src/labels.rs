@@ -4,8 +4,9 @@
 use outrigger_api::names::{
     annotation::{DEFAULT_CONTAINER, DEFAULT_LOGS_CONTAINER},
     container,
-    label::{self, CANONICAL_NAME, CANONICAL_REVISION, POD_TEMPLATE_HASH, TLS_MODE},
+    label::{CANONICAL_NAME, CANONICAL_REVISION, POD_TEMPLATE_HASH, TLS_MODE},
 };
+use outrigger_api::workload_labels;
 use serde_json::{Map, Value, json};
 
 /// The workload a pod belongs to.
@@ -69,20 +70,15 @@ pub(crate) fn workload(pod: &Value, namespace: &str, requested: Option<&str>) ->
     Workload { name, owner }
 }
 
-/// Adds tlsMode and the canonical name/revision labels, keeping values already present.
+/// Adds tlsMode and the canonical name/revision labels (Istio's fallbacks,
+/// [`workload_labels::canonical_service`]), keeping values already present.
 pub(crate) fn add_labels(labels: &mut Map<String, Value>, workload_name: &str) {
-    let get = |l: &Map<String, Value>, k: &str| l.get(k).and_then(Value::as_str).map(str::to_owned);
-    let name = get(labels, CANONICAL_NAME)
-        .or_else(|| get(labels, label::K8S_APP_NAME))
-        .or_else(|| get(labels, label::APP))
-        .unwrap_or_else(|| workload_name.to_owned());
-    let revision = get(labels, CANONICAL_REVISION)
-        .or_else(|| get(labels, label::K8S_APP_VERSION))
-        .or_else(|| get(labels, label::VERSION))
-        .unwrap_or_else(|| "latest".to_owned());
+    let label = |key: &str| labels.get(key).and_then(Value::as_str);
+    let (name, revision) = workload_labels::canonical_service(label, workload_name);
+    let (name, revision) = (label_value(name), label_value(revision));
     labels.entry(TLS_MODE).or_insert_with(|| json!("istio"));
-    labels.insert(CANONICAL_NAME.to_owned(), json!(label_value(&name)));
-    labels.insert(CANONICAL_REVISION.to_owned(), json!(label_value(&revision)));
+    labels.insert(CANONICAL_NAME.to_owned(), json!(name));
+    labels.insert(CANONICAL_REVISION.to_owned(), json!(revision));
 }
 
 /// At most 63 characters, no leading or trailing `-`, `_`, `.` (a valid label value).

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use outrigger_api::workload_labels;
 use outrigger_mesh::ProxyConfig as MeshConfig;
 use outrigger_mesh::config::{Cluster, Endpoint, Health};
 use outrigger_mesh::protocol::Protocol;
@@ -212,22 +213,11 @@ impl ClusterState {
                     address: endpoint.address,
                 });
             }
-            let label = |keys: &[&str]| {
-                keys.iter()
-                    .find_map(|key| endpoint.labels.get(*key))
-                    .map_or(crate::workload::UNKNOWN, String::as_str)
-            };
-            let app = label(&[
-                "service.istio.io/canonical-name",
-                "app.kubernetes.io/name",
-                "app",
-            ]);
-            let version = label(&[
-                "service.istio.io/canonical-revision",
-                "app.kubernetes.io/version",
-                "version",
-            ]);
-            let (app, version) = (names.get(app), names.get(version));
+            // `destination_app` and `destination_version`, as Istio's telemetry reads them.
+            let label = |key: &str| endpoint.labels.get(key).map(String::as_str);
+            let unknown = crate::workload::UNKNOWN;
+            let app = names.get(workload_labels::app(label).unwrap_or(unknown));
+            let version = names.get(workload_labels::version(label).unwrap_or(unknown));
             let workload = endpoint.workload.as_deref().map(|w| names.get(w));
             endpoints.push(EndpointState {
                 health: endpoint.health,
@@ -670,6 +660,14 @@ mod tests {
             labels: Arc::new(BTreeMap::from([
                 ("app".to_owned(), "web".to_owned()),
                 ("version".to_owned(), "v1".to_owned()),
+                (
+                    "service.istio.io/canonical-name".to_owned(),
+                    "storefront".to_owned(),
+                ),
+                (
+                    "service.istio.io/canonical-revision".to_owned(),
+                    "r7".to_owned(),
+                ),
             ])),
             workload: Some("web".into()),
             pod: Some("web-1".into()),
@@ -709,6 +707,8 @@ mod tests {
             .collect();
         assert_eq!(all.len(), 4);
         let first = all[0];
+        // destination_app/version are the `app`/`version` labels, not the canonical ones.
+        assert_eq!((&*first.app, &*first.version), ("web", "v1"));
         for other in &all[1..] {
             assert!(Arc::ptr_eq(&first.model.labels, &other.model.labels));
             assert!(Arc::ptr_eq(&first.namespace, &other.namespace));

@@ -19,7 +19,6 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use outrigger_api::names::label;
 use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
 use outrigger_mesh::config::{
     ActionKind, DestinationConfig, FaultAbort, Mirror, OutboundTrafficPolicy, Route,
@@ -40,7 +39,7 @@ use crate::l7::peer::{self, Local, OwnLabels, Peers};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
 use crate::l7::telemetry::{L7Metrics, Label, Measured, MirrorResult, RequestLabels};
-use crate::l7::upstream::{Body, Upstream};
+use crate::l7::upstream::{Body, UpgradedConnection, Upstream};
 use crate::workload::{UNKNOWN, Workload};
 
 /// Bodies up to this size are buffered so the request can be retried; a larger (or unsized)
@@ -536,14 +535,12 @@ impl Outbound {
                 }
             };
             let _active = EndpointLoad::start(endpoint);
-            let limit = match (per_try, deadline) {
-                (Some(per_try), Some(deadline)) => Some((Instant::now() + per_try).min(deadline)),
-                (Some(per_try), None) => Some(Instant::now() + per_try),
-                (None, deadline) => deadline,
-            };
-            let sent = client.request(cluster, index, upstream_request);
-            let result = match limit {
-                Some(limit) => tokio::time::timeout_at(limit, sent).await.ok(),
+            // The route's deadline bounds the whole try, a wait for a `maxConnections` slot
+            // included; `perTryTimeout` only the try once its connection is in hand (Envoy's
+            // per-try timer starts when the pool is ready).
+            let sent = client.try_request(cluster, index, upstream_request, per_try);
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, sent).await.ok(),
                 None => Some(sent.await),
             };
             let (outcome, response) = match result {
@@ -564,6 +561,10 @@ impl Outbound {
                         StatusCode::SERVICE_UNAVAILABLE,
                     );
                 }
+                Some(Err(error)) if error.is_per_try_timeout() => {
+                    tracing::debug!(%error, address = %endpoint.address, "upstream try timed out");
+                    (Outcome::PerTryTimeout, None)
+                }
                 Some(Err(error)) if error.is_connect() => {
                     tracing::debug!(%error, address = %endpoint.address, "upstream connect failed");
                     (Outcome::ConnectFailure, None)
@@ -572,11 +573,10 @@ impl Outbound {
                     tracing::debug!(%error, address = %endpoint.address, "upstream request failed");
                     (Outcome::Reset, None)
                 }
-                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                None => {
                     cluster.observe(index, Observed::timeout());
                     return local(record, Flag::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT);
                 }
-                None => (Outcome::PerTryTimeout, None),
             };
             cluster.observe(index, Observed::of(outcome));
             let retriable = retry_on.retries(outcome);
@@ -613,7 +613,9 @@ impl Outbound {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+                // The upgraded connection keeps its maxConnections slot until the tunnel closes.
+                let held = response.extensions_mut().remove::<UpgradedConnection>();
+                tunnel(client_upgrade, hyper::upgrade::on(&mut response), held);
             } else {
                 record.deadline = deadline;
             }
@@ -785,26 +787,6 @@ impl Drop for EndpointLoad<'_> {
     }
 }
 
-/// Istio's `app` and `version` of a workload from its labels: the canonical name/revision,
-/// else `app.kubernetes.io/*`, else `app`/`version`.
-pub(crate) fn app_and_version(
-    labels: &std::collections::BTreeMap<String, String>,
-) -> (Label, Label) {
-    let label = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| labels.get(*k))
-            .map_or_else(Label::unknown, |v| Label::from(v.as_str()))
-    };
-    (
-        label(&[label::CANONICAL_NAME, label::K8S_APP_NAME, label::APP]),
-        label(&[
-            label::CANONICAL_REVISION,
-            label::K8S_APP_VERSION,
-            label::VERSION,
-        ]),
-    )
-}
-
 fn hit(percentage: f64) -> bool {
     percentage >= 100.0 || fastrand::f64() * 100.0 < percentage
 }
@@ -916,9 +898,12 @@ fn build_request(
 }
 
 /// Joins the two upgraded connections (WebSocket and other `Upgrade`s) and copies both ways.
+/// `held` (the pooled upstream connection's count as open, with its `maxConnections` slot) is
+/// given back when the tunnel closes, after the upstream socket is closed.
 pub(crate) fn tunnel(
     client: Option<hyper::upgrade::OnUpgrade>,
     upstream: hyper::upgrade::OnUpgrade,
+    held: Option<UpgradedConnection>,
 ) {
     let Some(client) = client else {
         tracing::debug!("101 from upstream but the client connection cannot be upgraded");
@@ -933,9 +918,11 @@ pub(crate) fn tunnel(
                 {
                     tracing::debug!(%error, "upgraded connection ended with an error");
                 }
+                drop(upstream);
             }
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
+        drop(held);
     });
 }
 

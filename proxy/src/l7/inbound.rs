@@ -295,7 +295,8 @@ impl Inbound {
         match client.request(request).await {
             Ok(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+                    // The app's connection is not under a cluster's maxConnections.
+                    tunnel(client_upgrade, hyper::upgrade::on(&mut response), None);
                 }
                 response.map(|body| body.boxed())
             }

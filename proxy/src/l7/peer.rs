@@ -18,8 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 use http::{HeaderMap, HeaderValue};
-use outrigger_api::names::label;
 use outrigger_api::names::peer_metadata::{ID_HEADER, METADATA_HEADER, field};
+use outrigger_api::workload_labels;
 use prost::Message as _;
 use prost_types::value::Kind;
 use prost_types::{Struct, Value};
@@ -138,8 +138,8 @@ pub fn decode(value: &[u8]) -> Result<Struct, PeerError> {
 }
 
 /// The label values of a peer's Struct: `WORKLOAD_NAME`, `NAMESPACE`, and from `LABELS` the
-/// app (`app`, else `app.kubernetes.io/name`) and version (`version`, else
-/// `app.kubernetes.io/version`). A field absent, not a string, too long or with characters a
+/// app and version as Istio's telemetry reads them (the `app` and `version` labels,
+/// [`workload_labels`]). A field absent, not a string, too long or with characters a
 /// Kubernetes name or label value cannot have is `unknown`; the flag says whether any present
 /// field was refused so.
 pub fn peer_of(metadata: &Struct) -> (Peer, bool) {
@@ -160,21 +160,15 @@ pub fn peer_of(metadata: &Struct) -> (Peer, bool) {
         Some(Some(Kind::StructValue(labels))) => Some(labels),
         _ => None,
     };
-    let label = |keys: [&str; 2]| {
-        keys.iter()
-            .find_map(|key| labels.and_then(|labels| labels.fields.get(*key)))
-    };
+    let label = |key: &str| labels.and_then(|labels| labels.fields.get(key));
     let peer = Peer {
         workload: take(
             metadata.fields.get(field::WORKLOAD_NAME),
             MAX_WORKLOAD_BYTES,
         ),
         namespace: take(metadata.fields.get(field::NAMESPACE), MAX_VALUE_BYTES),
-        app: take(label([label::APP, label::K8S_APP_NAME]), MAX_VALUE_BYTES),
-        version: take(
-            label([label::VERSION, label::K8S_APP_VERSION]),
-            MAX_VALUE_BYTES,
-        ),
+        app: take(workload_labels::app(label), MAX_VALUE_BYTES),
+        version: take(workload_labels::version(label), MAX_VALUE_BYTES),
     };
     (peer, refused)
 }
@@ -235,12 +229,13 @@ impl Exchange {
         let id = crate::discovery::node_id(workload)
             .ok()
             .and_then(|id| HeaderValue::from_str(&id).ok());
-        let (app, version) = crate::l7::http::app_and_version(labels);
+        let label = |key: &str| labels.get(key).map(String::as_str);
+        let known = |value: Option<&str>| value.map_or_else(Label::unknown, Label::from);
         let labels = OwnLabels {
             workload: Label::from(workload.name.as_str()),
             namespace: Label::from(workload.namespace.as_str()),
-            app,
-            version,
+            app: known(workload_labels::app(label)),
+            version: known(workload_labels::version(label)),
         };
         Exchange {
             id,
@@ -586,12 +581,41 @@ mod tests {
                 Peer {
                     workload: "productpage-v1".into(),
                     namespace: "default".into(),
-                    // No `app`/`version` labels: the app.kubernetes.io ones.
-                    app: "productpage".into(),
-                    version: "v1".into(),
+                    // No `app`/`version` labels: `unknown`, as Istio's stats filter says (the
+                    // canonical and app.kubernetes.io labels are not its app and version).
+                    app: UNKNOWN.into(),
+                    version: UNKNOWN.into(),
                 }
             );
         }
+    }
+
+    /// What this proxy labels its own requests with and what a peer reads from its header
+    /// agree: the `app` and `version` labels, whatever canonical labels the pod has.
+    #[test]
+    fn own_labels_and_the_peer_s_reading_of_them_are_the_app_and_version_labels() {
+        let pod = labels(&[
+            ("app", "reviews"),
+            ("version", "v1"),
+            ("service.istio.io/canonical-name", "reviews-svc"),
+            ("service.istio.io/canonical-revision", "r7"),
+            ("app.kubernetes.io/name", "reviews-k8s"),
+            ("app.kubernetes.io/version", "1.0"),
+        ]);
+        let exchange = Exchange::new(&workload(), &pod);
+        let own = (
+            exchange.labels.app.as_str(),
+            exchange.labels.version.as_str(),
+        );
+        assert_eq!(own, ("reviews", "v1"));
+        let (peer, _) = peer_of(&node_metadata(&workload(), &pod));
+        assert_eq!((peer.app.as_str(), peer.version.as_str()), own);
+        // Without `app`/`version`: `unknown` on both sides, not a canonical label.
+        let pod = labels(&[("service.istio.io/canonical-name", "reviews-svc")]);
+        let exchange = Exchange::new(&workload(), &pod);
+        let (peer, _) = peer_of(&node_metadata(&workload(), &pod));
+        assert_eq!(exchange.labels.app.as_str(), UNKNOWN);
+        assert_eq!(peer.app.as_str(), UNKNOWN);
     }
 
     #[test]

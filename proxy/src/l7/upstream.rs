@@ -6,7 +6,10 @@
 //! worker ([`crate::worker`]): a request uses only connections its own thread opened (and
 //! drives), so one HTTP/2 connection per endpoint and worker. Every connection holds a slot of
 //! its cluster's [`ConnectionLimit`] while it is open; at `maxConnections` an HTTP/1 request
-//! waits for a connection of its endpoint to become idle or for a slot to be freed.
+//! waits for a connection of its endpoint to become idle or for a slot to be freed. An
+//! upgraded HTTP/1.1 connection (WebSocket) keeps its slot until its tunnel closes. A try's
+//! `perTryTimeout` starts once its connection is in hand, as Envoy starts its per-try timer when
+//! the pool is ready.
 
 use std::future::Future;
 use std::io;
@@ -62,6 +65,8 @@ pub enum Error {
     ConnectWaited { address: String },
     #[error("the cluster is at maxConnections and http1MaxPendingRequests requests already wait")]
     Overflow,
+    #[error("no response headers within the per-try timeout of {timeout:?}")]
+    PerTryTimeout { timeout: Duration },
     #[error("the upstream request failed")]
     Request(#[source] hyper::Error),
 }
@@ -69,7 +74,15 @@ pub enum Error {
 impl Error {
     /// No connection was made (Envoy's connect failure, `UF`).
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Error::Request(_) | Error::Overflow)
+        !matches!(
+            self,
+            Error::Request(_) | Error::Overflow | Error::PerTryTimeout { .. }
+        )
+    }
+
+    /// The try had its connection but no response headers within its `perTryTimeout`.
+    pub fn is_per_try_timeout(&self) -> bool {
+        matches!(self, Error::PerTryTimeout { .. })
     }
 
     /// The connection-pool limits refused the request (Envoy's overflow, `UO`).
@@ -131,8 +144,25 @@ impl Client {
         index: usize,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
+        self.try_request(cluster, index, request, None).await
+    }
+
+    /// [`Client::request`] as one try of a route: `per_try` (the route's `perTryTimeout`)
+    /// bounds it from the moment its connection is in hand (an idle one, a new one once
+    /// connected, or the endpoint's HTTP/2 connection) to its response headers, as Envoy
+    /// starts its per-try timer when the pool is ready; the wait for a `maxConnections` slot
+    /// and the connect are not under it (the caller's route timeout bounds them). Past it:
+    /// [`Error::PerTryTimeout`].
+    pub async fn try_request(
+        &self,
+        cluster: &ClusterState,
+        index: usize,
+        request: Request<Body>,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Incoming>, Error> {
         let address = &cluster.endpoints[index].address;
-        self.request_to(address, cluster.pool(index), request).await
+        self.send(address, cluster.pool(index), request, per_try)
+            .await
     }
 
     /// [`Client::request`] to an endpoint's address and pool, for a request that outlives the
@@ -143,10 +173,20 @@ impl Client {
         pool: &Arc<Pool>,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
+        self.send(address, pool, request, None).await
+    }
+
+    async fn send(
+        &self,
+        address: &str,
+        pool: &Arc<Pool>,
+        request: Request<Body>,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Incoming>, Error> {
         if self.settings.http2 {
-            self.request_http2(address, pool, request).await
+            self.request_http2(address, pool, request, per_try).await
         } else {
-            self.request_http1(address, pool, request).await
+            self.request_http1(address, pool, request, per_try).await
         }
     }
 
@@ -155,8 +195,12 @@ impl Client {
         address: &str,
         pool: &Arc<Pool>,
         mut request: Request<Body>,
+        per_try: Option<Duration>,
     ) -> Result<Response<Incoming>, Error> {
         let mut stale = 0;
+        // When the first connection was in hand: a request sent again because its reused
+        // connection had closed stays under the same per-try clock.
+        let mut in_hand = None;
         loop {
             let (mut conn, reused) = match pool.idle_http1() {
                 Some(conn) => (conn, true),
@@ -174,6 +218,14 @@ impl Client {
                     },
                 },
             };
+            let per_try = per_try.map(|t| (*in_hand.get_or_insert_with(Instant::now), t));
+            // An upgrade keeps the connection counted open for its tunnel: taken while the
+            // connection's task still holds it, before the 101 can end that task.
+            let upgrade = request
+                .headers()
+                .contains_key(http::header::UPGRADE)
+                .then(|| conn.open.upgrade())
+                .flatten();
             conn.served += 1;
             let sent = conn.send.try_send_request(request);
             // Dispatched: the connection goes back to the pool, unless it has served its share.
@@ -184,8 +236,17 @@ impl Client {
             {
                 pool.put_http1(conn);
             }
-            match sent.await {
-                Ok(response) => return Ok(response),
+            match within(per_try, sent).await? {
+                Ok(mut response) => {
+                    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(open) = upgrade
+                    {
+                        response
+                            .extensions_mut()
+                            .insert(UpgradedConnection { _open: open });
+                    }
+                    return Ok(response);
+                }
                 Err(mut error) => match error.take_message() {
                     // Never written: the reused connection was closed in between.
                     Some(unsent) if reused && stale < STALE_RETRIES => {
@@ -203,9 +264,26 @@ impl Client {
         address: &str,
         pool: &Arc<Pool>,
         request: Request<Body>,
+        per_try: Option<Duration>,
     ) -> Result<Response<Incoming>, Error> {
         let mut send = pool.http2_sender(address, self.settings).await?;
-        send.send_request(request).await.map_err(Error::Request)
+        let per_try = per_try.map(|t| (Instant::now(), t));
+        within(per_try, send.send_request(request))
+            .await?
+            .map_err(Error::Request)
+    }
+}
+
+/// `sent` bounded by a per-try clock (when it started, how long it runs), if any.
+async fn within<T>(
+    per_try: Option<(Instant, Duration)>,
+    sent: impl Future<Output = T>,
+) -> Result<T, Error> {
+    match per_try {
+        Some((started, timeout)) => tokio::time::timeout_at(started + timeout, sent)
+            .await
+            .map_err(|_| Error::PerTryTimeout { timeout }),
+        None => Ok(sent.await),
     }
 }
 
@@ -216,6 +294,9 @@ struct Http1Conn {
     send: http1::SendRequest<Body>,
     served: u32,
     idle_since: Instant,
+    /// The connection's count as open, held by its task; an upgrade request takes a share of
+    /// it for the tunnel (a `Weak`, so a closed connection in the pool holds no slot).
+    open: Weak<OpenConnection>,
 }
 
 struct Http2Conn {
@@ -449,7 +530,7 @@ impl Pool {
             })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
-        drive(
+        let open = drive(
             conn.with_upgrades(),
             self.weak(),
             id,
@@ -462,6 +543,7 @@ impl Pool {
             send,
             served: 0,
             idle_since: Instant::now(),
+            open,
         })
     }
 
@@ -510,7 +592,8 @@ impl Pool {
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 // Counted against maxConnections but never refused or waited for (README).
                 let counted = self.limit.open_anyway();
-                drive(conn, self.weak(), id, settings.idle_timeout, counted);
+                // HTTP/2 is not upgraded here: no handle on the count is needed.
+                let _ = drive(conn, self.weak(), id, settings.idle_timeout, counted);
                 slot.insert(Http2Conn {
                     id,
                     send,
@@ -616,34 +699,56 @@ fn take_idle(http1: &mut Http1Pool, worker: usize) -> Option<Http1Conn> {
     Some(http1.idle.swap_remove(ready))
 }
 
+/// One upstream connection counted open: in its pool's `open` (`cx_active`) and with its slot
+/// of the cluster's `maxConnections`, until the last holder lets go: the task that drives it,
+/// and for an upgraded HTTP/1.1 connection the tunnel that carries its bytes
+/// ([`UpgradedConnection`]).
+#[derive(Debug)]
+pub struct OpenConnection {
+    pool: Weak<Pool>,
+    _slot: Permit,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Carried in the extensions of a `101` response: the upgraded connection's count as open,
+/// for the tunnel to hold until it closes (Envoy keeps an upgraded stream's upstream
+/// connection busy, under `max_connections`, until the stream ends).
+#[derive(Debug, Clone)]
+pub struct UpgradedConnection {
+    _open: Arc<OpenConnection>,
+}
+
 /// Runs a connection until it ends; every idle period it asks the pool whether the connection
 /// has been idle too long (the pool then drops its handle and the connection closes). The
 /// task holds the connection's `slot` of the cluster's cap, given back when the task ends
-/// (after the connection's socket is closed: the connection is dropped first).
-fn drive<C, E>(conn: C, pool: Weak<Pool>, id: u64, idle: Duration, slot: Permit)
+/// (after the connection's socket is closed: the connection is dropped first), or, after an
+/// upgrade, when the tunnel lets go of it too. Returns a handle on that count for upgrades.
+fn drive<C, E>(
+    conn: C,
+    pool: Weak<Pool>,
+    id: u64,
+    idle: Duration,
+    slot: Permit,
+) -> Weak<OpenConnection>
 where
     C: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send,
 {
-    /// Counts the connection open while its task runs.
-    struct Open {
-        pool: Weak<Pool>,
-        _slot: Permit,
-    }
-    impl Drop for Open {
-        fn drop(&mut self) {
-            if let Some(pool) = self.pool.upgrade() {
-                pool.open.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
     if let Some(pool) = pool.upgrade() {
         pool.open.fetch_add(1, Ordering::Relaxed);
     }
-    let open = Open {
+    let open = Arc::new(OpenConnection {
         pool: pool.clone(),
         _slot: slot,
-    };
+    });
+    let handle = Arc::downgrade(&open);
     tokio::spawn(async move {
         let _open = open;
         let mut conn = std::pin::pin!(conn);
@@ -675,4 +780,5 @@ where
             }
         }
     });
+    handle
 }

@@ -142,24 +142,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.headers().contains_key(http::header::UPGRADE) {
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(upgraded) = upgrade.await {
-                let mut io = TokioIo::new(upgraded);
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = io.read(&mut buf).await {
-                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        return Ok(Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .body(Full::new(Bytes::new()))
-            .expect("valid response"));
+        return Ok(upgrade_echo(&mut req));
     }
     if path.starts_with("/slow") {
         let ms = req
@@ -184,6 +167,50 @@ async fn answer(
         .header("x-version", version)
         .body(Full::new(Bytes::from(body)))
         .expect("valid response"))
+}
+
+/// The app's answer to an `Upgrade` request: 101, then an echo of the upgraded bytes until the
+/// client closes its side.
+pub fn upgrade_echo(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .body(Full::new(Bytes::new()))
+        .expect("valid response")
+}
+
+/// A WebSocket handshake to the proxy at `addr`: the connection once the 101 has come.
+pub async fn open_websocket(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: reviews:9080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .expect("send upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
 }
 
 /// Apps on every demo address, the configuration built for the client pod; returns its path.
@@ -477,22 +504,7 @@ async fn websocket_upgrades_pass_through() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = demo(dir.path()).await;
     let proxy = demo_proxy(&config, REVIEWS).await;
-    let mut stream = TcpStream::connect(proxy.outbound()).await.expect("connect");
-    stream
-        .write_all(
-            b"GET /chat HTTP/1.1\r\nHost: reviews:9080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .expect("send upgrade");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.expect("response head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut stream = open_websocket(proxy.outbound()).await;
     stream
         .write_all(b"ping over the tunnel")
         .await

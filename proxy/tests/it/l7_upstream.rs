@@ -16,10 +16,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use outrigger_proxy::cli::RunArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::config_file::routes_build;
-use crate::l7::{Conn, demo_proxy};
+use crate::l7::{Conn, demo_proxy, open_websocket, upgrade_echo};
 use crate::support::*;
 
 const FLAKY: &str = "10.96.0.50:9080";
@@ -32,7 +33,7 @@ const MULTIPLEXED: &str = "10.96.0.110:9080";
 const SILENT: &str = "10.96.0.120:9080";
 const CAPPED: &str = "10.96.0.130:9080";
 
-/// One app instance: answers `status` (500 on `/fail`, after 700 ms on `/slow`) with `x-version: <name>` and `x-peer:
+/// One app instance (an `Upgrade` gets 101 and an echo): answers `status` (500 on `/fail`, after 700 ms on any path with `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
 async fn app(addr: SocketAddr, name: &'static str, status: u16) {
     let listener = TcpListener::bind(addr).await.expect("bind app");
@@ -45,7 +46,7 @@ async fn app(addr: SocketAddr, name: &'static str, status: u16) {
                 let service =
                     hyper::service::service_fn(move |req| answer(req, name, status, peer));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
@@ -53,11 +54,14 @@ async fn app(addr: SocketAddr, name: &'static str, status: u16) {
 }
 
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     name: &'static str,
     status: u16,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(upgrade_echo(&mut req));
+    }
     let authority = req
         .uri()
         .authority()
@@ -76,7 +80,7 @@ async fn answer(
     for (header, value) in req.headers() {
         body += &format!("{header}: {}\n", value.to_str().unwrap_or("?"));
     }
-    if req.uri().path().starts_with("/slow") {
+    if req.uri().path().contains("/slow") {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let status = if req.uri().path().starts_with("/fail") {
@@ -242,6 +246,23 @@ spec:
     connectionPool:
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: capped, namespace: demo}
+spec:
+  hosts: [capped]
+  http:
+  - name: paced
+    match: [{uri: {prefix: /paced}}]
+    timeout: 3s
+    retries: {attempts: 1, perTryTimeout: 300ms}
+    route: [{destination: {host: capped}}]
+  - name: hurried
+    match: [{uri: {prefix: /hurried}}]
+    timeout: 200ms
+    route: [{destination: {host: capped}}]
+  - route: [{destination: {host: capped}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -643,15 +664,7 @@ async fn requests_waiting_for_a_failing_http2_connect_fail_with_it() {
 #[tokio::test]
 async fn max_connections_one_serves_a_pending_request_in_turn_and_overflows_the_next() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = upstream_demo(dir.path()).await;
-    // One worker: two workers would each hold the slot in turn over their own connection.
-    let args = RunArgs {
-        config_file: Some(config.clone()),
-        admin_port: Some(0),
-        concurrency: Some(1),
-        ..RunArgs::default()
-    };
-    let proxy = start_proxy(fixed(CAPPED.parse().expect("addr")), args).await;
+    let proxy = capped_proxy(dir.path()).await;
     let addr = proxy.outbound();
     let started = std::time::Instant::now();
     let calls: Vec<_> = (0..3)
@@ -698,6 +711,118 @@ async fn max_connections_one_serves_a_pending_request_in_turn_and_overflows_the_
             "{line}: {clusters}"
         );
     }
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total{",
+            &[r#"response_code="503""#, r#"response_flags="UO""#]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+/// The capped cluster (`maxConnections: 1`, one pending request) behind a proxy with one
+/// worker (two workers would each hold the slot in turn over their own connection).
+async fn capped_proxy(dir: &Path) -> TestProxy {
+    let config = upstream_demo(dir).await;
+    let args = RunArgs {
+        config_file: Some(config),
+        admin_port: Some(0),
+        concurrency: Some(1),
+        ..RunArgs::default()
+    };
+    start_proxy(fixed(CAPPED.parse().expect("addr")), args).await
+}
+
+#[tokio::test]
+async fn per_try_timeout_starts_when_the_connection_is_in_hand_and_the_route_timeout_bounds_the_wait()
+ {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proxy = capped_proxy(dir.path()).await;
+    let addr = proxy.outbound();
+    let get = move |path: &'static str| async move {
+        let started = std::time::Instant::now();
+        let answer = Conn::open(addr, false).await.get(path, &[]).await;
+        (answer, started.elapsed())
+    };
+    // `/slow` holds the only connection for 700 ms; `/paced` (perTryTimeout 300 ms, timeout
+    // 3 s) waits about 600 ms for it, longer than its per-try timeout, then is answered at once.
+    let holder = tokio::spawn(get("/slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (paced, took) = get("/paced").await;
+    assert_eq!(paced.status, 200, "served once the slot freed: {paced:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "it did wait for the slot: {took:?}"
+    );
+    assert_eq!(holder.await.expect("holder").0.status, 200);
+    // The route's timeout still bounds the wait: `/hurried` (200 ms) gives up waiting.
+    let holder = tokio::spawn(get("/slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (hurried, took) = get("/hurried").await;
+    assert_eq!(hurried.status, 504, "{hurried:?}");
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    assert_eq!(holder.await.expect("holder").0.status, 200);
+    // The per-try timeout still bounds the try itself once it has its connection.
+    let (slow, took) = get("/paced/slow").await;
+    assert_eq!(slow.status, 504, "{slow:?}");
+    assert_eq!(slow.body, "upstream request timeout");
+    assert!(
+        took < Duration::from_millis(650),
+        "per try, not the app's 700 ms: {took:?}"
+    );
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total{",
+            &[r#"response_code="504""#, r#"response_flags="UT""#]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_holds_its_max_connections_slot_until_the_tunnel_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proxy = capped_proxy(dir.path()).await;
+    let addr = proxy.outbound();
+    let mut tunnel = open_websocket(addr).await;
+    tunnel.write_all(b"ping").await.expect("send");
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"ping");
+    let (_, clusters) = http(proxy.admin(), "GET", "/clusters").await;
+    let cluster = "outbound|9080||capped.demo.svc.cluster.local";
+    assert!(
+        clusters.contains(&format!("{cluster}::cx_active::1\n")),
+        "the tunnel's connection is open: {clusters}"
+    );
+    // The tunnel holds the only slot: the next request waits (http1MaxPendingRequests 1) and
+    // the one after overflows.
+    let waiting = tokio::spawn(async move { Conn::open(addr, false).await.get("/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a request waits while the tunnel is open"
+    );
+    let overflow = Conn::open(addr, false).await.get("/", &[]).await;
+    assert_eq!(overflow.status, 503, "{overflow:?}");
+    // Closing the tunnel gives the slot to the waiting request.
+    drop(tunnel);
+    let served = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("served once the tunnel closed")
+        .expect("the call ran");
+    assert_eq!(served.status, 200, "{served:?}");
+    // And a new tunnel gets a connection again.
+    let mut again = open_websocket(addr).await;
+    again.write_all(b"pong").await.expect("send");
+    again.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"pong");
     let text = metrics(&proxy).await;
     assert_eq!(
         sample(
