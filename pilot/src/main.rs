@@ -83,7 +83,8 @@ struct Cli {
 /// Views and wire resources are many short-lived allocations per rebuild, beside 2,000
 /// long-lived streams. jemalloc keeps the least beyond the live heap: in bench/pilot-load, with
 /// 133 MiB live at rest, the RSS was 208 MiB under jemalloc, 274 MiB under mimalloc (250 MiB
-/// with its purge delay at 0), and more under glibc malloc.
+/// with its purge delay at 0), and more under glibc malloc. Its options are compiled in from
+/// `JEMALLOC_SYS_WITH_MALLOC_CONF` (the repository's `.cargo/config.toml`: two arenas).
 #[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -203,4 +204,30 @@ async fn serve(cli: &Cli, pilot: &Pilot) -> anyhow::Result<()> {
         _ => plain.await.context("plaintext xDS server")?,
     }
     Ok(())
+}
+
+#[cfg(all(test, not(feature = "dhat-heap")))]
+mod tests {
+    /// The options `.cargo/config.toml` gives the build (cargo's `[env]` reaches this crate's
+    /// compilation too) are the ones the allocator runs with.
+    #[test]
+    fn the_allocator_runs_with_the_arenas_the_build_sets() {
+        let conf = option_env!("JEMALLOC_SYS_WITH_MALLOC_CONF")
+            .expect("JEMALLOC_SYS_WITH_MALLOC_CONF is set by .cargo/config.toml");
+        let wanted: u32 = conf
+            .split(',')
+            .find_map(|option| option.strip_prefix("narenas:"))
+            .expect("the build sets narenas")
+            .parse()
+            .expect("narenas is a number");
+        assert!(
+            std::env::var_os("_RJEM_MALLOC_CONF").is_none(),
+            "unset _RJEM_MALLOC_CONF to run this test: it overrides the compiled-in options"
+        );
+        let arenas = tikv_jemalloc_ctl::opt::narenas::read().expect("jemalloc answers");
+        assert_eq!(
+            arenas, wanted,
+            "jemalloc's arenas, with {conf:?} compiled in"
+        );
+    }
 }

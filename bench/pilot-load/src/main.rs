@@ -38,6 +38,10 @@ struct Args {
     proxies: usize,
     #[arg(long, default_value_t = 20)]
     destinations_per_proxy: usize,
+    /// HTTP/2 connections the proxies' streams share (real sidecars have one each:
+    /// `--connections` equal to `--proxies`).
+    #[arg(long, default_value_t = 20)]
+    connections: usize,
     /// Changes of each kind to time.
     #[arg(long, default_value_t = 10)]
     changes: usize,
@@ -325,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::ensure!(!channels.is_empty(), "pilot did not open {url}");
-    for _ in 1..20 {
+    for _ in 1..args.connections.max(1) {
         channels.push(
             tonic::transport::Channel::from_shared(url.clone())?
                 .connect()
