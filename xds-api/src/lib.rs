@@ -9,6 +9,7 @@ pub const DESTINATION_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Destin
 pub const ENDPOINTS_TYPE: &str = "type.outrigger.dev/outrigger.v1alpha1.Endpoints";
 
 pub mod codec;
+pub mod subscribe;
 
 pub mod envoy {
     pub mod config {

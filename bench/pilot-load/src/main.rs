@@ -18,6 +18,7 @@ use outrigger_testkit::FakeApiServer;
 use outrigger_xds_api::envoy::config::core::v3::Node;
 use outrigger_xds_api::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use outrigger_xds_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use outrigger_xds_api::subscribe::split_request;
 use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -141,22 +142,26 @@ async fn run_proxy(
 ) -> anyhow::Result<()> {
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(64);
-    tx.send(DeltaDiscoveryRequest {
-        node: Some(Node {
-            id: node,
-            cluster: String::new(),
-        }),
-        type_url: DESTINATION_TYPE.to_owned(),
-        resource_names_subscribe: destinations,
-        ..Default::default()
-    })
-    .await?;
-    tx.send(DeltaDiscoveryRequest {
-        type_url: ENDPOINTS_TYPE.to_owned(),
-        resource_names_subscribe: clusters,
-        ..Default::default()
-    })
-    .await?;
+    // As outrigger-proxy's discovery client subscribes: requests cut to pilot's request size.
+    let first = [
+        DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: node,
+                cluster: String::new(),
+            }),
+            type_url: DESTINATION_TYPE.to_owned(),
+            resource_names_subscribe: destinations,
+            ..Default::default()
+        },
+        DeltaDiscoveryRequest {
+            type_url: ENDPOINTS_TYPE.to_owned(),
+            resource_names_subscribe: clusters,
+            ..Default::default()
+        },
+    ];
+    for request in first.into_iter().flat_map(split_request) {
+        tx.send(request).await?;
+    }
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     request
         .metadata_mut()

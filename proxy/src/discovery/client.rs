@@ -12,8 +12,10 @@ use outrigger_xds_api::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use outrigger_xds_api::google::rpc::Status as RpcStatus;
+use outrigger_xds_api::subscribe::split_request;
 use outrigger_xds_api::{DESTINATION_TYPE, ENDPOINTS_TYPE};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
@@ -216,11 +218,12 @@ async fn open_and_serve(
         )
     };
     let resubscribed = destinations.resource_names_subscribe.len();
-    for request in [destinations, endpoints] {
-        // The channel is new and has room for both.
-        let _ = tx.try_send(request);
-    }
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    // Cut to pilot's request size (`split_request`): a resubscription is every name held.
+    let first: Vec<DeltaDiscoveryRequest> = [destinations, endpoints]
+        .into_iter()
+        .flat_map(split_request)
+        .collect();
+    let mut request = tonic::Request::new(tokio_stream::iter(first).chain(ReceiverStream::new(rx)));
     let bearer = format!("Bearer {}", token.trim())
         .parse()
         .map_err(|_| StreamError::Token {
@@ -251,7 +254,7 @@ async fn open_and_serve(
                     Err(status) => return Err(status_error(&status)),
                 };
                 *answered = true;
-                for request in on_response(discovery, &response) {
+                for request in on_response(discovery, &response).into_iter().flat_map(split_request) {
                     tx.send(request).await.map_err(|_| StreamError::Closed)?;
                 }
             }
@@ -259,7 +262,9 @@ async fn open_and_serve(
                 tracing::debug!(r#type = type_label(&request.type_url),
                     subscribe = ?request.resource_names_subscribe,
                     unsubscribe = ?request.resource_names_unsubscribe, "subscriptions");
-                tx.send(request).await.map_err(|_| StreamError::Closed)?;
+                for request in split_request(request) {
+                    tx.send(request).await.map_err(|_| StreamError::Closed)?;
+                }
             }
         }
     }
