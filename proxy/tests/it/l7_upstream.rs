@@ -35,8 +35,9 @@ const CAPPED: &str = "10.96.0.130:9080";
 
 /// One app instance (an `Upgrade` gets 101 and an echo): answers `status` (500 on `/fail`, after 700 ms on any path with `/slow`) with `x-version: <name>` and `x-peer:
 /// <the proxy's address and port>` (one value per upstream connection).
-async fn app(addr: SocketAddr, name: &'static str, status: u16) {
-    let listener = TcpListener::bind(addr).await.expect("bind app");
+async fn app(listener: std::net::TcpListener, name: &'static str, status: u16) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = TcpListener::from_std(listener).expect("app listener");
     tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
@@ -97,12 +98,21 @@ async fn answer(
         .expect("valid response"))
 }
 
+/// A socket bound to `addr`, to become [`silent`].
+fn bind_silent(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// A listener whose accept queue is full and never drained: new connections to it get no
 /// answer (their SYN is dropped), so a connect to it runs into the connect timeout.
-fn silent(addr: SocketAddr) {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.bind(&addr.into()).expect("bind silent");
+fn silent(socket: socket2::Socket) {
+    let addr: SocketAddr = socket
+        .local_addr()
+        .expect("bound")
+        .as_socket()
+        .expect("an IP socket");
     socket.listen(0).expect("listen");
     let mut held = vec![socket];
     for _ in 0..3 {
@@ -279,9 +289,6 @@ spec:
 /// Apps on every address of [`topology`] (`flaky-1` answers 500), the configuration built for
 /// the client pod; returns its path.
 async fn upstream_demo(dir: &Path) -> PathBuf {
-    let probe = std::net::TcpListener::bind("127.0.0.51:0").expect("free port");
-    let port = probe.local_addr().expect("addr").port();
-    drop(probe);
     let apps: [(&str, &'static str, u16); 16] = [
         ("127.0.0.51", "flaky-1", 500),
         ("127.0.0.52", "flaky-2", 200),
@@ -300,10 +307,26 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
         ("127.0.0.111", "multiplexed-1", 200),
         ("127.0.0.131", "capped-1", 200),
     ];
-    for (ip, name, status) in apps {
-        app(format!("{ip}:{port}").parse().expect("addr"), name, status).await;
+    // One port free on every address: a port free on one loopback address can be another
+    // test's ephemeral source port on the next (a connect to 127.0.0.121 leaves from it).
+    let (port, listeners, silent_socket) = (0..50)
+        .find_map(|_| {
+            let probe = std::net::TcpListener::bind("127.0.0.51:0").ok()?;
+            let port = probe.local_addr().ok()?.port();
+            drop(probe);
+            let listeners = apps
+                .iter()
+                .map(|(ip, _, _)| std::net::TcpListener::bind(format!("{ip}:{port}")))
+                .collect::<std::io::Result<Vec<_>>>()
+                .ok()?;
+            let silent_socket = bind_silent(format!("127.0.0.121:{port}").parse().ok()?).ok()?;
+            Some((port, listeners, silent_socket))
+        })
+        .expect("a port free on every test address");
+    for (listener, (_, name, status)) in listeners.into_iter().zip(apps) {
+        app(listener, name, status).await;
     }
-    silent(format!("127.0.0.121:{port}").parse().expect("addr"));
+    silent(silent_socket);
     let input = dir.join("upstream.yaml");
     std::fs::write(&input, topology(port)).expect("write topology");
     let output = dir.join("client.json");
