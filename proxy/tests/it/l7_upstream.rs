@@ -307,8 +307,8 @@ async fn upstream_demo(dir: &Path) -> PathBuf {
         ("127.0.0.111", "multiplexed-1", 200),
         ("127.0.0.131", "capped-1", 200),
     ];
-    // One port free on every address: a port free on one loopback address can be another
-    // test's ephemeral source port on the next (a connect to 127.0.0.121 leaves from it).
+    // One port free on every address: a port free on 127.0.0.51 may still be held on
+    // 127.0.0.121 by an earlier test's silent socket, which lives as long as the process.
     let (port, listeners, silent_socket) = (0..50)
         .find_map(|_| {
             let probe = std::net::TcpListener::bind("127.0.0.51:0").ok()?;
