@@ -38,12 +38,14 @@ fn split_at(mut request: DeltaDiscoveryRequest, max_bytes: usize) -> Vec<DeltaDi
     let subscribe = std::mem::take(&mut request.resource_names_subscribe);
     let unsubscribe = std::mem::take(&mut request.resource_names_unsubscribe);
     let mut versions = std::mem::take(&mut request.initial_resource_versions);
+    let type_url = request.type_url.clone();
     let empty = || DeltaDiscoveryRequest {
-        type_url: request.type_url.clone(),
+        type_url: type_url.clone(),
         ..Default::default()
     };
     let mut out = Vec::new();
-    let mut current = request.clone();
+    // The first keeps the rest of the request (node, nonce, error detail).
+    let mut current = request;
     let mut size = 0;
     let mut room = |current: &mut DeltaDiscoveryRequest, size: &mut usize, bytes: usize| {
         if *size > 0 && *size + bytes > max_bytes {

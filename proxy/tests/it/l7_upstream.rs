@@ -734,15 +734,21 @@ async fn max_connections_one_serves_a_pending_request_in_turn_and_overflows_the_
             "{line}: {clusters}"
         );
     }
-    let text = metrics(&proxy).await;
+    assert_requests_flagged(&proxy, "503", "UO", 1.0).await;
+}
+
+/// `istio_requests_total` of the responses with this code and Envoy response flag is `count`.
+async fn assert_requests_flagged(proxy: &TestProxy, code: &str, flags: &str, count: f64) {
+    let text = metrics(proxy).await;
+    let labels = [
+        format!(r#"response_code="{code}""#),
+        format!(r#"response_flags="{flags}""#),
+    ];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     assert_eq!(
-        sample(
-            &text,
-            "istio_requests_total{",
-            &[r#"response_code="503""#, r#"response_flags="UO""#]
-        ),
-        Some(1.0),
-        "{text}"
+        sample(&text, "istio_requests_total{", &labels),
+        Some(count),
+        "{code} {flags}: {text}"
     );
 }
 
@@ -796,16 +802,7 @@ async fn per_try_timeout_starts_when_the_connection_is_in_hand_and_the_route_tim
         took < Duration::from_millis(650),
         "per try, not the app's 700 ms: {took:?}"
     );
-    let text = metrics(&proxy).await;
-    assert_eq!(
-        sample(
-            &text,
-            "istio_requests_total{",
-            &[r#"response_code="504""#, r#"response_flags="UT""#]
-        ),
-        Some(2.0),
-        "{text}"
-    );
+    assert_requests_flagged(&proxy, "504", "UT", 2.0).await;
 }
 
 #[tokio::test]
@@ -846,14 +843,5 @@ async fn an_upgraded_connection_holds_its_max_connections_slot_until_the_tunnel_
     again.write_all(b"pong").await.expect("send");
     again.read_exact(&mut echoed).await.expect("echo");
     assert_eq!(&echoed, b"pong");
-    let text = metrics(&proxy).await;
-    assert_eq!(
-        sample(
-            &text,
-            "istio_requests_total{",
-            &[r#"response_code="503""#, r#"response_flags="UO""#]
-        ),
-        Some(1.0),
-        "{text}"
-    );
+    assert_requests_flagged(&proxy, "503", "UO", 1.0).await;
 }
