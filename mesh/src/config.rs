@@ -68,21 +68,24 @@ impl ProxyConfig {
     /// Finds the destination of an authority (`host[:port]`) or address (`ip:port`); `port` is
     /// the original destination port, used when the authority has none.
     pub fn destination(&self, authority: &str, port: u16) -> Option<(&str, &DestinationConfig)> {
-        let with_port = if authority.contains(':') && !authority.starts_with('[') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:{port}")
-        };
+        // Borrowed when the authority has its port (every request's `ip:port` lookup).
+        let with_port: std::borrow::Cow<'_, str> =
+            if authority.contains(':') && !authority.starts_with('[') {
+                authority.into()
+            } else {
+                format!("{authority}:{port}").into()
+            };
+        let with_port = with_port.as_ref();
         let key = self
             .addresses
-            .get(&with_port)
-            .or_else(|| self.host_aliases.get(&with_port))
+            .get(with_port)
+            .or_else(|| self.host_aliases.get(with_port))
             .or_else(|| self.host_aliases.get(authority))
             .map(String::as_str)
             .or_else(|| {
                 self.destinations
-                    .contains_key(&with_port)
-                    .then_some(with_port.as_str())
+                    .contains_key(with_port)
+                    .then_some(with_port)
             })?;
         self.destinations
             .get_key_value(key)

@@ -2,9 +2,11 @@
 //! nginx and haproxy configured as the same one-hop proxy.
 //!
 //! `http-load` (no arguments, as root, release build) builds the pods, runs every measurement
-//! and prints the figures. `http-load --rss-only [--proxy BIN]` measures only the proxy's RSS
-//! with the large configuration (no throughput run). `http-load large-config OUT` writes that
-//! configuration (no root). `serve` and `load` are the roles it starts inside the pods.
+//! and prints the figures. `http-load run --only A|B --seconds N --rounds N` runs only the
+//! paths named so, N seconds each, in N interleaved rounds, and prints each figure's median.
+//! `http-load --rss-only [--proxy BIN]` measures only the proxy's RSS with the large
+//! configuration (no throughput run). `http-load large-config OUT` writes that configuration
+//! (no root). `serve` and `load` are the roles it starts inside the pods.
 
 mod orchestrate;
 mod roles;
@@ -14,7 +16,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        None | Some("run") => orchestrate::run(),
+        None => orchestrate::run(orchestrate::RunOptions::default()),
+        Some("run") => orchestrate::parse_run(&args[1..]).and_then(orchestrate::run),
         Some("--rss-only") => {
             orchestrate::parse_rss_only(&args[1..]).and_then(orchestrate::rss_only)
         }

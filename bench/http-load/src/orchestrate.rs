@@ -52,7 +52,41 @@ struct Figures {
     cpu_per_krps: Option<f64>,
 }
 
-pub fn run() -> Result<()> {
+/// `run [--only TEXT] [--seconds N] [--rounds N]`: only the paths whose name contains TEXT
+/// (or one of `A|B|...`; the two direct paths always run: the added latency is against them); N seconds per
+/// throughput run instead of 5 (a longer run to profile one path under load); N rounds over
+/// the paths, interleaved, and each figure's median (on a shared machine a path measured once
+/// can land in another process's burst).
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    only: Option<String>,
+    seconds: Option<u32>,
+    rounds: u32,
+}
+
+pub fn parse_run(args: &[String]) -> Result<RunOptions> {
+    let mut options = RunOptions::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--only" => options.only = Some(args.next().context("--only TEXT")?.clone()),
+            "--seconds" => {
+                let seconds = args.next().context("--seconds N")?;
+                options.seconds = Some(seconds.parse().context("--seconds N")?);
+            }
+            "--rounds" => {
+                let rounds = args.next().context("--rounds N")?;
+                options.rounds = rounds.parse().context("--rounds N")?;
+            }
+            other => {
+                bail!("run: unknown argument {other:?} (--only TEXT, --seconds N, --rounds N)")
+            }
+        }
+    }
+    Ok(options)
+}
+
+pub fn run(options: RunOptions) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
             "http-load: WARNING: debug build; run `cargo build --release --workspace --bins` and `target/release/http-load`"
@@ -184,46 +218,56 @@ pub fn run() -> Result<()> {
             _ => haproxy.child.id(),
         }
     };
-    let mut results = Vec::new();
-    for route in &routes {
-        let before = route.proxy.map(|p| cpu_ticks(pids(p)));
-        let rps = load(&topology, route, RPS_CONNECTIONS, RPS_SECONDS)?;
-        let after = route.proxy.map(|p| cpu_ticks(pids(p)));
-        let latency = load(&topology, route, "1", LATENCY_SECONDS)?;
-        let seconds: f64 = RPS_SECONDS.parse()?;
-        let cpu_per_krps = match (before, after) {
-            (Some(Ok(b)), Some(Ok(a))) if rps.rps > 0.0 => {
-                let vcpu = (a - b) as f64 / 100.0 / seconds;
-                Some(vcpu / (rps.rps / 1000.0))
-            }
-            _ => None,
-        };
-        let figures = Figures {
-            rps: rps.rps,
-            errors: rps.errors + latency.errors,
-            p50: latency.p50,
-            p99: latency.p99,
-            cpu_per_krps,
-        };
-        println!(
-            "{:<40} {:>8.0} req/s ({} errors)  p50 {:>6.0} us  p99 {:>6.0} us  cpu {}",
-            route.name,
-            figures.rps,
-            figures.errors,
-            figures.p50,
-            figures.p99,
-            figures
-                .cpu_per_krps
-                .map_or("-".to_owned(), |c| format!("{c:.3} vCPU per 1,000 req/s"))
-        );
-        results.push(figures);
+    let routes: Vec<Route> = routes
+        .into_iter()
+        .filter(|route| {
+            route.proxy.is_none()
+                || options
+                    .only
+                    .as_deref()
+                    .is_none_or(|only| only.split('|').any(|part| route.name.contains(part)))
+        })
+        .collect();
+    let rps_seconds = options
+        .seconds
+        .map_or(RPS_SECONDS.to_owned(), |s| s.to_string());
+    let mut rounds: Vec<Vec<Figures>> = vec![Vec::new(); routes.len()];
+    for round in 1..=options.rounds.max(1) {
+        if options.rounds > 1 {
+            println!("round {round} of {}:", options.rounds);
+        }
+        for (route, figures) in routes.iter().zip(&mut rounds) {
+            let measured = measure(&topology, route, &rps_seconds, &pids)?;
+            print_figures(route.name, &measured);
+            figures.push(measured);
+        }
     }
-    let direct = results[0].clone();
-    let direct_h2 = results[4].clone();
+    let results: Vec<Figures> = rounds.iter().map(|r| median(r)).collect();
+    if options.rounds > 1 {
+        println!(
+            "\nmedian of {} rounds (each path's figures taken separately):",
+            options.rounds
+        );
+        for (route, figures) in routes.iter().zip(&results) {
+            print_figures(route.name, figures);
+        }
+    }
+    let of = |name: &str| {
+        routes
+            .iter()
+            .position(|route| route.name == name)
+            .map(|at| results[at].clone())
+            .unwrap_or_default()
+    };
+    let (direct, direct_h2) = (of("direct"), of("direct HTTP/2"));
     println!(
         "\nadded latency per hop (single connection, vs the direct path of the same protocol):"
     );
-    for (route, figures) in routes.iter().zip(&results).skip(1) {
+    for (route, figures) in routes
+        .iter()
+        .zip(&results)
+        .filter(|(r, _)| r.proxy.is_some())
+    {
         let base = if route.h2 { &direct_h2 } else { &direct };
         println!(
             "  {:<40} p50 +{:.0} us  p99 +{:.0} us",
@@ -241,6 +285,69 @@ pub fn run() -> Result<()> {
     drop(haproxy);
 
     large_rss(&topology, "b", &[])
+}
+
+/// One path: requests per second with `RPS_CONNECTIONS` for `seconds`, the proxy's CPU over
+/// that run, then p50/p99 with one connection.
+fn measure(
+    topology: &Topology,
+    route: &Route,
+    seconds: &str,
+    pids: &dyn Fn(&str) -> u32,
+) -> Result<Figures> {
+    let before = route.proxy.map(|p| cpu_ticks(pids(p)));
+    let rps = load(topology, route, RPS_CONNECTIONS, seconds)?;
+    let after = route.proxy.map(|p| cpu_ticks(pids(p)));
+    let latency = load(topology, route, "1", LATENCY_SECONDS)?;
+    let seconds: f64 = seconds.parse()?;
+    let cpu_per_krps = match (before, after) {
+        (Some(Ok(b)), Some(Ok(a))) if rps.rps > 0.0 => {
+            let vcpu = (a - b) as f64 / 100.0 / seconds;
+            Some(vcpu / (rps.rps / 1000.0))
+        }
+        _ => None,
+    };
+    Ok(Figures {
+        rps: rps.rps,
+        errors: rps.errors + latency.errors,
+        p50: latency.p50,
+        p99: latency.p99,
+        cpu_per_krps,
+    })
+}
+
+fn print_figures(name: &str, figures: &Figures) {
+    println!(
+        "{:<40} {:>8.0} req/s ({} errors)  p50 {:>6.0} us  p99 {:>6.0} us  cpu {}",
+        name,
+        figures.rps,
+        figures.errors,
+        figures.p50,
+        figures.p99,
+        figures
+            .cpu_per_krps
+            .map_or("-".to_owned(), |c| format!("{c:.3} vCPU per 1,000 req/s"))
+    );
+}
+
+/// Each figure's median over the rounds (errors summed).
+fn median(rounds: &[Figures]) -> Figures {
+    fn mid(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        }
+    }
+    let cpu: Vec<f64> = rounds.iter().filter_map(|f| f.cpu_per_krps).collect();
+    Figures {
+        rps: mid(rounds.iter().map(|f| f.rps).collect()),
+        errors: rounds.iter().map(|f| f.errors).sum(),
+        p50: mid(rounds.iter().map(|f| f.p50).collect()),
+        p99: mid(rounds.iter().map(|f| f.p99).collect()),
+        cpu_per_krps: (!cpu.is_empty()).then(|| mid(cpu)),
+    }
 }
 
 /// Memory with a large configuration: 1,000 services of 10 pods each, one VirtualService

@@ -6,23 +6,22 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
-use outrigger_mesh::config::{
-    ActionKind, DestinationConfig, FaultAbort, Mirror, OutboundTrafficPolicy, Route,
-};
+use outrigger_mesh::config::{ActionKind, FaultAbort, Mirror, OutboundTrafficPolicy, Route};
 use outrigger_mesh::protocol::Protocol;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -38,7 +37,9 @@ use crate::l7::outlier::Observed;
 use crate::l7::peer::{self, Local, OwnLabels, Peers};
 use crate::l7::request::{self, Flag, Flags, Outcome, View};
 use crate::l7::source::{ConfigStore, Loaded};
-use crate::l7::telemetry::{L7Metrics, Label, Measured, MirrorResult, RequestLabels};
+use crate::l7::telemetry::{
+    L7Metrics, Label, Measured, MirrorResult, RequestLabels, ServiceLabels,
+};
 use crate::l7::upstream::{Body, UpgradedConnection, Upstream};
 use crate::workload::{UNKNOWN, Workload};
 
@@ -180,12 +181,16 @@ impl Outbound {
             _ => None,
         };
         let this = self.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
+        // The configuration's key of the original destination, formatted once per connection.
+        let key: Arc<str> = orig_dst.0.to_string().into();
+        let service = service_fn(move |req: Request<Incoming>| {
             let this = this.clone();
-            if let Some(downstream) = downstream {
-                req.extensions_mut().insert(downstream);
-            }
-            async move { Ok::<_, Infallible>(this.handle(req, orig_dst).await) }
+            let connection = Connection {
+                orig_dst: key.clone(),
+                port: orig_dst.0.port(),
+                downstream,
+            };
+            async move { Ok::<_, Infallible>(this.handle(req, connection).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(client), service);
@@ -202,7 +207,7 @@ impl Outbound {
     async fn handle(
         &self,
         mut req: Request<Incoming>,
-        orig_dst: OrigDstAddr,
+        connection: Connection,
     ) -> Response<DownstreamBody> {
         let loaded = self.store.current();
         let request_id = request::ensure_request_id(req.headers_mut());
@@ -212,7 +217,7 @@ impl Outbound {
         exchange.insert(req.headers_mut());
         let labels = Self::labels(&exchange.labels);
         let mut record = Record::new(&self.metrics, labels, &req, request_id);
-        let mut response = self.route(&loaded, req, orig_dst, &mut record).await;
+        let mut response = self.route(&loaded, req, &connection, &mut record).await;
         self.upstream_peer(&mut response, &mut record);
         record.respond(response)
     }
@@ -276,12 +281,12 @@ impl Outbound {
         &self,
         loaded: &Loaded,
         req: Request<Incoming>,
-        orig_dst: OrigDstAddr,
+        connection: &Connection,
         record: &mut Record,
     ) -> Response<Body> {
-        let Some((_, destination)) = loaded
+        let Some((key, destination)) = loaded
             .config
-            .destination(&orig_dst.0.to_string(), orig_dst.0.port())
+            .destination(&connection.orig_dst, connection.port)
         else {
             if loaded.config.outbound_traffic_policy == OutboundTrafficPolicy::RegistryOnly {
                 record.black_hole();
@@ -290,38 +295,42 @@ impl Outbound {
             // The destination left the configuration while the connection was open.
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
-        record.destination(destination);
+        record.destination(loaded.service_labels(key, destination));
         let (parts, body) = req.into_parts();
+        // A shared buffer, not a copy.
         let path = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let authority = request::authority(&parts.uri, &parts.headers).to_owned();
-        let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+        let scheme = parts.uri.scheme_str().unwrap_or("http");
         let view = View {
             method: parts.method.as_str(),
-            scheme: &scheme,
+            scheme,
             authority: &authority,
-            path: &path,
+            path: path.as_str(),
             headers: &parts.headers,
         };
         let Some((index, action)) = destination.http.select(&view) else {
             return local(record, Flag::NoRoute, StatusCode::NOT_FOUND);
         };
         let route = &destination.http.routes[index];
-        record.route = route.name.clone().or_else(|| {
-            route
-                .virtual_service
-                .as_ref()
-                .map(|vs| format!("{vs}#{}", route.rule.unwrap_or_default()))
-        });
+        if let Some(log) = record.log() {
+            log.route = route.name.clone().or_else(|| {
+                route
+                    .virtual_service
+                    .as_ref()
+                    .map(|vs| format!("{vs}#{}", route.rule.unwrap_or_default()))
+            });
+        }
         match action.kind {
             ActionKind::Redirect => {
                 let Some(redirect) = &action.redirect else {
                     return local(record, Flag::NoRoute, StatusCode::NOT_FOUND);
                 };
-                let location = request::redirect_location(redirect, &scheme, &authority, &path);
+                let location =
+                    request::redirect_location(redirect, scheme, &authority, path.as_str());
                 let status =
                     StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
                 let mut response = full(status, Bytes::new());
@@ -346,6 +355,7 @@ impl Outbound {
                     route,
                     path,
                     authority,
+                    downstream: connection.downstream,
                 };
                 self.forward(loaded, target, parts, body, record).await
             }
@@ -380,10 +390,14 @@ impl Outbound {
         };
         let Some(cluster) = loaded.clusters.get(&choice.cluster) else {
             // A subset no DestinationRule defines (Istio: 503 NR).
-            record.cluster = Some(choice.cluster.clone());
+            if let Some(log) = record.log() {
+                log.cluster = Some(choice.cluster.clone());
+            }
             return local(record, Flag::NoRoute, StatusCode::SERVICE_UNAVAILABLE);
         };
-        record.cluster = Some(cluster.name.clone());
+        if let Some(log) = record.log() {
+            log.cluster = Some(cluster.name.clone());
+        }
         let (rule_headers, destination_headers) =
             (route.headers.as_deref(), choice.headers.as_deref());
         headers::apply(
@@ -428,7 +442,20 @@ impl Outbound {
         };
         let rewrite = route.action.rewrite.as_ref();
         let path = match rewrite.and_then(|r| r.uri.as_deref()) {
-            Some(uri) => request::rewrite_path(route, &target.path, uri),
+            Some(uri) => {
+                let rewritten = request::rewrite_path(route, target.path.as_str(), uri);
+                match PathAndQuery::try_from(rewritten) {
+                    Ok(path) => path,
+                    Err(error) => {
+                        tracing::warn!(%error, "the rewritten path is not a valid URI path");
+                        return local(
+                            record,
+                            Flag::UpstreamConnectFailure,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                        );
+                    }
+                }
+            }
             None => target.path,
         };
         let authority = rewrite
@@ -462,9 +489,7 @@ impl Outbound {
         };
         let attempts = match payload {
             Payload::Buffered(ref bytes) => {
-                record
-                    .request_bytes
-                    .store(bytes.len() as u64, Ordering::Relaxed);
+                record.request_bytes = bytes.len() as u64;
                 1 + if faulted { 0 } else { route.retries.attempts }
             }
             Payload::Streaming(_) => 1,
@@ -492,15 +517,16 @@ impl Outbound {
             hash.request_key(
                 &parts.headers,
                 parts.uri.query(),
-                parts.extensions.get::<Downstream>(),
+                target.downstream.as_ref(),
             )
         });
-        let mut tried = Vec::new();
+        // Endpoints of earlier tries (few: the route's attempts), kept inline.
+        let mut tried = Tried::default();
         let mut _retry_slot = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(index) = cluster.pick(&tried, hash_key) else {
+            let Some(index) = cluster.pick(tried.as_slice(), hash_key) else {
                 return local(
                     record,
                     Flag::NoHealthyUpstream,
@@ -515,7 +541,7 @@ impl Outbound {
                     .map_err(|never: Infallible| match never {})
                     .boxed(),
                 Payload::Streaming(body) => match body.take() {
-                    Some(body) => counted(body, record.request_bytes.clone()),
+                    Some(body) => counted(body, record.streamed_bytes()),
                     None => Full::new(Bytes::new())
                         .map_err(|never: Infallible| match never {})
                         .boxed(),
@@ -628,7 +654,7 @@ impl Outbound {
 /// and its buffered body.
 struct MirrorCopy<'a> {
     parts: &'a Parts,
-    path: &'a str,
+    path: &'a PathAndQuery,
     authority: &'a str,
     body: Bytes,
 }
@@ -684,8 +710,18 @@ impl Outbound {
 /// The route and the request's path and authority as received.
 struct Target<'a> {
     route: &'a Route,
-    path: String,
+    path: PathAndQuery,
     authority: String,
+    downstream: Option<Downstream>,
+}
+
+/// What every request of a captured connection shares.
+struct Connection {
+    /// The original destination, `ip:port` (the configuration's key of addresses).
+    orig_dst: Arc<str>,
+    port: u16,
+    /// The client's and our socket addresses (`consistentHash` by source IP).
+    downstream: Option<Downstream>,
 }
 
 enum Payload {
@@ -695,67 +731,46 @@ enum Payload {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body of the answers to the client: the upstream's (or a local reply), or the same cut
-/// at the route's deadline, which is why its error is not `hyper::Error`. An enum, not one
-/// more box: most answers have no deadline.
-pub enum DownstreamBody {
-    Plain(Body),
-    Cut(Deadline),
+/// The body of the answers to the client: the upstream's (or a local reply), carrying the
+/// request's [`Record`] (its bytes and gRPC status counted here, written when the body is done
+/// or dropped), and cut at the route's deadline when it has one, which is why its error is not
+/// `hyper::Error`. One struct, not a wrapper box per concern: no allocation per answer.
+pub struct DownstreamBody {
+    inner: Body,
+    record: Record,
+    /// The route's deadline over the body (Istio's timeout covers the whole exchange).
+    cut: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl hyper::body::Body for DownstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
+    /// Past the deadline after the headers went out, the client sees the stream reset
+    /// (HTTP/2) or the connection closed (HTTP/1.1), and the request is logged with `UT`, as
+    /// Envoy does when its route timeout fires then.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            DownstreamBody::Plain(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
-            DownstreamBody::Cut(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            DownstreamBody::Plain(body) => body.is_end_stream(),
-            DownstreamBody::Cut(body) => body.inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            DownstreamBody::Plain(body) => body.size_hint(),
-            DownstreamBody::Cut(body) => body.inner.size_hint(),
-        }
-    }
-}
-
-/// A response body cut at the route's deadline: the client sees the stream reset (HTTP/2) or
-/// the connection closed (HTTP/1.1) after the headers, and the request is logged with `UT`,
-/// as Envoy does when its route timeout fires after the headers went out.
-pub struct Deadline {
-    inner: Body,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    fired: Arc<AtomicBool>,
-}
-
-impl hyper::body::Body for Deadline {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(frame)) = &frame {
+                if let Some(data) = frame.data_ref() {
+                    this.record.response_bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Some(code) = grpc_status(trailers)
+                {
+                    this.record.grpc_status = Some(code);
+                }
+            }
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            self.fired.store(true, Ordering::Relaxed);
+        if let Some(sleep) = &mut this.cut
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            this.cut = None;
+            this.record.body_timed_out = true;
             return Poll::Ready(Some(Err("upstream request timeout".into())));
         }
         Poll::Pending
@@ -767,6 +782,36 @@ impl hyper::body::Body for Deadline {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The endpoints a request's tries went to, without a heap allocation for the first few.
+#[derive(Default)]
+struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, index: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = index;
+            self.len += 1;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline);
+            }
+            self.more.push(index);
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
     }
 }
 
@@ -826,19 +871,30 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// Hop-by-hop headers, never forwarded (an upgrade keeps `connection` and `upgrade`).
-pub(crate) const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "upgrade",
+/// Hop-by-hop headers, never forwarded (an upgrade keeps `connection` and `upgrade`); names,
+/// not text, so that removing them hashes no string.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::UPGRADE,
 ];
+
+/// Removes the hop-by-hop headers of a request about to be forwarded.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    for name in &HOP_BY_HOP {
+        if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
 
 fn build_request(
     parts: &Parts,
-    path: &str,
+    path: &PathAndQuery,
     authority: &str,
     endpoint: &EndpointState,
     cluster: &ClusterState,
@@ -851,17 +907,17 @@ fn build_request(
         http::Uri::builder()
             .scheme("http")
             .authority(authority)
-            .path_and_query(path)
+            .path_and_query(path.clone())
             .build()
             .or_else(|_| {
                 http::Uri::builder()
                     .scheme("http")
                     .authority(endpoint.address.as_str())
-                    .path_and_query(path)
+                    .path_and_query(path.clone())
                     .build()
             })?
     } else {
-        http::Uri::builder().path_and_query(path).build()?
+        http::Uri::builder().path_and_query(path.clone()).build()?
     };
     let mut request = Request::builder()
         .method(parts.method.clone())
@@ -879,19 +935,18 @@ fn build_request(
         // `metadataExchangeHeaders: IN_MESH`), for the tries and the mirrors alike.
         peer::strip(headers);
     }
-    for name in HOP_BY_HOP {
-        if upgrade && (name == "connection" || name == "upgrade") {
-            continue;
-        }
-        headers.remove(name);
-    }
+    strip_hop_by_hop(headers, upgrade);
     // gRPC needs `te: trailers` end to end.
     if is_grpc(&parts.headers) {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if cluster.http2 {
         headers.remove(header::HOST);
-    } else if let Ok(host) = HeaderValue::from_str(authority) {
+    } else if headers
+        .get(header::HOST)
+        .is_none_or(|host| host.as_bytes() != authority.as_bytes())
+        && let Ok(host) = HeaderValue::from_str(authority)
+    {
         headers.insert(header::HOST, host);
     }
     Ok(request)
@@ -1002,23 +1057,38 @@ pub(crate) struct Record {
     labels: RequestLabels,
     flags: Flags,
     grpc: bool,
-    /// What the access log says of the request (shared buffers, not copies).
-    method: http::Method,
-    uri: http::Uri,
-    host: Option<HeaderValue>,
-    request_id: HeaderValue,
-    pub(crate) route: Option<String>,
-    pub(crate) cluster: Option<String>,
-    pub(crate) upstream: Option<String>,
+    /// What only the access log reads; `None` while the access log is off, so that a request
+    /// copies none of it (and holds no share of the connection's read buffer).
+    log: Option<LogFields>,
     status: Option<u16>,
     grpc_status: Option<u32>,
-    pub(crate) request_bytes: Arc<AtomicU64>,
+    /// A buffered request body's size.
+    request_bytes: u64,
+    /// A streamed request body's count (made when the body is streamed).
+    streamed_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
     /// The route's deadline, which also bounds the response body (Istio's timeout is the
     /// whole exchange); set when the request went upstream.
     deadline: Option<Instant>,
     /// Set when the deadline cut the response body.
-    body_timed_out: Arc<AtomicBool>,
+    body_timed_out: bool,
+}
+
+/// The access log's fields of a request beside its labels (shared buffers, not copies).
+#[derive(Debug, Default)]
+pub(crate) struct LogFields {
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    pub(crate) route: Option<String>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) upstream: Option<String>,
+}
+
+/// Whether the access log is on (its filter can change at run time).
+fn access_log_enabled() -> bool {
+    tracing::enabled!(target: "outrigger_proxy::access", tracing::Level::INFO)
 }
 
 impl Record {
@@ -1032,44 +1102,54 @@ impl Record {
     ) -> Self {
         let grpc = is_grpc(req.headers());
         labels.request_protocol = if grpc { "grpc" } else { "http" };
+        let log = access_log_enabled().then(|| LogFields {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            host: req.headers().get(header::HOST).cloned(),
+            request_id: Some(request_id),
+            ..LogFields::default()
+        });
         Record {
             metrics: metrics.clone(),
             started: Instant::now(),
             labels,
             flags: Flags::default(),
             grpc,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            host: req.headers().get(header::HOST).cloned(),
-            request_id,
-            route: None,
-            cluster: None,
-            upstream: None,
+            log,
             status: None,
             grpc_status: None,
-            request_bytes: Arc::default(),
+            request_bytes: 0,
+            streamed_bytes: None,
             response_bytes: 0,
             deadline: None,
-            body_timed_out: Arc::default(),
+            body_timed_out: false,
         }
     }
 
-    fn destination(&mut self, destination: &DestinationConfig) {
-        self.labels.destination_service = Label::from(destination.host.as_str());
-        let (namespace, name) = destination
-            .service
-            .split_once('/')
-            .unwrap_or((UNKNOWN, destination.service.as_str()));
-        self.labels.destination_service_name = Label::from(name);
-        self.labels.destination_service_namespace = Label::from(namespace);
+    /// The access log's fields to fill in, when the access log is on.
+    pub(crate) fn log(&mut self) -> Option<&mut LogFields> {
+        self.log.as_mut()
+    }
+
+    /// The counter a streamed request body adds its bytes to.
+    pub(crate) fn streamed_bytes(&mut self) -> Arc<AtomicU64> {
+        self.streamed_bytes.get_or_insert_default().clone()
+    }
+
+    fn destination(&mut self, service: ServiceLabels) {
+        self.labels.destination_service = service.service;
+        self.labels.destination_service_name = service.name;
+        self.labels.destination_service_namespace = service.namespace;
     }
 
     /// A request refused under `REGISTRY_ONLY`, labelled as Istio labels it.
     fn black_hole(&mut self) {
         self.labels.destination_service = Label::from(BLACK_HOLE_CLUSTER);
         self.labels.destination_service_name = Label::from(BLACK_HOLE_CLUSTER);
-        self.route = Some(BLOCK_ALL_ROUTE.to_owned());
-        self.cluster = Some(BLACK_HOLE_CLUSTER.to_owned());
+        if let Some(log) = self.log() {
+            log.route = Some(BLOCK_ALL_ROUTE.to_owned());
+            log.cluster = Some(BLACK_HOLE_CLUSTER.to_owned());
+        }
     }
 
     fn endpoint(&mut self, endpoint: &EndpointState) {
@@ -1077,38 +1157,24 @@ impl Record {
         self.labels.destination_workload_namespace = Label::from(&endpoint.namespace);
         self.labels.destination_app = Label::from(&endpoint.app);
         self.labels.destination_version = Label::from(&endpoint.version);
-        self.upstream = Some(endpoint.address.clone());
+        if let Some(log) = self.log() {
+            log.upstream = Some(endpoint.address.clone());
+        }
     }
 
     /// Takes the response: its body now carries this record, counted and written when done.
     pub(crate) fn respond(mut self, response: Response<Body>) -> Response<DownstreamBody> {
         self.status = Some(response.status().as_u16());
         self.grpc_status = grpc_status(response.headers());
-        let (parts, body) = response.into_parts();
-        let deadline = self.deadline.take();
-        let timed_out = self.body_timed_out.clone();
-        let mut record = self;
-        let body = body
-            .map_frame(move |frame| {
-                // The whole record moves into the body (not only the fields used here).
-                let record = &mut record;
-                if let Some(data) = frame.data_ref() {
-                    record.response_bytes += data.len() as u64;
-                } else if let Some(trailers) = frame.trailers_ref()
-                    && let Some(code) = grpc_status(trailers)
-                {
-                    record.grpc_status = Some(code);
-                }
-                frame
-            })
-            .boxed();
-        let body = match deadline {
-            Some(deadline) => DownstreamBody::Cut(Deadline {
-                inner: body,
-                sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                fired: timed_out,
-            }),
-            None => DownstreamBody::Plain(body),
+        let (parts, inner) = response.into_parts();
+        let cut = self
+            .deadline
+            .take()
+            .map(|deadline| Box::pin(tokio::time::sleep_until(deadline)));
+        let body = DownstreamBody {
+            inner,
+            record: self,
+            cut,
         };
         Response::from_parts(parts, body)
     }
@@ -1119,7 +1185,7 @@ impl Drop for Record {
         if self.status.is_none() {
             self.flags.add(Flag::DownstreamDisconnect);
         }
-        if self.body_timed_out.load(Ordering::Relaxed) {
+        if self.body_timed_out {
             self.flags.add(Flag::UpstreamTimeout);
         }
         let code = self.status.unwrap_or(0);
@@ -1133,7 +1199,11 @@ impl Drop for Record {
         };
         let labels = &self.labels;
         let duration = self.started.elapsed();
-        let request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        let request_bytes = self.request_bytes
+            + self
+                .streamed_bytes
+                .as_ref()
+                .map_or(0, |count| count.load(Ordering::Relaxed));
         self.metrics.record(
             labels,
             Measured {
@@ -1142,23 +1212,30 @@ impl Drop for Record {
                 response_bytes: self.response_bytes,
             },
         );
+        let Some(log) = &self.log else {
+            return;
+        };
         tracing::info!(
             target: "outrigger_proxy::access",
-            method = %self.method,
-            path = self.uri.path_and_query().map_or("/", |p| p.as_str()),
-            authority = self
+            method = %log.method,
+            path = log.uri.path_and_query().map_or("/", |p| p.as_str()),
+            authority = log
                 .uri
                 .authority()
                 .map(|a| a.as_str())
-                .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+                .or_else(|| log.host.as_ref().and_then(|h| h.to_str().ok()))
                 .unwrap_or_default(),
             response_code = code,
             response_flags = %labels.response_flags,
             grpc_status = %labels.grpc_response_status,
-            route = self.route.as_deref().unwrap_or("-"),
-            cluster = self.cluster.as_deref().unwrap_or("-"),
-            upstream_host = self.upstream.as_deref().unwrap_or("-"),
-            request_id = self.request_id.to_str().unwrap_or("-"),
+            route = log.route.as_deref().unwrap_or("-"),
+            cluster = log.cluster.as_deref().unwrap_or("-"),
+            upstream_host = log.upstream.as_deref().unwrap_or("-"),
+            request_id = log
+                .request_id
+                .as_ref()
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or("-"),
             source_workload = %labels.source_workload,
             source_namespace = %labels.source_workload_namespace,
             source_app = %labels.source_app,
@@ -1178,5 +1255,52 @@ fn code_label(code: u16) -> Label {
     match CODES.get(usize::from(code)) {
         Some(cell) => cell.get_or_init(|| Label::from(code.to_string())).clone(),
         None => Label::from(code.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_keeps_every_endpoint_in_order_past_its_inline_room() {
+        let mut tried = Tried::default();
+        assert!(tried.as_slice().is_empty());
+        for index in [7, 3, 9] {
+            tried.push(index);
+        }
+        assert_eq!(tried.as_slice(), &[7, 3, 9]);
+        for index in [1, 4, 8] {
+            tried.push(index);
+        }
+        assert_eq!(tried.as_slice(), &[7, 3, 9, 1, 4, 8]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_an_upgrade_keeps_its_two() {
+        let headers = || {
+            let mut headers = HeaderMap::new();
+            for name in [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "te",
+                "upgrade",
+                "x-b3-traceid",
+            ] {
+                headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            }
+            headers
+        };
+        let mut plain = headers();
+        strip_hop_by_hop(&mut plain, false);
+        let names: Vec<&str> = plain.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-b3-traceid"]);
+        let mut upgrade = headers();
+        strip_hop_by_hop(&mut upgrade, true);
+        let mut names: Vec<&str> = upgrade.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["connection", "upgrade", "x-b3-traceid"]);
     }
 }

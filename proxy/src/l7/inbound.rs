@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::OrigDstAddr;
 use crate::l7::detect::{self, Detected};
 use crate::l7::http::{
-    DownstreamBody, HOP_BY_HOP, Record, counted, is_grpc, is_http, is_upgrade, local, tunnel,
+    DownstreamBody, Record, counted, is_grpc, is_http, is_upgrade, local, strip_hop_by_hop, tunnel,
 };
 use crate::l7::peer::{self, Local, OwnLabels, Peer, Peers};
 use crate::l7::request::{self, Flag};
@@ -189,8 +189,10 @@ impl Inbound {
         let exchange = self.local.exchange(&loaded);
         let labels = Self::labels(&exchange.labels, port, received.peer);
         let mut record = Record::new(&self.metrics, labels, &req, request_id);
-        record.cluster = Some(format!("inbound|{}||", port.port));
-        record.upstream = Some(orig_dst.0.to_string());
+        if let Some(log) = record.log() {
+            log.cluster = Some(format!("inbound|{}||", port.port));
+            log.upstream = Some(orig_dst.0.to_string());
+        }
         let mut response = self.forward(req, orig_dst, port, &mut record).await;
         // Only the proxy speaks for this pod: the app's own headers of these names go, and
         // ours answer a client proxy that sent its own (as Istio's filter does).
@@ -259,7 +261,7 @@ impl Inbound {
                 } else {
                     Version::HTTP_11
                 })
-                .body(counted(body, record.request_bytes.clone()))
+                .body(counted(body, record.streamed_bytes()))
         });
         let mut request = match request {
             Ok(request) => request,
@@ -275,12 +277,7 @@ impl Inbound {
         let grpc = is_grpc(&parts.headers);
         let headers = request.headers_mut();
         *headers = std::mem::take(&mut parts.headers);
-        for name in HOP_BY_HOP {
-            if upgrade && (name == "connection" || name == "upgrade") {
-                continue;
-            }
-            headers.remove(name);
-        }
+        strip_hop_by_hop(headers, upgrade);
         if grpc {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }

@@ -17,7 +17,7 @@ use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use outrigger_api::names::peer_metadata::{ID_HEADER, METADATA_HEADER, field};
 use outrigger_api::workload_labels;
 use prost::Message as _;
@@ -185,9 +185,14 @@ fn bounded(value: &str, max: usize) -> bool {
 
 /// Removes both exchange headers (every value of each).
 pub fn strip(headers: &mut HeaderMap) {
-    headers.remove(ID_HEADER);
-    headers.remove(METADATA_HEADER);
+    headers.remove(ID_NAME);
+    headers.remove(METADATA_NAME);
 }
+
+/// The two headers' names as names, not text: inserting text copies the name each time, and
+/// removing by text parses it.
+const ID_NAME: HeaderName = HeaderName::from_static(ID_HEADER);
+const METADATA_NAME: HeaderName = HeaderName::from_static(METADATA_HEADER);
 
 /// This proxy's two header values, encoded once, and the same identity as metric labels.
 #[derive(Debug)]
@@ -253,10 +258,10 @@ impl Exchange {
     /// as Istio's filter answers only a peer that spoke first.
     pub fn answer(&self, headers: &mut HeaderMap, id: bool, metadata: bool) {
         if id && let Some(value) = &self.id {
-            headers.insert(ID_HEADER, value.clone());
+            headers.insert(ID_NAME, value.clone());
         }
         if metadata {
-            headers.insert(METADATA_HEADER, self.metadata.clone());
+            headers.insert(METADATA_NAME, self.metadata.clone());
         }
     }
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use outrigger_mesh::RequestView;
 
 use crate::l7::telemetry::Label;
@@ -141,8 +141,9 @@ pub fn authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
 
 /// Adds `x-request-id` (a random UUID v4) when the request has none; returns its value.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    const NAME: &str = "x-request-id";
-    if let Some(id) = headers.get(NAME) {
+    // A name, not text: inserting text would copy the name for every request.
+    const NAME: HeaderName = HeaderName::from_static("x-request-id");
+    if let Some(id) = headers.get(&NAME) {
         return id.clone();
     }
     let bits = fastrand::u128(..);

@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use outrigger_mesh::ProxyConfig as MeshConfig;
-use outrigger_mesh::config::sharing_labels;
+use outrigger_mesh::config::{DestinationConfig, sharing_labels};
 use outrigger_mesh::names::{PROXY_CONFIG_API_VERSION, PROXY_CONFIG_KIND};
 use tokio_util::sync::CancellationToken;
 
 use crate::l7::balance::{BuildError, Clusters};
 use crate::l7::request::RetryOn;
-use crate::l7::telemetry::L7Metrics;
+use crate::l7::telemetry::{L7Metrics, ServiceLabels};
 use outrigger_runtime::error_chain;
 
 /// How often the file's identity is checked (a ConfigMap volume swaps a symlink: the inode of
@@ -64,6 +64,9 @@ pub struct Loaded {
     pub clusters: Clusters,
     /// Every route's `retryOn` list, parsed once here (by its text; routes share a few lists).
     retry_on: HashMap<String, RetryOn>,
+    /// Each destination's service labels, by the destination's key, made once here (a
+    /// request would otherwise allocate three label strings).
+    service_labels: HashMap<String, ServiceLabels, foldhash::fast::RandomState>,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
 }
@@ -75,6 +78,7 @@ impl Loaded {
         config.clusters.clear();
         Loaded {
             retry_on: HashMap::new(),
+            service_labels: HashMap::default(),
             config,
             clusters: Clusters::default(),
             loaded_at: SystemTime::now(),
@@ -87,6 +91,11 @@ impl Loaded {
         let clusters = Clusters::build(&mut config)?;
         Ok(Loaded {
             retry_on: parse_retry_lists(&config),
+            service_labels: config
+                .destinations
+                .iter()
+                .map(|(key, d)| (key.clone(), ServiceLabels::of(&d.host, &d.service)))
+                .collect(),
             config,
             clusters,
             loaded_at: SystemTime::now(),
@@ -106,6 +115,15 @@ impl Loaded {
             }
         }
         value
+    }
+
+    /// The service labels of the destination under `key` (made now if the key is not one of
+    /// this configuration's).
+    pub fn service_labels(&self, key: &str, destination: &DestinationConfig) -> ServiceLabels {
+        match self.service_labels.get(key) {
+            Some(labels) => labels.clone(),
+            None => ServiceLabels::of(&destination.host, &destination.service),
+        }
     }
 
     /// The parsed `retryOn` of a route of this configuration.

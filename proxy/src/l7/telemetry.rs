@@ -3,7 +3,7 @@
 //! the configuration source's own counters. Every label value comes from the configuration
 //! (a bounded set) or from a small fixed set (codes, flags, protocols).
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{
@@ -118,6 +118,27 @@ impl EncodeLabelValue for Label {
 }
 
 /// Istio's standard labels of the HTTP/gRPC request metrics.
+/// Istio's `destination_service`, `destination_service_name` and
+/// `destination_service_namespace` of one destination (made once per configuration load).
+#[derive(Debug, Clone)]
+pub struct ServiceLabels {
+    pub service: Label,
+    pub name: Label,
+    pub namespace: Label,
+}
+
+impl ServiceLabels {
+    /// From the destination's host and `namespace/name` service.
+    pub fn of(host: &str, service: &str) -> Self {
+        let (namespace, name) = service.split_once('/').unwrap_or((UNKNOWN, service));
+        ServiceLabels {
+            service: Label::from(host),
+            name: Label::from(name),
+            namespace: Label::from(namespace),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     pub reporter: &'static str,
@@ -148,11 +169,11 @@ struct Series {
 }
 
 impl Series {
+    /// Hashed once with foldhash, not SipHash: the 17 values come from the configuration and
+    /// a fixed set, never from a request, so there is nothing to flood.
     fn new(labels: RequestLabels) -> Self {
-        let mut hasher = std::hash::DefaultHasher::new();
-        labels.hash(&mut hasher);
         Series {
-            hash: hasher.finish(),
+            hash: foldhash::fast::FixedState::default().hash_one(&labels),
             labels,
         }
     }
@@ -329,5 +350,53 @@ impl L7Metrics {
         self.config_loads
             .get_or_create(&ResultLabels { result: "refused" })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_labels_split_the_namespace_from_the_name() {
+        let labels = ServiceLabels::of("web.shop.svc.cluster.local", "shop/web");
+        assert_eq!(labels.service, "web.shop.svc.cluster.local");
+        assert_eq!(labels.name, "web");
+        assert_eq!(labels.namespace, "shop");
+        // A ServiceEntry host without a namespace/name service.
+        let external = ServiceLabels::of("api.example.com", "api.example.com");
+        assert_eq!(external.name, "api.example.com");
+        assert_eq!(external.namespace, UNKNOWN);
+    }
+
+    #[test]
+    fn a_series_hash_follows_its_labels() {
+        let labels = |code: &str| RequestLabels {
+            reporter: "source",
+            source_workload: Label::from("client"),
+            source_workload_namespace: Label::from("shop"),
+            source_app: Label::from("client"),
+            source_version: Label::unknown(),
+            destination_workload: Label::from("web-v1"),
+            destination_workload_namespace: Label::from("shop"),
+            destination_app: Label::from("web"),
+            destination_version: Label::from("v1"),
+            destination_service: Label::from("web.shop.svc.cluster.local"),
+            destination_service_name: Label::from("web"),
+            destination_service_namespace: Label::from("shop"),
+            request_protocol: "http",
+            response_code: Label::from(code),
+            response_flags: Label::from("-"),
+            grpc_response_status: Label::empty(),
+            connection_security_policy: "unknown",
+        };
+        assert_eq!(
+            Series::new(labels("200")).hash,
+            Series::new(labels("200")).hash
+        );
+        assert_ne!(
+            Series::new(labels("200")).hash,
+            Series::new(labels("503")).hash
+        );
     }
 }
