@@ -868,7 +868,8 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    headers.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `connection` and `upgrade`); names,

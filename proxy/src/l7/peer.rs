@@ -357,8 +357,8 @@ impl Peers {
     /// use for it only strips). Never fails: bad metadata is logged at debug and counted in
     /// `outrigger_proxy_peer_metadata_errors_total{reason}`, and gives no peer.
     pub fn receive(&self, headers: &mut HeaderMap, metrics: &L7Metrics, decode: bool) -> Received {
-        let id = headers.remove(ID_HEADER);
-        let value = headers.remove(METADATA_HEADER);
+        let id = headers.remove(ID_NAME);
+        let value = headers.remove(METADATA_NAME);
         let mut received = Received {
             id: id.is_some(),
             metadata: value.is_some(),
