@@ -354,10 +354,10 @@ impl Planned {
             .resources
             .into_iter()
             .map(|(name, resource)| Resource {
-                aliases: if resource.name == *name {
+                aliases: if resource.name == name {
                     Vec::new()
                 } else {
-                    vec![resource.name.clone()]
+                    vec![resource.name.to_string()]
                 },
                 version: resource.version.to_string(),
                 resource: Some(encode(&self.type_url, &resource)),
