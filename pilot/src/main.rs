@@ -230,4 +230,28 @@ mod tests {
             "jemalloc's arenas, with {conf:?} compiled in"
         );
     }
+
+    /// Large allocations go to jemalloc's huge arena, which returns their pages when they are
+    /// freed (`.cargo/config.toml`): the build's options are the ones jemalloc was given.
+    #[test]
+    fn large_allocations_go_to_the_arena_that_purges_at_once() {
+        let conf = env!("JEMALLOC_SYS_WITH_MALLOC_CONF");
+        let threshold: usize = conf
+            .split(',')
+            .find_map(|option| option.strip_prefix("oversize_threshold:"))
+            .expect("the build sets oversize_threshold")
+            .parse()
+            .expect("oversize_threshold is a number");
+        assert!(
+            threshold <= 32 * 1024,
+            "at most the largest size the thread caches keep: {conf:?}"
+        );
+        let compiled = tikv_jemalloc_ctl::config::malloc_conf::read().expect("jemalloc answers");
+        // tikv-jemalloc-ctl hands the C string back with its terminating NUL.
+        assert_eq!(
+            compiled.trim_end_matches('\0'),
+            conf,
+            "jemalloc was built with the repository's options"
+        );
+    }
 }
