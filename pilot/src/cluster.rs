@@ -378,27 +378,27 @@ impl Lookup for ReflectedConfig {
     }
 }
 
-/// A watcher event of Istio objects as [`ReflectedConfig`]s (the tree is dropped once written).
-fn reflected_config(event: watcher::Event<DynamicObject>) -> watcher::Event<ReflectedConfig> {
+/// A watcher event with its object converted by `convert` (the watched object is dropped once
+/// converted).
+fn map_event<K, T>(event: watcher::Event<K>, convert: impl Fn(&K) -> T) -> watcher::Event<T> {
     match event {
-        watcher::Event::Apply(o) => watcher::Event::Apply(ReflectedConfig::from_object(&o)),
-        watcher::Event::Delete(o) => watcher::Event::Delete(ReflectedConfig::from_object(&o)),
+        watcher::Event::Apply(o) => watcher::Event::Apply(convert(&o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(convert(&o)),
         watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(o) => watcher::Event::InitApply(ReflectedConfig::from_object(&o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(convert(&o)),
         watcher::Event::InitDone => watcher::Event::InitDone,
     }
+}
+
+/// A watcher event of Istio objects as [`ReflectedConfig`]s (the tree is dropped once written).
+fn reflected_config(event: watcher::Event<DynamicObject>) -> watcher::Event<ReflectedConfig> {
+    map_event(event, ReflectedConfig::from_object)
 }
 
 /// A watcher event of Pods as one of [`ReflectedPod`]s: the k8s `Pod` is dropped as soon as
 /// it is read.
 fn reflected(event: watcher::Event<Pod>) -> watcher::Event<ReflectedPod> {
-    match event {
-        watcher::Event::Apply(pod) => watcher::Event::Apply(ReflectedPod::from_pod(&pod)),
-        watcher::Event::Delete(pod) => watcher::Event::Delete(ReflectedPod::from_pod(&pod)),
-        watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(pod) => watcher::Event::InitApply(ReflectedPod::from_pod(&pod)),
-        watcher::Event::InitDone => watcher::Event::InitDone,
-    }
+    map_event(event, ReflectedPod::from_pod)
 }
 
 /// Starts every reflector on the current runtime; each event sends a [`Change`].

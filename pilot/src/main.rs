@@ -208,18 +208,23 @@ async fn serve(cli: &Cli, pilot: &Pilot) -> anyhow::Result<()> {
 
 #[cfg(all(test, not(feature = "dhat-heap")))]
 mod tests {
+    /// The number the repository's jemalloc options (`.cargo/config.toml`) give `option`.
+    fn compiled_option<T: std::str::FromStr>(option: &str) -> T {
+        let conf = env!("JEMALLOC_SYS_WITH_MALLOC_CONF");
+        conf.split(',')
+            .find_map(|part| part.strip_prefix(option)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("the build sets {option}: {conf:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{option} is a number: {conf:?}"))
+    }
+
     /// The options `.cargo/config.toml` gives the build (cargo's `[env]` reaches this crate's
     /// compilation too) are the ones the allocator runs with.
     #[test]
     fn the_allocator_runs_with_the_arenas_the_build_sets() {
         // A build without it (outside this repository's `.cargo/config.toml`) does not compile.
         let conf = env!("JEMALLOC_SYS_WITH_MALLOC_CONF");
-        let wanted: u32 = conf
-            .split(',')
-            .find_map(|option| option.strip_prefix("narenas:"))
-            .expect("the build sets narenas")
-            .parse()
-            .expect("narenas is a number");
+        let wanted: u32 = compiled_option("narenas");
         assert!(
             std::env::var_os("_RJEM_MALLOC_CONF").is_none(),
             "unset _RJEM_MALLOC_CONF to run this test: it overrides the compiled-in options"
@@ -236,12 +241,7 @@ mod tests {
     #[test]
     fn large_allocations_go_to_the_arena_that_purges_at_once() {
         let conf = env!("JEMALLOC_SYS_WITH_MALLOC_CONF");
-        let threshold: usize = conf
-            .split(',')
-            .find_map(|option| option.strip_prefix("oversize_threshold:"))
-            .expect("the build sets oversize_threshold")
-            .parse()
-            .expect("oversize_threshold is a number");
+        let threshold: usize = compiled_option("oversize_threshold");
         assert!(
             threshold <= 32 * 1024,
             "at most the largest size the thread caches keep: {conf:?}"

@@ -23,6 +23,7 @@ use hyper_util::server::conn::auto;
 use outrigger_api::names::networking::{BLACK_HOLE_CLUSTER, BLOCK_ALL_ROUTE};
 use outrigger_mesh::config::{ActionKind, FaultAbort, Mirror, OutboundTrafficPolicy, Route};
 use outrigger_mesh::protocol::Protocol;
+use smallvec::SmallVec;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -447,12 +448,7 @@ impl Outbound {
                 match PathAndQuery::try_from(rewritten) {
                     Ok(path) => path,
                     Err(error) => {
-                        tracing::warn!(%error, "the rewritten path is not a valid URI path");
-                        return local(
-                            record,
-                            Flag::UpstreamConnectFailure,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                        );
+                        return unbuildable(record, "the rewritten path is not a URI path", error);
                     }
                 }
             }
@@ -521,12 +517,12 @@ impl Outbound {
             )
         });
         // Endpoints of earlier tries (few: the route's attempts), kept inline.
-        let mut tried = Tried::default();
+        let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         let mut _retry_slot = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(index) = cluster.pick(tried.as_slice(), hash_key) else {
+            let Some(index) = cluster.pick(&tried, hash_key) else {
                 return local(
                     record,
                     Flag::NoHealthyUpstream,
@@ -547,19 +543,13 @@ impl Outbound {
                         .boxed(),
                 },
             };
-            let upstream_request = match build_request(
-                &parts, &path, &authority, endpoint, cluster, upgrade, body,
-            ) {
-                Ok(request) => request,
-                Err(error) => {
-                    tracing::warn!(%error, address = %endpoint.address, "cannot build the upstream request");
-                    return local(
-                        record,
-                        Flag::UpstreamConnectFailure,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                    );
-                }
-            };
+            let upstream_request =
+                match build_request(&parts, &path, &authority, endpoint, cluster, upgrade, body) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        return unbuildable(record, "cannot build the upstream request", error);
+                    }
+                };
             let _active = EndpointLoad::start(endpoint);
             // The route's deadline bounds the whole try, a wait for a `maxConnections` slot
             // included; `perTryTimeout` only the try once its connection is in hand (Envoy's
@@ -785,36 +775,6 @@ impl hyper::body::Body for DownstreamBody {
     }
 }
 
-/// The endpoints a request's tries went to, without a heap allocation for the first few.
-#[derive(Default)]
-struct Tried {
-    inline: [usize; 4],
-    len: usize,
-    more: Vec<usize>,
-}
-
-impl Tried {
-    fn push(&mut self, index: usize) {
-        if self.len < self.inline.len() {
-            self.inline[self.len] = index;
-            self.len += 1;
-        } else {
-            if self.more.is_empty() {
-                self.more.extend_from_slice(&self.inline);
-            }
-            self.more.push(index);
-        }
-    }
-
-    fn as_slice(&self) -> &[usize] {
-        if self.more.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.more
-        }
-    }
-}
-
 /// Counts a request in flight on an endpoint (for LEAST_REQUEST and `/clusters`).
 struct EndpointLoad<'a>(&'a EndpointState);
 
@@ -990,6 +950,21 @@ fn full(status: StatusCode, body: Bytes) -> Response<Body> {
     );
     *response.status_mut() = status;
     response
+}
+
+/// A request that cannot be built for its upstream (a rewrite or a value that is not valid
+/// HTTP): logged, and answered 503 with `UF` as if the connection had failed.
+pub(crate) fn unbuildable(
+    record: &mut Record,
+    what: &str,
+    error: impl std::fmt::Display,
+) -> Response<Body> {
+    tracing::warn!(%error, "{what}");
+    local(
+        record,
+        Flag::UpstreamConnectFailure,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
 }
 
 /// A reply of the proxy itself, with Envoy's body for the flag.
@@ -1262,20 +1237,6 @@ fn code_label(code: u16) -> Label {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tried_keeps_every_endpoint_in_order_past_its_inline_room() {
-        let mut tried = Tried::default();
-        assert!(tried.as_slice().is_empty());
-        for index in [7, 3, 9] {
-            tried.push(index);
-        }
-        assert_eq!(tried.as_slice(), &[7, 3, 9]);
-        for index in [1, 4, 8] {
-            tried.push(index);
-        }
-        assert_eq!(tried.as_slice(), &[7, 3, 9, 1, 4, 8]);
-    }
 
     #[test]
     fn hop_by_hop_headers_go_and_an_upgrade_keeps_its_two() {

@@ -28,6 +28,7 @@ use crate::addr::OrigDstAddr;
 use crate::l7::detect::{self, Detected};
 use crate::l7::http::{
     DownstreamBody, Record, counted, is_grpc, is_http, is_upgrade, local, strip_hop_by_hop, tunnel,
+    unbuildable,
 };
 use crate::l7::peer::{self, Local, OwnLabels, Peer, Peers};
 use crate::l7::request::{self, Flag};
@@ -266,12 +267,7 @@ impl Inbound {
         let mut request = match request {
             Ok(request) => request,
             Err(error) => {
-                tracing::warn!(%error, "cannot build the request to the app");
-                return local(
-                    record,
-                    Flag::UpstreamConnectFailure,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                );
+                return unbuildable(record, "cannot build the request to the app", error);
             }
         };
         let grpc = is_grpc(&parts.headers);
